@@ -1,8 +1,33 @@
 //! ghost-core: what every ghostbridge process shares. It owns the disk (`fs`),
 //! the data-root layout, configuration, the patch model, the queue, heartbeats,
-//! summaries and logging.
+//! summaries and logging. Processes coordinate only through these files and
+//! atomic renames.
 
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fs;
 pub mod hash;
+pub mod heartbeat;
+pub mod layout;
+pub mod logging;
 pub mod patch;
+pub mod queue;
+pub mod summary;
+pub mod time;
 
+pub use config::Config;
+pub use error::{Error, Result};
 pub use hash::md5_hex;
+pub use layout::Layout;
+
+/// The version every binary and summary reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// This machine's host name, for claim records and summaries.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}

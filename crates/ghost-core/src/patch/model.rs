@@ -28,10 +28,15 @@ impl RelPath {
             return Err("path contains a NUL byte".into());
         }
         if raw.starts_with('/') || raw.starts_with('\\') {
-            return Err(format!("path {raw:?} is absolute; paths are relative to the target's working tree"));
+            return Err(format!(
+                "path {raw:?} is absolute; paths are relative to the target's working tree"
+            ));
         }
         if raw.len() > 4096 {
-            return Err(format!("path is {} bytes long; the limit is 4096", raw.len()));
+            return Err(format!(
+                "path is {} bytes long; the limit is 4096",
+                raw.len()
+            ));
         }
         let mut parts = Vec::new();
         for part in raw.split('/') {
@@ -43,14 +48,18 @@ impl RelPath {
                         return Err(format!("path {raw:?} contains a control character"));
                     }
                     if p.len() > 255 {
-                        return Err(format!("path {raw:?} has a component longer than 255 bytes"));
+                        return Err(format!(
+                            "path {raw:?} has a component longer than 255 bytes"
+                        ));
                     }
                     parts.push(p);
                 }
             }
         }
         if parts.is_empty() {
-            return Err(format!("path {raw:?} names the tree itself, not a file in it"));
+            return Err(format!(
+                "path {raw:?} names the tree itself, not a file in it"
+            ));
         }
         Ok(RelPath(parts.join("/")))
     }
@@ -247,7 +256,16 @@ mod tests {
     #[test]
     fn relpath_normalises_and_rejects() {
         assert_eq!(RelPath::parse("./a//b/./c").unwrap().as_str(), "a/b/c");
-        for bad in ["", "/etc/passwd", "a/../b", "..", "a\0b", ".", "./", "a/\u{7}"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a\0b",
+            ".",
+            "./",
+            "a/\u{7}",
+        ] {
             assert!(RelPath::parse(bad).is_err(), "{bad:?} accepted");
         }
         let p = RelPath::parse("a/b/c").unwrap();

@@ -1,0 +1,616 @@
+//! Configuration: TOML, unknown keys are errors, durations are human strings
+//! (`"30s"`, `"5m"`, `"250ms"`), sizes are bytes or strings (`"5MiB"`).
+//!
+//! Every key has an embedded default, so no file is needed to start. Loading
+//! reports every problem at once: each key is checked on its own before the
+//! section is read whole, so one typo does not hide the next.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::patch::TargetSpec;
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file (or `embedded defaults`) the problems are in.
+    pub origin: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad configuration in {}:", self.origin)?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `serde` glue for human durations.
+pub mod duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"250ms\""
+            ))
+        })
+    }
+}
+
+/// `serde` glue for byte sizes: an integer, or a string such as `"5MiB"`, `"512 KiB"`, `"8MB"`.
+pub mod size {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn parse(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size; write e.g. 1048576 or \"5MiB\""))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown size unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetConfig {
+    /// The working tree, relative to the root or absolute. Default `workspaces/<name>`.
+    pub path: Option<PathBuf>,
+    /// Legacy target names that mean this target.
+    pub aliases: Vec<String>,
+    /// Absolute prefix legacy patches use for this tree.
+    pub legacy_root: Option<String>,
+    /// Run `{"shell": …}` commands and legacy shell strings.
+    pub allow_shell: bool,
+    /// Commit each applied patch in the tree's git repository.
+    pub git_commit: bool,
+    /// Extra environment variables for check commands (the environment is
+    /// otherwise cleared but for PATH, HOME and LANG).
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            path: None,
+            aliases: Vec::new(),
+            legacy_root: None,
+            allow_shell: false,
+            git_commit: false,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+macro_rules! section {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name { $($(#[$fm])* pub $field: $ty),* }
+        impl Default for $name {
+            fn default() -> Self { $name { $($field: $default),* } }
+        }
+    };
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+section!(HeartbeatConfig {
+    #[serde(with = "duration")]
+    interval: Duration = secs(30),
+    #[serde(with = "duration")]
+    stale_after: Duration = secs(60),
+});
+
+section!(LogsConfig {
+    #[serde(with = "size")] max_bytes: u64 = 5 << 20,
+    #[serde(with = "duration")] max_age: Duration = secs(7 * 24 * 3600),
+    keep: u32 = 10,
+    rapid_rotations_per_hour: u32 = 3,
+    #[serde(with = "duration")] pause_after: Duration = secs(30),
+    fallback_dir: Option<PathBuf> = None,
+});
+
+section!(ExecutorConfig {
+    /// A patch active longer than this is killed, rolled back and parked in `.stuck/`.
+    #[serde(with = "duration")]
+    stuck_after: Duration = secs(15 * 60),
+    max_attempts: u32 = 3,
+    /// Retry n (1-based) waits `backoff_base × 4^(n-1)`, capped at `backoff_max`.
+    #[serde(with = "duration")]
+    backoff_base: Duration = secs(5),
+    #[serde(with = "duration")]
+    backoff_max: Duration = secs(5 * 60),
+    #[serde(with = "duration")]
+    command_timeout: Duration = secs(10 * 60),
+    /// Full rescan of the queues, in case the file-system watcher missed an event.
+    #[serde(with = "duration")]
+    scan_interval: Duration = secs(5),
+    /// On SIGTERM, how long the current patch may still run before it is rolled back.
+    #[serde(with = "duration")]
+    shutdown_grace: Duration = secs(20),
+    /// Temp files older than this are cleared at start-up.
+    #[serde(with = "duration")]
+    tmp_max_age: Duration = secs(5 * 60),
+    /// How much of each command's stdout and stderr the summary keeps.
+    #[serde(with = "size")]
+    output_tail_bytes: u64 = 4096,
+    /// Mode of files a patch creates without giving one.
+    default_file_mode: String = "0644".into(),
+});
+
+section!(BridgeConfig {
+    listen: String = "127.0.0.1:7878".into(),
+    #[serde(with = "size")]
+    max_patch_bytes: u64 = 8 << 20,
+});
+
+section!(MonitorConfig {
+    listen: String = "127.0.0.1:7879".into(),
+    #[serde(with = "duration")]
+    interval: Duration = secs(30),
+    #[serde(with = "duration")]
+    stale_pending_after: Duration = secs(15 * 60),
+    queue_depth_warn: u32 = 10,
+    #[serde(with = "duration")]
+    dedup_window: Duration = secs(5 * 60),
+    #[serde(with = "duration")]
+    repeat_interval: Duration = secs(4 * 3600),
+    #[serde(with = "duration")]
+    group_wait: Duration = secs(30),
+});
+
+section!(WatchdogConfig {
+    max_restarts: u32 = 2,
+    #[serde(with = "duration")]
+    restart_window: Duration = secs(5 * 60),
+    #[serde(with = "duration")]
+    restart_delay: Duration = secs(1),
+    #[serde(with = "duration")]
+    restart_delay_max: Duration = secs(60),
+    #[serde(with = "duration")]
+    healthy_after: Duration = secs(60),
+    #[serde(with = "duration")]
+    stop_grace: Duration = secs(10),
+});
+
+section!(AlertsConfig {
+    slack_webhook_url: Option<String> = None,
+    webhooks: Vec<String> = Vec::new(),
+});
+
+/// The whole configuration, plus the data root it applies to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(skip)]
+    pub root: PathBuf,
+    /// Where the configuration came from (`embedded defaults` or a file path).
+    #[serde(skip)]
+    pub source: String,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub heartbeat: HeartbeatConfig,
+    pub logs: LogsConfig,
+    pub executor: ExecutorConfig,
+    pub bridge: BridgeConfig,
+    pub monitor: MonitorConfig,
+    pub watchdog: WatchdogConfig,
+    pub alerts: AlertsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut targets = BTreeMap::new();
+        targets.insert("default".to_string(), TargetConfig::default());
+        Config {
+            root: PathBuf::from("ghost-data"),
+            source: "embedded defaults".into(),
+            targets,
+            heartbeat: HeartbeatConfig::default(),
+            logs: LogsConfig::default(),
+            executor: ExecutorConfig::default(),
+            bridge: BridgeConfig::default(),
+            monitor: MonitorConfig::default(),
+            watchdog: WatchdogConfig::default(),
+            alerts: AlertsConfig::default(),
+        }
+    }
+}
+
+/// Check each key of `table` alone against `T`, then the whole table.
+fn check_section<T: serde::de::DeserializeOwned + Default>(
+    prefix: &str,
+    table: &toml::Table,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    let mut ok = true;
+    for (k, v) in table {
+        let mut one = toml::Table::new();
+        one.insert(k.clone(), v.clone());
+        if let Err(e) = toml::Value::Table(one).try_into::<T>() {
+            ok = false;
+            problems.push(format!("{prefix}.{k}: {}", e.message().trim()));
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match toml::Value::Table(table.clone()).try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(format!("{prefix}: {}", e.message().trim()));
+            None
+        }
+    }
+}
+
+fn parse_mode(s: &str) -> Option<u32> {
+    let t = s.trim_start_matches("0o");
+    u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+impl Config {
+    /// Load the configuration for `root`: `file` if given (it must exist), else
+    /// `<root>/ghost.toml` if it exists, else the embedded defaults.
+    pub fn load(root: &Path, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let (path, required) = match file {
+            Some(f) => (f.to_path_buf(), true),
+            None => (root.join("ghost.toml"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(root, &text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                let mut c = Config::default();
+                c.root = root.to_path_buf();
+                Ok(c)
+            }
+            Err(e) => Err(ConfigErrors {
+                origin: path.display().to_string(),
+                problems: vec![format!("cannot read: {e}")],
+            }),
+        }
+    }
+
+    /// Parse configuration text; `source` names it in errors.
+    pub fn from_toml(root: &Path, text: &str, source: &str) -> Result<Config, ConfigErrors> {
+        let mut problems = Vec::new();
+        let fail = |problems: Vec<String>| ConfigErrors {
+            origin: source.to_string(),
+            problems,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail(vec![e.to_string().trim().to_string()]))?;
+        let mut cfg = Config {
+            root: root.to_path_buf(),
+            source: source.to_string(),
+            targets: BTreeMap::new(),
+            ..Config::default()
+        };
+        for (key, value) in &table {
+            let Some(section) = value.as_table() else {
+                problems.push(format!("{key}: expected a [{key}] table"));
+                continue;
+            };
+            macro_rules! take {
+                ($field:ident, $ty:ty) => {
+                    if let Some(v) = check_section::<$ty>(key, section, &mut problems) {
+                        cfg.$field = v;
+                    }
+                };
+            }
+            match key.as_str() {
+                "targets" => {
+                    for (name, t) in section {
+                        let prefix = format!("targets.{name}");
+                        match t.as_table() {
+                            Some(tt) => {
+                                if let Some(tc) = check_section::<TargetConfig>(&prefix, tt, &mut problems) {
+                                    cfg.targets.insert(name.clone(), tc);
+                                }
+                            }
+                            None => problems.push(format!("{prefix}: expected a [{prefix}] table")),
+                        }
+                    }
+                }
+                "heartbeat" => take!(heartbeat, HeartbeatConfig),
+                "logs" => take!(logs, LogsConfig),
+                "executor" => take!(executor, ExecutorConfig),
+                "bridge" => take!(bridge, BridgeConfig),
+                "monitor" => take!(monitor, MonitorConfig),
+                "watchdog" => take!(watchdog, WatchdogConfig),
+                "alerts" => take!(alerts, AlertsConfig),
+                other => problems.push(format!(
+                    "{other}: unknown section (known: targets, heartbeat, logs, executor, bridge, monitor, watchdog, alerts)"
+                )),
+            }
+        }
+        if !table.contains_key("targets") {
+            cfg.targets
+                .insert("default".into(), TargetConfig::default());
+        }
+        cfg.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(fail(problems))
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.targets.is_empty() {
+            problems.push("targets: at least one target is needed".into());
+        }
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (name, t) in &self.targets {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(format!(
+                    "targets.{name}: a target name is 1 to 64 characters of letters, digits, '-' and '_' (it names directories)"
+                ));
+            }
+            for a in std::iter::once(name).chain(t.aliases.iter()) {
+                if let Some(other) = seen.insert(a.to_ascii_lowercase(), name.clone()) {
+                    if &other != name {
+                        problems.push(format!(
+                            "targets.{name}: name or alias {a:?} is also used by target {other:?}"
+                        ));
+                    }
+                }
+            }
+            if let Some(lr) = &t.legacy_root {
+                if !lr.starts_with('/') {
+                    problems.push(format!(
+                        "targets.{name}.legacy_root: {lr:?} must be an absolute path"
+                    ));
+                }
+            }
+            for k in t.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    problems.push(format!(
+                        "targets.{name}.env: {k:?} is not a valid variable name"
+                    ));
+                }
+            }
+        }
+        let e = &self.executor;
+        if e.max_attempts == 0 {
+            problems.push("executor.max_attempts: must be at least 1".into());
+        }
+        if e.backoff_base > e.backoff_max {
+            problems.push("executor.backoff_base: must not exceed executor.backoff_max".into());
+        }
+        for (k, d) in [
+            ("executor.scan_interval", e.scan_interval),
+            ("executor.command_timeout", e.command_timeout),
+            ("executor.stuck_after", e.stuck_after),
+            ("heartbeat.interval", self.heartbeat.interval),
+            ("heartbeat.stale_after", self.heartbeat.stale_after),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if parse_mode(&e.default_file_mode).is_none() {
+            problems.push(format!(
+                "executor.default_file_mode: {:?} is not an octal mode such as \"0644\"",
+                e.default_file_mode
+            ));
+        }
+        for (k, v) in [
+            ("bridge.listen", &self.bridge.listen),
+            ("monitor.listen", &self.monitor.listen),
+        ] {
+            if v.parse::<SocketAddr>().is_err() {
+                problems.push(format!(
+                    "{k}: {v:?} is not an address such as \"127.0.0.1:7878\""
+                ));
+            }
+        }
+        if self.bridge.max_patch_bytes == 0 {
+            problems.push("bridge.max_patch_bytes: must be greater than zero".into());
+        }
+        if self.watchdog.max_restarts == 0 {
+            problems.push("watchdog.max_restarts: must be at least 1".into());
+        }
+    }
+
+    /// The working tree of target `name`.
+    pub fn target_path(&self, name: &str) -> PathBuf {
+        let p = self
+            .targets
+            .get(name)
+            .and_then(|t| t.path.clone())
+            .unwrap_or_else(|| PathBuf::from("workspaces").join(name));
+        if p.is_absolute() {
+            p
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    /// What the patch parser needs to know about the targets.
+    pub fn target_specs(&self) -> Vec<TargetSpec> {
+        self.targets
+            .iter()
+            .map(|(name, t)| TargetSpec {
+                name: name.clone(),
+                aliases: t.aliases.clone(),
+                legacy_root: t.legacy_root.clone(),
+                allow_shell: t.allow_shell,
+            })
+            .collect()
+    }
+
+    /// Mode for new files that a patch creates without giving one.
+    pub fn default_file_mode(&self) -> u32 {
+        parse_mode(&self.executor.default_file_mode).unwrap_or(0o644)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Config::default();
+        assert_eq!(c.heartbeat.interval, secs(30));
+        assert_eq!(c.heartbeat.stale_after, secs(60));
+        assert_eq!(c.logs.max_bytes, 5 << 20);
+        assert_eq!(c.logs.keep, 10);
+        assert_eq!(c.executor.stuck_after, secs(900));
+        assert_eq!(c.executor.max_attempts, 3);
+        assert_eq!(c.executor.backoff_base, secs(5));
+        assert_eq!(c.executor.backoff_max, secs(300));
+        assert_eq!(c.executor.command_timeout, secs(600));
+        assert_eq!(c.bridge.listen, "127.0.0.1:7878");
+        assert_eq!(c.bridge.max_patch_bytes, 8 << 20);
+        assert_eq!(c.monitor.listen, "127.0.0.1:7879");
+        assert_eq!(c.watchdog.max_restarts, 2);
+        assert!(c.targets.contains_key("default"));
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let text = r#"
+[targets.default]
+path = "workspaces/default"
+aliases = ["DEV", "CYOPS"]
+legacy_root = "/Users/me/gitSync/app"
+allow_shell = false
+git_commit = false
+
+[targets.web]
+path = "/srv/web"
+
+[executor]
+stuck_after = "250ms"
+backoff_base = "10ms"
+max_attempts = 5
+
+[logs]
+max_bytes = "1MiB"
+"#;
+        let c = Config::from_toml(Path::new("/r"), text, "t").unwrap();
+        assert_eq!(c.executor.stuck_after, Duration::from_millis(250));
+        assert_eq!(c.executor.max_attempts, 5);
+        assert_eq!(c.logs.max_bytes, 1 << 20);
+        assert_eq!(
+            c.target_path("default"),
+            PathBuf::from("/r/workspaces/default")
+        );
+        assert_eq!(c.target_path("web"), PathBuf::from("/srv/web"));
+        assert_eq!(c.target_specs()[0].aliases, ["DEV", "CYOPS"]);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = r#"
+[executor]
+stuck_aftr = "1s"
+max_attempts = "three"
+backoff_base = "soon"
+
+[nonsense]
+x = 1
+
+[targets.default]
+alias = ["x"]
+
+[bridge]
+listen = "not an address"
+"#;
+        let e = Config::from_toml(Path::new("/r"), text, "ghost.toml").unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "executor.stuck_aftr",
+            "executor.max_attempts",
+            "executor.backoff_base",
+            "nonsense: unknown section",
+            "targets.default.alias",
+            "bridge.listen",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let e = Config::from_toml(Path::new("/r"), "[executor\n", "g.toml").unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert!(e.to_string().contains("g.toml"));
+    }
+
+    #[test]
+    fn duplicate_aliases_rejected() {
+        let text = "[targets.a]\naliases=[\"DEV\"]\n[targets.b]\naliases=[\"dev\"]\n";
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        assert!(e.to_string().contains("also used by"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size::parse("5MiB").unwrap(), 5 << 20);
+        assert_eq!(size::parse("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(size::parse("100").unwrap(), 100);
+        assert!(size::parse("5 parsecs").is_err());
+    }
+}

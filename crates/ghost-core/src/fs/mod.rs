@@ -1,0 +1,335 @@
+//! The one module that writes to disk durably. Everything that must survive a crash
+//! goes through here:
+//!
+//! - [`durable_write`]: temp file beside the destination (or in a given temp dir on
+//!   the same filesystem), write, `fsync`, `rename`, `fsync` the destination directory.
+//! - [`durable_move`]: `rename` without replacing an existing destination, then
+//!   `fsync` both directories.
+//! - [`LockFile`]: `flock`-based advisory locks (one instance per role and root,
+//!   one patch at a time per target).
+//! - [`tree`]: the same guarantees inside a target's working tree, with every path
+//!   resolved beneath the tree (symlinks cannot lead out).
+//!
+//! A failed `fsync` is returned as an error and never retried on the same file
+//! descriptor: after a failed fsync Linux may have dropped the dirty pages, so a
+//! second fsync that "succeeds" proves nothing. The caller treats the item as not
+//! written.
+
+pub mod tree;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Mode of every file ghostbridge creates under the data root.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory ghostbridge creates under the data root.
+pub const DIR_MODE: u32 = 0o700;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temp-file name unique within this process and across processes.
+pub fn tmp_name(hint: &str) -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hint: String = hint.chars().take(64).collect();
+    format!(".{hint}.{}.{n}.tmp", std::process::id())
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// `fsync` a directory so that the entries created, renamed or removed in it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).ctx("open directory", dir)?;
+    f.sync_all().ctx("fsync directory", dir)
+}
+
+/// Create `dir` and its missing parents with mode 0700.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .ctx("create directory", dir)
+}
+
+/// Write `bytes` to `dest` durably with the given mode: temp file in the same
+/// directory, fsync, rename over `dest`, fsync the directory.
+pub fn durable_write(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    durable_write_via(parent_of(dest), dest, bytes, mode)
+}
+
+/// Like [`durable_write`], with the temp file in `tmp_dir` (which must be on the
+/// same filesystem as `dest`): queue entries are staged in the queue's `tmp/` so
+/// that nobody listing `pending/` ever sees a half-written file.
+pub fn durable_write_via(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = tmp_dir.join(tmp_name(&name));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .ctx("create temp file", &tmp)?;
+        // The umask may have narrowed the mode; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .ctx("chmod temp file", &tmp)?;
+        f.write_all(bytes).ctx("write temp file", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+        drop(f);
+        rename_raw(&tmp, dest)?;
+        fsync_dir(parent_of(dest))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[allow(clippy::disallowed_methods)] // this is the durable helper
+fn rename_raw(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| {
+        Error::io(
+            "rename",
+            format!("{} -> {}", from.display(), to.display()),
+            e,
+        )
+    })
+}
+
+/// Rename `from` to `to` without replacing an existing `to`, then fsync both
+/// directories. This is the only way an entry changes state.
+pub fn durable_move(from: &Path, to: &Path) -> Result<()> {
+    rename_noreplace(from, to)?;
+    let (fd, td) = (parent_of(from), parent_of(to));
+    fsync_dir(td)?;
+    if fd != td {
+        fsync_dir(fd)?;
+    }
+    Ok(())
+}
+
+/// Rename that fails with `AlreadyExists` instead of silently replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
+            // Filesystem without RENAME_NOREPLACE: check, then rename. Only the
+            // lock holder moves queue entries, so the window is not a race between
+            // ghostbridge processes.
+            if to.exists() {
+                return Err(Error::io(
+                    "rename",
+                    format!("{} -> {}", from.display(), to.display()),
+                    io::Error::new(io::ErrorKind::AlreadyExists, "destination exists"),
+                ));
+            }
+            rename_raw(from, to)
+        }
+        Err(e) => Err(Error::io(
+            "rename",
+            format!("{} -> {}", from.display(), to.display()),
+            io::Error::from(e),
+        )),
+    }
+}
+
+/// Remove a file and fsync its directory. For internal scratch files only
+/// (claim records, finished journals, stale temp files): user data is never
+/// unlinked, it is moved to a recoverable place.
+pub fn durable_remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => fsync_dir(parent_of(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Read a whole file.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).ctx("read", path)
+}
+
+/// Read a file if it exists.
+pub fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// Read and parse a JSON file; a parse failure is reported as `Corrupt`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        what: "JSON file",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Serialise to pretty JSON (with a trailing newline) and write durably with mode 0600.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes =
+        serde_json::to_vec_pretty(value).expect("serialising a plain struct cannot fail");
+    bytes.push(b'\n');
+    durable_write(path, &bytes, FILE_MODE)
+}
+
+/// An exclusive advisory lock held for the life of the value.
+///
+/// The lock file holds the holder's pid for the error message of the next
+/// would-be holder; the lock itself is the `flock`, never the file's existence,
+/// so a crashed holder never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct LockFile {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Take the lock or fail at once with [`Error::Locked`] naming the holder's pid.
+    pub fn try_acquire(path: &Path) -> Result<LockFile> {
+        Self::acquire_with(path, FlockArg::LockExclusiveNonblock)
+    }
+
+    /// Wait for the lock.
+    pub fn acquire(path: &Path) -> Result<LockFile> {
+        Self::acquire_with(path, FlockArg::LockExclusive)
+    }
+
+    fn acquire_with(path: &Path, arg: FlockArg) -> Result<LockFile> {
+        if let Some(dir) = path.parent() {
+            ensure_dir(dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(path)
+            .ctx("open lock file", path)?;
+        match Flock::lock(file, arg) {
+            Ok(mut lock) => {
+                // Record our pid for whoever finds the lock taken. Informational only.
+                let _ = lock.set_len(0);
+                let _ = writeln!(&mut *lock, "{}", std::process::id());
+                let _ = lock.sync_data();
+                Ok(LockFile {
+                    _lock: lock,
+                    path: path.to_path_buf(),
+                })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked {
+                path: path.to_path_buf(),
+                pid: lock_holder(path),
+            }),
+            Err((_, e)) => Err(Error::io("flock", path, io::Error::from(e))),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The pid written into a lock file by its holder, if readable.
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    let mut s = String::new();
+    File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_write_replaces_atomically_with_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.json");
+        durable_write(&p, b"one", FILE_MODE).unwrap();
+        durable_write(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o644
+        );
+        // No temp files left behind.
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn durable_write_via_tmp_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        let dst = d.path().join("pending");
+        ensure_dir(&tmp).unwrap();
+        ensure_dir(&dst).unwrap();
+        durable_write_via(&tmp, &dst.join("x.json"), b"{}", FILE_MODE).unwrap();
+        assert_eq!(fs::read(dst.join("x.json")).unwrap(), b"{}");
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn failed_write_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        // Destination is a directory: rename fails, temp file is cleaned.
+        let dest = d.path().join("dir");
+        ensure_dir(&dest.join("sub")).unwrap();
+        assert!(durable_write(&dest, b"x", FILE_MODE).is_err());
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn durable_move_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        durable_write(&a, b"a", FILE_MODE).unwrap();
+        durable_write(&b, b"b", FILE_MODE).unwrap();
+        let err = durable_move(&a, &b).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        fs::remove_file(&b).unwrap();
+        durable_move(&a, &b).unwrap();
+        assert!(!a.exists());
+    }
+
+    #[test]
+    fn second_lock_names_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("locks/executor.lock");
+        let held = LockFile::try_acquire(&p).unwrap();
+        match LockFile::try_acquire(&p) {
+            Err(Error::Locked { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(held);
+        LockFile::try_acquire(&p).unwrap();
+    }
+}

@@ -1,0 +1,133 @@
+//! The data root's directory layout (DESIGN.md, "The data root"). Created on
+//! first start with mode 0700; nothing else in the code spells these names.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::fs::ensure_dir;
+use crate::queue::{Queue, QueueState};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn inbox(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+    pub fn inbox_processed(&self) -> PathBuf {
+        self.inbox().join(".processed")
+    }
+    pub fn inbox_rejected(&self) -> PathBuf {
+        self.inbox().join(".rejected")
+    }
+    pub fn queue_root(&self) -> PathBuf {
+        self.root.join("queue")
+    }
+    pub fn queue(&self, target: &str) -> Queue {
+        Queue::new(self.queue_root().join(target), target)
+    }
+    pub fn summaries(&self, target: &str) -> PathBuf {
+        self.root.join("summaries").join(target)
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+    pub fn heartbeats(&self) -> PathBuf {
+        self.state().join("heartbeats")
+    }
+    pub fn heartbeat(&self, component: &str) -> PathBuf {
+        self.heartbeats().join(format!("{component}.json"))
+    }
+    pub fn locks(&self) -> PathBuf {
+        self.state().join("locks")
+    }
+    pub fn lock(&self, name: &str) -> PathBuf {
+        self.locks().join(format!("{name}.lock"))
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.state().join("secrets")
+    }
+    pub fn alerts(&self) -> PathBuf {
+        self.root.join("alerts")
+    }
+    pub fn alerts_inbox(&self) -> PathBuf {
+        self.alerts().join("inbox")
+    }
+    pub fn workspaces(&self) -> PathBuf {
+        self.root.join("workspaces")
+    }
+
+    /// Create every directory of the layout (mode 0700) for the given targets.
+    pub fn create<'a>(&self, targets: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        for d in [
+            self.root.clone(),
+            self.inbox_processed(),
+            self.inbox_rejected(),
+            self.logs(),
+            self.heartbeats(),
+            self.locks(),
+            self.secrets(),
+            self.alerts_inbox(),
+            self.workspaces(),
+        ] {
+            ensure_dir(&d)?;
+        }
+        for t in targets {
+            self.queue(t).create()?;
+            ensure_dir(&self.summaries(t).join(".backup"))?;
+        }
+        Ok(())
+    }
+
+    /// The targets that have a queue directory (configured or not).
+    pub fn queue_targets(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.queue_root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(QueueState::Pending.dir_name()).is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_everything_0700() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path().join("root"));
+        l.create(["default", "web"]).unwrap();
+        for p in [
+            l.inbox_processed(),
+            l.inbox_rejected(),
+            l.queue("web").dir(QueueState::Stuck),
+            l.queue("default").dir(QueueState::Trash),
+            l.summaries("default").join(".backup"),
+            l.heartbeats(),
+            l.alerts_inbox(),
+        ] {
+            let m = std::fs::metadata(&p).unwrap();
+            assert!(m.is_dir(), "{}", p.display());
+            assert_eq!(m.permissions().mode() & 0o777, 0o700, "{}", p.display());
+        }
+        assert_eq!(l.queue_targets(), ["default", "web"]);
+    }
+}

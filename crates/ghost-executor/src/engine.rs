@@ -1,0 +1,743 @@
+//! One patch, one transaction: claim, check, stage, journal, apply, check,
+//! commit or roll back, summarise, move. And the recovery sweep that makes a
+//! crash at any point end in "wholly before" or "wholly after".
+//!
+//! Order of durable effects for an applied patch, and what recovery does after a
+//! crash between any two of them:
+//!
+//! 1. claim record written into `active/`, entry renamed `pending/` → `active/`
+//!    (crash before the rename: still pending; after: requeued, attempt counted);
+//! 2. journal (`prepared`) written — before this the tree is untouched;
+//! 3. tree files written one by one — recovery rolls back from the journal;
+//! 4. after-checks, optional git commit;
+//! 5. journal marked `complete` — from here recovery finishes instead of undoing;
+//! 6. summary written and verified, entry renamed `active/` → `done/`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use ghost_core::config::TargetConfig;
+use ghost_core::fs::tree::Tree;
+use ghost_core::patch::parse::{parse_patch, ParseOptions};
+use ghost_core::patch::stage::{stage, StageErrorKind};
+use ghost_core::patch::{Patch, RelPath, TargetSpec};
+use ghost_core::queue::{AttemptRecord, Claim, EntryRecord, Queue, QueueState, Reason};
+use ghost_core::summary::{
+    self, CheckSummary, ErrorSummary, ExecutorInfo, FileSummary, GitSummary, OpSummary,
+    RollbackSummary, Summary, SummaryStatus,
+};
+use ghost_core::time::{now_rfc3339, rfc3339};
+use ghost_core::{Config, Layout, Result};
+
+use crate::command::{self, CmdFailure, Limits};
+use crate::decision::{counts_as_attempt, decide, Backoff, Decision, Outcome};
+use crate::journal::{self, Journal, Phase};
+
+/// What the heartbeat reports.
+#[derive(Debug, Default, Serialize)]
+pub struct Counters {
+    pub claimed: AtomicU64,
+    pub applied: AtomicU64,
+    pub failed: AtomicU64,
+    pub rolled_back: AtomicU64,
+    pub deferred: AtomicU64,
+    pub stuck: AtomicU64,
+    pub requeued: AtomicU64,
+    pub recovered: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// Everything the engine needs for one target.
+pub struct TargetCtx {
+    pub cfg: Arc<Config>,
+    pub layout: Layout,
+    pub target: String,
+    pub target_cfg: TargetConfig,
+    pub queue: Queue,
+    pub tree_path: PathBuf,
+    pub specs: Vec<TargetSpec>,
+    pub counters: Arc<Counters>,
+}
+
+impl TargetCtx {
+    pub fn new(cfg: Arc<Config>, target: &str, counters: Arc<Counters>) -> Self {
+        let layout = Layout::new(cfg.root.clone());
+        TargetCtx {
+            queue: layout.queue(target),
+            tree_path: cfg.target_path(target),
+            target_cfg: cfg.targets.get(target).cloned().unwrap_or_default(),
+            specs: cfg.target_specs(),
+            target: target.to_string(),
+            layout,
+            cfg,
+            counters,
+        }
+    }
+
+    fn journal_path(&self, name: &str) -> PathBuf {
+        self.queue.sidecar_path(QueueState::Active, name, "journal")
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.cfg.executor.backoff_base,
+            max: self.cfg.executor.backoff_max,
+        }
+    }
+}
+
+/// One attempt in progress: what the summary will say.
+struct Attempt {
+    name: String,
+    record: EntryRecord,
+    attempt: u32,
+    started_at: String,
+    started: Instant,
+    patch: Option<Patch>,
+    max_attempts: u32,
+    ops: Vec<OpSummary>,
+    checks: Vec<CheckSummary>,
+    rollback: Option<RollbackSummary>,
+    git: Option<GitSummary>,
+    error: Option<ErrorSummary>,
+    keep_journal: bool,
+}
+
+impl Attempt {
+    fn id(&self) -> String {
+        self.patch
+            .as_ref()
+            .map(|p| p.id.clone())
+            .or_else(|| self.record.patch_id.clone())
+            .unwrap_or_else(|| self.name.clone())
+    }
+
+    fn fail(&mut self, kind: &str, message: impl Into<String>) {
+        self.error = Some(ErrorSummary {
+            kind: kind.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Applied => "applied",
+        Outcome::Permanent => "failed",
+        Outcome::Transient => "transient_failure",
+        Outcome::StuckTimeout => "stuck_timeout",
+        Outcome::Interrupted => "interrupted",
+        Outcome::Crashed => "crashed",
+        Outcome::RollbackUnverified => "rollback_unverified",
+    }
+}
+
+fn hint_for(kind: &str) -> &'static str {
+    match kind {
+        "stuck_timeout" => "the patch ran longer than executor.stuck_after; fix what hangs (see its checks), then `ghostctl retry`",
+        "rollback_unverified" => "the working tree may differ from its state before the patch: compare it with the journal kept beside this entry, then `ghostctl retry` or `ghostctl delete`",
+        "crashed" => "executors died while applying this patch on every attempt; look at the logs, then `ghostctl retry`",
+        _ => "attempts are spent; fix the cause, then `ghostctl retry`, or `ghostctl delete --reason …`",
+    }
+}
+
+/// Map a command failure to an outcome and an error kind.
+fn classify(f: &CmdFailure) -> (Outcome, &'static str) {
+    match f {
+        CmdFailure::Spawn(_) | CmdFailure::Exit => (Outcome::Permanent, "check_failed"),
+        CmdFailure::Timeout => (Outcome::Transient, "check_timeout"),
+        CmdFailure::Deadline => (Outcome::StuckTimeout, "stuck_timeout"),
+        CmdFailure::Cancelled => (Outcome::Interrupted, "interrupted"),
+    }
+}
+
+/// Claim and process the pending entry `name`. `None` when someone else moved
+/// it first (an operator's hold, say).
+pub fn process_one(
+    ctx: &TargetCtx,
+    name: &str,
+    hard_stop: &CancellationToken,
+) -> Result<Option<Outcome>> {
+    let q = &ctx.queue;
+    let mut record = match q.read_record(QueueState::Pending, name) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(event = "RECORD_UNREADABLE", queue_name = name, error = %e, "starting a fresh record");
+            EntryRecord::default()
+        }
+    };
+    record.attempts += 1;
+    record.due_at = None;
+    let started_at = now_rfc3339();
+    record.claim = Some(Claim {
+        pid: std::process::id(),
+        host: ghost_core::hostname(),
+        started_at: started_at.clone(),
+        attempt: record.attempts,
+        version: ghost_core::VERSION.to_string(),
+    });
+    if let Err(e) = q.transition(name, QueueState::Pending, QueueState::Active, &record) {
+        if !q.entry_path(QueueState::Pending, name).exists() {
+            q.remove_sidecars(QueueState::Active, name);
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    ctx.counters.claimed.fetch_add(1, Ordering::Relaxed);
+    let mut att = Attempt {
+        name: name.to_string(),
+        attempt: record.attempts,
+        record,
+        started_at,
+        started: Instant::now(),
+        patch: None,
+        max_attempts: ctx.cfg.executor.max_attempts,
+        ops: Vec::new(),
+        checks: Vec::new(),
+        rollback: None,
+        git: None,
+        error: None,
+        keep_journal: false,
+    };
+    info!(event = "PATCH_CLAIMED", target = %ctx.target, queue_name = name, attempt = att.attempt, "claimed");
+    let outcome = run_attempt(ctx, &mut att, hard_stop);
+    finish(ctx, att, outcome).map(Some)
+}
+
+/// The transaction itself; returns how it ended, with `att` filled in.
+fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken) -> Outcome {
+    let q = &ctx.queue;
+    let entry = q.entry_path(QueueState::Active, &att.name);
+    let bytes = match ghost_core::fs::read(&entry) {
+        Ok(b) => b,
+        Err(e) => {
+            att.fail("io", e.to_string());
+            return Outcome::Transient;
+        }
+    };
+    let max = ctx.cfg.bridge.max_patch_bytes;
+    if bytes.len() as u64 > max {
+        att.fail(
+            "invalid",
+            format!(
+                "(document): the patch is {} bytes; the limit is {max} (bridge.max_patch_bytes)",
+                bytes.len()
+            ),
+        );
+        return Outcome::Permanent;
+    }
+    let opts = ParseOptions {
+        targets: &ctx.specs,
+        target_override: Some(&ctx.target),
+    };
+    let patch = match parse_patch(&bytes, &opts) {
+        Ok(p) => p,
+        Err(e) => {
+            att.fail("invalid", e.to_string());
+            return Outcome::Permanent;
+        }
+    };
+    att.max_attempts = patch.max_attempts.unwrap_or(ctx.cfg.executor.max_attempts);
+    att.record.patch_id = Some(patch.id.clone());
+    let deadline = att.started + ctx.cfg.executor.stuck_after;
+    let env = command::environment(&ctx.target_cfg.env, &patch.id, &ctx.target);
+    att.patch = Some(patch);
+    let patch = att.patch.as_ref().expect("just set").clone();
+
+    let tree = match Tree::open(&ctx.tree_path) {
+        Ok(t) => t,
+        Err(e) => {
+            att.fail("io", e.to_string());
+            return Outcome::Transient;
+        }
+    };
+    let cancelled = || hard_stop.is_cancelled();
+    let limits = Limits {
+        timeout: ctx.cfg.executor.command_timeout,
+        deadline,
+        cancelled: &cancelled,
+        tail_bytes: ctx.cfg.executor.output_tail_bytes as usize,
+    };
+
+    // Checks before: the tree is untouched, nothing to undo.
+    for c in &patch.checks.before {
+        let (summary, failure) = command::run(c, "before", tree.root(), &env, &limits);
+        att.checks.push(summary);
+        if let Some(f) = failure {
+            let (outcome, kind) = classify(&f);
+            att.fail(
+                kind,
+                format!(
+                    "check before `{}` failed: {}",
+                    c.display(),
+                    describe(att.checks.last())
+                ),
+            );
+            return outcome;
+        }
+    }
+
+    let staged = match stage(&patch.operations, &tree, ctx.cfg.default_file_mode()) {
+        Ok(s) => s,
+        Err(e) => {
+            let (outcome, kind) = match e.kind {
+                StageErrorKind::Io => (Outcome::Transient, "io"),
+                StageErrorKind::Precondition => (Outcome::Permanent, "precondition"),
+                StageErrorKind::DiffDoesNotApply => (Outcome::Permanent, "diff_does_not_apply"),
+                StageErrorKind::Conflict => (Outcome::Permanent, "conflict"),
+            };
+            att.fail(kind, e.to_string());
+            return outcome;
+        }
+    };
+    att.ops = staged
+        .results
+        .iter()
+        .map(|r| OpSummary {
+            index: r.index,
+            op: r.op.to_string(),
+            files: r
+                .files
+                .iter()
+                .map(|f| FileSummary {
+                    path: f.path.clone(),
+                    md5_before: f.md5_before.clone(),
+                    md5_after: f.md5_after.clone(),
+                })
+                .collect(),
+            detail: r.detail.clone(),
+        })
+        .collect();
+
+    let mut journal = Journal::from_staged(&att.name, &patch.id, &ctx.target, &staged);
+    let jpath = ctx.journal_path(&att.name);
+    if let Err(e) = journal.write(&jpath) {
+        att.fail("io", format!("cannot write the undo journal: {e}"));
+        return Outcome::Transient;
+    }
+
+    // From here on the tree changes; every failure path rolls back.
+    let applied = (|| -> Result<()> {
+        for d in &staged.new_dirs {
+            tree.create_dir(d)?;
+        }
+        for (path, fin) in &staged.changes {
+            fail::fail_point!("executor::apply-file", |_| Err(ghost_core::Error::Invalid(
+                "failpoint executor::apply-file".into()
+            )));
+            match fin {
+                Some(data) => tree.write_file(path, &data.bytes, data.mode)?,
+                None => tree.remove_file(path)?,
+            }
+        }
+        // Read everything back: what is on disk must be what was staged.
+        if !journal::is_applied(&tree, &journal)? {
+            return Err(ghost_core::Error::Invalid(
+                "the tree read back differs from what was written".into(),
+            ));
+        }
+        Ok(())
+    })();
+    if let Err(e) = applied {
+        att.fail("io", format!("applying failed: {e}"));
+        return undo(ctx, att, &tree, &journal, Outcome::Transient);
+    }
+    fail::fail_point!("executor::after-apply");
+
+    for c in &patch.checks.after {
+        let (summary, failure) = command::run(c, "after", tree.root(), &env, &limits);
+        att.checks.push(summary);
+        if let Some(f) = failure {
+            let (outcome, kind) = classify(&f);
+            att.fail(
+                kind,
+                format!(
+                    "check after `{}` failed: {}",
+                    c.display(),
+                    describe(att.checks.last())
+                ),
+            );
+            return undo(ctx, att, &tree, &journal, outcome);
+        }
+    }
+
+    if ctx.target_cfg.git_commit || patch.git.is_some() {
+        match crate::git::commit(&tree, &patch, &staged, &env, &limits) {
+            Ok((g, checks)) => {
+                att.checks.extend(checks);
+                att.git = Some(g);
+            }
+            Err((checks, msg)) => {
+                att.checks.extend(checks);
+                att.fail("git_failed", msg);
+                let o = undo(ctx, att, &tree, &journal, Outcome::Permanent);
+                crate::git::unstage(&tree, &staged, &env, &limits);
+                return o;
+            }
+        }
+    }
+
+    journal.phase = Phase::Complete;
+    if let Err(e) = journal.write(&jpath) {
+        att.fail("io", format!("cannot mark the journal complete: {e}"));
+        return undo(ctx, att, &tree, &journal, Outcome::Transient);
+    }
+    Outcome::Applied
+}
+
+fn describe(c: Option<&CheckSummary>) -> String {
+    let Some(c) = c else { return String::new() };
+    let how = if c.timed_out {
+        "timed out".to_string()
+    } else if let Some(code) = c.exit_code {
+        format!("exit code {code}")
+    } else if let Some(sig) = c.signal {
+        format!("killed by signal {sig}")
+    } else {
+        "could not be started".to_string()
+    };
+    let tail = c.stderr_tail.lines().last().unwrap_or_default();
+    if tail.is_empty() {
+        how
+    } else {
+        format!("{how} ({tail})")
+    }
+}
+
+/// Roll the tree back from the journal; an unverified rollback overrides `outcome`.
+fn undo(
+    ctx: &TargetCtx,
+    att: &mut Attempt,
+    tree: &Tree,
+    journal: &Journal,
+    outcome: Outcome,
+) -> Outcome {
+    match journal::rollback(tree, journal) {
+        Ok(r) => {
+            let verified = r.verified;
+            att.rollback = Some(r);
+            if verified {
+                info!(event = "PATCH_ROLLED_BACK", target = %ctx.target, queue_name = %att.name, patch_id = %att.id(), "rolled back, every file verified by MD5");
+                ctx.counters.rolled_back.fetch_add(1, Ordering::Relaxed);
+                outcome
+            } else {
+                error!(event = "ROLLBACK_UNVERIFIED", target = %ctx.target, queue_name = %att.name, patch_id = %att.id(), "rolled back but some files do not match their pre-patch MD5");
+                att.keep_journal = true;
+                Outcome::RollbackUnverified
+            }
+        }
+        Err(e) => {
+            error!(event = "ROLLBACK_FAILED", target = %ctx.target, queue_name = %att.name, patch_id = %att.id(), error = %e, "rollback failed");
+            let prev = att
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            att.fail(
+                "rollback_unverified",
+                format!("{prev}; then the rollback failed: {e}"),
+            );
+            att.keep_journal = true;
+            Outcome::RollbackUnverified
+        }
+    }
+}
+
+/// Decide where the entry goes, write its summary when it ends, and move it.
+fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome> {
+    let q = &ctx.queue;
+    let decision = decide(outcome, att.attempt, att.max_attempts, ctx.backoff());
+    let ended_at = now_rfc3339();
+    att.record.history.push(AttemptRecord {
+        attempt: att.attempt,
+        started_at: att.started_at.clone(),
+        ended_at: ended_at.clone(),
+        outcome: outcome_label(outcome).to_string(),
+        error_kind: att.error.as_ref().map(|e| e.kind.clone()),
+        message: att.error.as_ref().map(|e| e.message.clone()),
+    });
+    if !counts_as_attempt(outcome) {
+        att.record.attempts = att.record.attempts.saturating_sub(1);
+    }
+    att.record.claim = None;
+    let id = att.id();
+    let to = match decision {
+        Decision::MoveTo(s) => s,
+        Decision::Defer(_) => QueueState::Deferred,
+    };
+    if let Decision::Defer(d) = decision {
+        att.record.due_at = Some(rfc3339(SystemTime::now() + d));
+    }
+    if matches!(to, QueueState::Failed | QueueState::Stuck) {
+        let kind = att
+            .error
+            .as_ref()
+            .map(|e| e.kind.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let mut message = att
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        if to == QueueState::Stuck && outcome == Outcome::Transient {
+            message = format!("{} attempts failed; the last: {message}", att.attempt);
+        }
+        att.record.reason = Some(Reason {
+            hint: Some(
+                hint_for(
+                    if to == QueueState::Stuck && outcome == Outcome::Transient {
+                        "spent"
+                    } else {
+                        &kind
+                    },
+                )
+                .to_string(),
+            ),
+            kind,
+            message,
+            at: ended_at.clone(),
+        });
+    }
+    let status = match to {
+        QueueState::Done => Some(SummaryStatus::Applied),
+        QueueState::Failed if att.rollback.is_some() => Some(SummaryStatus::RolledBack),
+        QueueState::Failed => Some(SummaryStatus::Failed),
+        QueueState::Stuck => Some(SummaryStatus::Stuck),
+        _ => None,
+    };
+    if let Some(status) = status {
+        let s = Summary {
+            id: id.clone(),
+            name: att.name.clone(),
+            target: ctx.target.clone(),
+            status,
+            attempts: att.record.attempts,
+            description: att.patch.as_ref().and_then(|p| p.description.clone()),
+            source_format: att
+                .patch
+                .as_ref()
+                .map(|p| format!("{:?}", p.source_format).to_lowercase()),
+            started_at: att.started_at.clone(),
+            finished_at: ended_at,
+            duration_ms: att.started.elapsed().as_millis() as u64,
+            operations: std::mem::take(&mut att.ops),
+            checks: std::mem::take(&mut att.checks),
+            error: att.error.clone(),
+            rollback: att.rollback.clone(),
+            git: att.git.clone(),
+            executor: ExecutorInfo {
+                pid: std::process::id(),
+                host: ghost_core::hostname(),
+                version: ghost_core::VERSION.to_string(),
+            },
+            history: att.record.history.clone(),
+        };
+        let w = summary::write(&ctx.layout.summaries(&ctx.target), &s)?;
+        info!(event = "SUMMARY_CREATED", target = %ctx.target, queue_name = %att.name, patch_id = %id, status = status.as_str(), json_md5 = %w.json_md5, md_md5 = %w.md_md5, "summary written and verified");
+    }
+    if att.keep_journal {
+        // The journal is the only record of the tree before the patch: keep it beside the entry.
+        let j = ctx.journal_path(&att.name);
+        if let Ok(Some(bytes)) = ghost_core::fs::read_opt(&j) {
+            ghost_core::fs::durable_write(
+                &q.sidecar_path(to, &att.name, "journal"),
+                &bytes,
+                ghost_core::fs::FILE_MODE,
+            )?;
+        }
+    }
+    q.transition(&att.name, QueueState::Active, to, &att.record)?;
+    let err = att
+        .error
+        .as_ref()
+        .map(|e| format!("{}: {}", e.kind, e.message))
+        .unwrap_or_default();
+    match (to, decision) {
+        (QueueState::Done, _) => {
+            ctx.counters.applied.fetch_add(1, Ordering::Relaxed);
+            info!(event = "PATCH_APPLIED", target = %ctx.target, queue_name = %att.name, patch_id = %id, attempt = att.attempt, "applied");
+        }
+        (QueueState::Failed, _) => {
+            ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(event = "PATCH_FAILED", target = %ctx.target, queue_name = %att.name, patch_id = %id, attempt = att.attempt, error = %err, "failed");
+        }
+        (QueueState::Stuck, _) => {
+            ctx.counters.stuck.fetch_add(1, Ordering::Relaxed);
+            error!(event = "PATCH_STUCK", target = %ctx.target, queue_name = %att.name, patch_id = %id, attempt = att.attempt, error = %err, "parked in .stuck/: needs a person");
+            crate::raise_alert(&ctx.layout, &ctx.target, &att.name, &id, &err);
+        }
+        (QueueState::Deferred, Decision::Defer(d)) => {
+            ctx.counters.deferred.fetch_add(1, Ordering::Relaxed);
+            warn!(event = "PATCH_DEFERRED", target = %ctx.target, queue_name = %att.name, patch_id = %id, attempt = att.attempt, retry_in_ms = d.as_millis() as u64, error = %err, "deferred");
+        }
+        _ => {
+            ctx.counters.requeued.fetch_add(1, Ordering::Relaxed);
+            info!(event = "PATCH_REQUEUED", target = %ctx.target, queue_name = %att.name, patch_id = %id, outcome = outcome_label(outcome), "back to pending");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Move every deferred entry whose time has come back to `pending/`. Returns how
+/// long until the next one is due, if any.
+pub fn promote_due(ctx: &TargetCtx) -> Result<Option<Duration>> {
+    let q = &ctx.queue;
+    let now = SystemTime::now();
+    let mut next: Option<Duration> = None;
+    for name in q.list(QueueState::Deferred)? {
+        let record = q
+            .read_record(QueueState::Deferred, &name)
+            .unwrap_or_default();
+        let due = record
+            .due_at
+            .as_deref()
+            .and_then(ghost_core::time::parse_rfc3339)
+            .unwrap_or(now);
+        match due.duration_since(now) {
+            Ok(wait) if !wait.is_zero() => {
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+            _ => {
+                let mut r = record;
+                r.due_at = None;
+                match q.transition(&name, QueueState::Deferred, QueueState::Pending, &r) {
+                    Ok(()) => {
+                        info!(event = "PATCH_RETRY_DUE", target = %ctx.target, queue_name = %name, "deferred patch is due: back to pending")
+                    }
+                    Err(e) => {
+                        warn!(target = %ctx.target, queue_name = %name, error = %e, "could not promote deferred patch")
+                    }
+                }
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Start-up recovery for one target: clear orphans and stale temp files, and
+/// resolve every entry left in `active/` by a dead executor.
+pub fn recover(ctx: &TargetCtx) -> Result<usize> {
+    let q = &ctx.queue;
+    for p in q.sweep(Duration::from_secs(60), ctx.cfg.executor.tmp_max_age)? {
+        info!(event = "STALE_FILE_REMOVED", target = %ctx.target, path = %p.display(), "removed a stale temp or orphan file");
+    }
+    let names = q.list(QueueState::Active)?;
+    for name in &names {
+        recover_one(ctx, name)?;
+        ctx.counters.recovered.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(names.len())
+}
+
+fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
+    let q = &ctx.queue;
+    let record = q.read_record(QueueState::Active, name).unwrap_or_default();
+    let claim = record.claim.clone();
+    let bytes = ghost_core::fs::read(&q.entry_path(QueueState::Active, name))?;
+    let patch = parse_patch(
+        &bytes,
+        &ParseOptions {
+            targets: &ctx.specs,
+            target_override: Some(&ctx.target),
+        },
+    )
+    .ok();
+    let mut att = Attempt {
+        name: name.to_string(),
+        attempt: record.attempts.max(1),
+        started_at: claim
+            .as_ref()
+            .map(|c| c.started_at.clone())
+            .unwrap_or_else(now_rfc3339),
+        record,
+        started: Instant::now(),
+        max_attempts: patch
+            .as_ref()
+            .and_then(|p| p.max_attempts)
+            .unwrap_or(ctx.cfg.executor.max_attempts),
+        patch,
+        ops: Vec::new(),
+        checks: Vec::new(),
+        rollback: None,
+        git: None,
+        error: None,
+        keep_journal: false,
+    };
+    let who = claim
+        .map(|c| {
+            format!(
+                "pid {} on {} (attempt {}, started {})",
+                c.pid, c.host, c.attempt, c.started_at
+            )
+        })
+        .unwrap_or_else(|| "an executor that left no claim record".into());
+    let journal = match Journal::read(&ctx.journal_path(name)) {
+        Ok(j) => j,
+        Err(e) => {
+            att.fail(
+                "rollback_unverified",
+                format!("found in active/ after {who} stopped, but its journal is unreadable: {e}"),
+            );
+            att.keep_journal = true;
+            warn!(event = "PATCH_RECOVERED", target = %ctx.target, queue_name = name, "journal unreadable: parking");
+            finish(ctx, att, Outcome::RollbackUnverified)?;
+            return Ok(());
+        }
+    };
+    let tree = Tree::open(&ctx.tree_path)?;
+    let outcome = match &journal {
+        Some(j) if j.phase == Phase::Complete => {
+            att.ops = j
+                .files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| OpSummary {
+                    index: i,
+                    op: "recovered".into(),
+                    files: vec![FileSummary {
+                        path: f.path.to_string(),
+                        md5_before: f.before.as_ref().map(|b| b.md5.clone()),
+                        md5_after: f.after.as_ref().map(|a| a.md5.clone()),
+                    }],
+                    detail: "applied before a crash; finished at recovery".into(),
+                })
+                .collect();
+            Outcome::Applied
+        }
+        Some(j) => {
+            att.fail(
+                "crashed",
+                format!(
+                    "interrupted while applying, by the end of {who}; rolled back from the journal"
+                ),
+            );
+            undo(ctx, &mut att, &tree, j, Outcome::Crashed)
+        }
+        None => {
+            att.fail(
+                "crashed",
+                format!("interrupted before the tree changed, by the end of {who}"),
+            );
+            Outcome::Crashed
+        }
+    };
+    info!(event = "PATCH_RECOVERED", target = %ctx.target, queue_name = name, outcome = outcome_label(outcome), "resolved an entry a dead executor left in active/");
+    finish(ctx, att, outcome)?;
+    Ok(())
+}
+
+/// Paths a patch changed, for git.
+pub fn changed_paths(staged: &ghost_core::patch::stage::Staged) -> Vec<RelPath> {
+    staged.changes.keys().cloned().collect()
+}

@@ -1,0 +1,218 @@
+//! The undo journal: `active/<name>.journal.json`, written durably before the
+//! first byte of the tree changes, holding every touched file's previous content,
+//! mode and MD5, and the directories the patch creates.
+//!
+//! Rollback is idempotent (a crash during a rollback is followed by the same
+//! rollback) and verified: every restored file's MD5 is compared with the
+//! journal's. The phase `complete` is written once the patch has fully applied
+//! and passed its checks, so recovery finishes such a patch instead of undoing it.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use ghost_core::fs::tree::Tree;
+use ghost_core::patch::stage::{Entry, FileData, Staged};
+use ghost_core::patch::RelPath;
+use ghost_core::summary::{RestoredFile, RollbackSummary};
+use ghost_core::{md5_hex, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Written before the tree changes; the tree may be anywhere between before and after.
+    Prepared,
+    /// The patch applied and passed its checks; only the bookkeeping is left.
+    Complete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub md5: String,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalFile {
+    pub path: RelPath,
+    /// `None`: the file did not exist before the patch.
+    pub before: Option<Snapshot>,
+    /// `None`: the file does not exist after the patch.
+    pub after: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub name: String,
+    pub patch_id: String,
+    pub target: String,
+    pub phase: Phase,
+    pub created_at: String,
+    /// The pid whose temp files may be left in the tree after a crash.
+    pub pid: u32,
+    pub files: Vec<JournalFile>,
+    /// Directories the patch creates, shallowest first.
+    pub new_dirs: Vec<RelPath>,
+}
+
+fn snapshot(d: &FileData, with_content: bool) -> Snapshot {
+    Snapshot {
+        md5: md5_hex(&d.bytes),
+        mode: d.mode,
+        content_base64: with_content
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&d.bytes)),
+    }
+}
+
+impl Journal {
+    pub fn from_staged(name: &str, patch_id: &str, target: &str, staged: &Staged) -> Journal {
+        let files = staged
+            .changes
+            .iter()
+            .map(|(path, after)| JournalFile {
+                path: path.clone(),
+                before: staged
+                    .originals
+                    .get(path)
+                    .cloned()
+                    .flatten()
+                    .map(|d| snapshot(&d, true)),
+                after: after.as_ref().map(|d| snapshot(d, false)),
+            })
+            .collect();
+        Journal {
+            version: 1,
+            name: name.to_string(),
+            patch_id: patch_id.to_string(),
+            target: target.to_string(),
+            phase: Phase::Prepared,
+            created_at: ghost_core::time::now_rfc3339(),
+            pid: std::process::id(),
+            files,
+            new_dirs: staged.new_dirs.clone(),
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        ghost_core::fs::write_json(path, self)
+    }
+
+    pub fn read(path: &Path) -> Result<Option<Journal>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        ghost_core::fs::read_json(path).map(Some)
+    }
+}
+
+fn current_md5(tree: &Tree, path: &RelPath) -> Result<Option<(String, u32)>> {
+    match tree.entry(path) {
+        Ok(Entry::File(d)) => Ok(Some((md5_hex(&d.bytes), d.mode))),
+        Ok(Entry::Absent) => Ok(None),
+        Ok(other) => Ok(Some((format!("({other:?})"), 0))),
+        Err(e) => Err(ghost_core::Error::io(
+            "read",
+            tree.root().join(path.as_str()),
+            e,
+        )),
+    }
+}
+
+/// Remove temp files a crashed writer (`pid`) left beside the journal's files.
+fn remove_stray_temp_files(tree: &Tree, journal: &Journal) {
+    for f in &journal.files {
+        let dir = match f.path.parent() {
+            Some(p) => tree.root().join(p.as_str()),
+            None => tree.root().to_path_buf(),
+        };
+        let base = f.path.as_str().rsplit('/').next().unwrap_or_default();
+        let prefix = format!(
+            ".{}.{}.",
+            base.chars().take(64).collect::<String>(),
+            journal.pid
+        );
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&prefix) && n.ends_with(".tmp") {
+                    if let Ok(rel) = RelPath::parse(&format!(
+                        "{}{}",
+                        f.path.parent().map(|p| format!("{p}/")).unwrap_or_default(),
+                        n
+                    )) {
+                        let _ = tree.remove_file(&rel);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Restore every file of the journal to its previous state, remove the
+/// directories the patch created, and verify every file by MD5.
+pub fn rollback(tree: &Tree, journal: &Journal) -> Result<RollbackSummary> {
+    remove_stray_temp_files(tree, journal);
+    for f in &journal.files {
+        let now = current_md5(tree, &f.path)?;
+        match &f.before {
+            Some(b) => {
+                if now.as_ref() != Some(&(b.md5.clone(), b.mode)) {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(b.content_base64.as_deref().unwrap_or_default())
+                        .map_err(|e| ghost_core::Error::Corrupt {
+                            what: "journal",
+                            path: tree.root().join(f.path.as_str()),
+                            reason: format!("content of {} is not base64: {e}", f.path),
+                        })?;
+                    // The parent may have been removed by the patch: recreate it.
+                    for anc in f.path.ancestors() {
+                        tree.create_dir(&anc)?;
+                    }
+                    tree.write_file(&f.path, &bytes, b.mode)?;
+                }
+            }
+            None => {
+                if now.is_some() {
+                    tree.remove_file(&f.path)?;
+                }
+            }
+        }
+    }
+    for d in journal.new_dirs.iter().rev() {
+        tree.remove_dir_if_empty(d)?;
+    }
+    let mut files = Vec::new();
+    let mut verified = true;
+    for f in &journal.files {
+        let actual = current_md5(tree, &f.path)?;
+        let expected = f.before.as_ref().map(|b| b.md5.clone());
+        let ok = match (&f.before, &actual) {
+            (Some(b), Some((md5, mode))) => *md5 == b.md5 && *mode == b.mode,
+            (None, None) => true,
+            _ => false,
+        };
+        verified &= ok;
+        files.push(RestoredFile {
+            path: f.path.to_string(),
+            expected_md5: expected,
+            actual_md5: actual.map(|(m, _)| m),
+        });
+    }
+    Ok(RollbackSummary { files, verified })
+}
+
+/// True when every file of the journal is in its `after` state.
+pub fn is_applied(tree: &Tree, journal: &Journal) -> Result<bool> {
+    for f in &journal.files {
+        let now = current_md5(tree, &f.path)?;
+        let want = f.after.as_ref().map(|a| (a.md5.clone(), a.mode));
+        if now != want {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
