@@ -100,7 +100,7 @@ pub mod size {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetConfig {
     /// The working tree, relative to the root or absolute. Default `workspaces/<name>`.
@@ -116,19 +116,6 @@ pub struct TargetConfig {
     /// Extra environment variables for check commands (the environment is
     /// otherwise cleared but for PATH, HOME and LANG).
     pub env: BTreeMap<String, String>,
-}
-
-impl Default for TargetConfig {
-    fn default() -> Self {
-        TargetConfig {
-            path: None,
-            aliases: Vec::new(),
-            legacy_root: None,
-            allow_shell: false,
-            git_commit: false,
-            env: BTreeMap::new(),
-        }
-    }
 }
 
 macro_rules! section {
@@ -311,11 +298,10 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::from_toml(root, &text, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-                let mut c = Config::default();
-                c.root = root.to_path_buf();
-                Ok(c)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config {
+                root: root.to_path_buf(),
+                ..Config::default()
+            }),
             Err(e) => Err(ConfigErrors {
                 origin: path.display().to_string(),
                 problems: vec![format!("cannot read: {e}")],
@@ -390,7 +376,8 @@ impl Config {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
-        if self.targets.is_empty() {
+        // (A target that failed its own checks was reported already.)
+        if self.targets.is_empty() && !problems.iter().any(|p| p.starts_with("targets.")) {
             problems.push("targets: at least one target is needed".into());
         }
         let mut seen: BTreeMap<String, String> = BTreeMap::new();

@@ -146,7 +146,7 @@ fn outcome_label(o: Outcome) -> &'static str {
 fn hint_for(kind: &str) -> &'static str {
     match kind {
         "stuck_timeout" => "the patch ran longer than executor.stuck_after; fix what hangs (see its checks), then `ghostctl retry`",
-        "rollback_unverified" => "the working tree may differ from its state before the patch: compare it with the journal kept beside this entry, then `ghostctl retry` or `ghostctl delete`",
+        "rollback_unverified" => "the working tree may differ from its state before the patch: compare it with the journal kept in summaries/<target>/.journals/<name>.json, then `ghostctl retry` or `ghostctl delete`",
         "crashed" => "executors died while applying this patch on every attempt; look at the logs, then `ghostctl retry`",
         _ => "attempts are spent; fix the cause, then `ghostctl retry`, or `ghostctl delete --reason …`",
     }
@@ -547,11 +547,14 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
         info!(event = "SUMMARY_CREATED", target = %ctx.target, queue_name = %att.name, patch_id = %id, status = status.as_str(), json_md5 = %w.json_md5, md_md5 = %w.md_md5, "summary written and verified");
     }
     if att.keep_journal {
-        // The journal is the only record of the tree before the patch: keep it beside the entry.
+        // The journal is the only record of the tree before the patch. It goes
+        // beside the summaries, where no queue move or retry can drop it.
         let j = ctx.journal_path(&att.name);
         if let Ok(Some(bytes)) = ghost_core::fs::read_opt(&j) {
+            let dir = ctx.layout.summaries(&ctx.target).join(".journals");
+            ghost_core::fs::ensure_dir(&dir)?;
             ghost_core::fs::durable_write(
-                &q.sidecar_path(to, &att.name, "journal"),
+                &dir.join(format!("{}.json", att.name)),
                 &bytes,
                 ghost_core::fs::FILE_MODE,
             )?;

@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn symlinks_cannot_lead_out() {
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        crate::fs::durable_write(&outside.path().join("secret"), b"s", 0o600).unwrap();
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), d.path().join("out")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("link")).unwrap();

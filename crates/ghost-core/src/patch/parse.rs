@@ -26,6 +26,8 @@ mod diff;
 mod legacy;
 mod native;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 /// The field locator for problems with the document as a whole.
@@ -68,7 +70,20 @@ pub fn parse_patch(bytes: &[u8], opts: &ParseOptions) -> Result<Patch, PatchErro
 }
 
 /// Same for an already-parsed JSON value (used by the HTTP bridge for arrays / {patch, metadata}).
+///
+/// A patch without an id gets `patch-<MD5 of its canonical JSON>` (keys sorted,
+/// no whitespace): the same patch always gets the same id, whoever parses it and
+/// however often, so the id `ghostctl submit` prints is the one the executor uses.
 pub fn parse_patch_value(value: &Value, opts: &ParseOptions) -> Result<Patch, PatchError> {
+    let mut patch = parse_shape(value, opts)?;
+    if patch.id.is_empty() {
+        let canonical = serde_json::to_vec(value).unwrap_or_default();
+        patch.id = format!("patch-{}", crate::md5_hex(&canonical));
+    }
+    Ok(patch)
+}
+
+fn parse_shape(value: &Value, opts: &ParseOptions) -> Result<Patch, PatchError> {
     let Some(obj) = value.as_object() else {
         return Err(PatchError::one(
             DOC,
@@ -78,11 +93,14 @@ pub fn parse_patch_value(value: &Value, opts: &ParseOptions) -> Result<Patch, Pa
             ),
         ));
     };
-    if obj.contains_key("operations") {
+    let has = |key: &str| obj.contains_key(key);
+    if has("operations") {
         native::parse(obj, opts)
-    } else if obj.contains_key("mutations") || obj.contains_key("blockId") {
+    } else if has("mutations") || (has("blockId") && !has("target_file") && !has("patch")) {
+        // A `blockId` with `target_file`/`patch` but no `mutations` is a webhook
+        // patch that borrowed the full schema's id key: read it as a webhook.
         legacy::parse_full(obj, opts)
-    } else if obj.contains_key("target_file") || obj.contains_key("patch") {
+    } else if has("target_file") || has("patch") {
         legacy::parse_webhook(obj, opts)
     } else {
         let mut reason = String::from(
@@ -299,9 +317,8 @@ struct Parts {
 fn finish(ctx: Ctx<'_>, parts: Parts) -> Result<Patch, PatchError> {
     match ctx.target {
         Some(target) if ctx.errors.is_empty() => Ok(Patch {
-            id: parts
-                .id
-                .unwrap_or_else(|| format!("patch-{}", uuid::Uuid::now_v7())),
+            // Empty means "none given": `parse_patch_value` derives it from the content.
+            id: parts.id.unwrap_or_default(),
             target: target.name.clone(),
             description: parts.description,
             operations: parts.operations,
@@ -474,6 +491,11 @@ fn parse_git(ctx: &mut Ctx<'_>, v: &Value, field: &str, strict: bool) -> Option<
     if let Some(c) = commit {
         if c.trim().is_empty() {
             ctx.err(format!("{field}.commit"), "commit message is empty");
+        } else if c.contains('\0') {
+            ctx.err(
+                format!("{field}.commit"),
+                "commit message contains a NUL byte",
+            );
         }
     }
     if let Some(t) = tag {

@@ -143,6 +143,11 @@ pub(super) fn parse_webhook(
                         });
                     }
                 }
+                [] if p.contains_key("operations") => ctx.err(
+                    "patch",
+                    "the patch object holds `operations`: it looks like a native patch wrapped in \
+                     {\"patch\": ...}; send the inner object itself",
+                ),
                 [] => ctx.err(
                     "patch",
                     "the patch object needs `mutations`, `pattern`+`replacement`, or `content`",

@@ -1,12 +1,13 @@
+//! Unit tests: every accepted form and every rejection class.
+
 use std::time::Duration;
 
-use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
 use crate::patch::{CommandKind, Operation};
 
-fn targets(allow_shell: bool, legacy_root: Option<&str>) -> Vec<TargetSpec> {
+pub(super) fn targets(allow_shell: bool, legacy_root: Option<&str>) -> Vec<TargetSpec> {
     vec![
         TargetSpec {
             name: "default".into(),
@@ -253,8 +254,24 @@ fn mode_forms() {
 #[test]
 fn id_is_assigned_when_missing() {
     let p = ok(with_op(json!({"op": "delete", "path": "a"})));
-    let uuid = p.id.strip_prefix("patch-").expect(&p.id);
-    assert_eq!(uuid::Uuid::parse_str(uuid).unwrap().get_version_num(), 7);
+    let hex = p.id.strip_prefix("patch-").expect(&p.id);
+    assert!(crate::hash::is_md5_hex(hex), "{}", p.id);
+    // Derived from the content: stable across parses, whitespace and key order.
+    let again = parse_patch(
+        br#"{ "operations" : [ {"path": "a", "op": "delete"} ] }"#,
+        &ParseOptions {
+            targets: &[TargetSpec {
+                name: "default".into(),
+                aliases: vec![],
+                legacy_root: None,
+                allow_shell: false,
+            }],
+            target_override: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(again.id, p.id);
+    assert_ne!(ok(with_op(json!({"op": "delete", "path": "b"}))).id, p.id);
     let p =
         ok(json!({"id": "naïve ✓ id with spaces", "operations": [{"op": "delete", "path": "a"}]}));
     assert_eq!(p.id, "naïve ✓ id with spaces");
@@ -824,6 +841,11 @@ fn git_rules() {
         "git.commit",
         &["empty"],
     );
+    assert_err(
+        &errs(doc(json!({"commit": "a\u{0}b"}))),
+        "git.commit",
+        &["NUL"],
+    );
     for tag in [
         "has space",
         "a..b",
@@ -1172,6 +1194,15 @@ fn legacy_webhook_forms() {
 }
 
 #[test]
+fn webhook_with_block_id_and_wrapped_native() {
+    let p = ok(json!({"blockId": "b-1", "target_file": "f", "patch": "x"}));
+    assert_eq!(p.id, "b-1");
+    assert_eq!(p.source_format, SourceFormat::LegacyWebhook);
+    let e = errs(json!({"patch": {"operations": [{"op": "delete", "path": "a"}]}, "metadata": {}}));
+    assert_err(&e, "patch", &["native patch wrapped"]);
+}
+
+#[test]
 fn legacy_webhook_rejections() {
     assert_err(
         &errs(json!({"target_file": "f"})),
@@ -1247,301 +1278,4 @@ fn legacy_shell_needs_allow_shell() {
     let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["preCommit.shell", "postMutationBuild.shell"]);
     assert_err(&e, "preCommit.shell", &["shell commands are not allowed for target default (set allow_shell = true in [targets.default])"]);
-}
-
-// ---------------------------------------------------------------- properties
-
-fn prop_targets() -> Vec<TargetSpec> {
-    targets(true, Some("/tmp"))
-}
-
-/// Every path in an accepted patch is a valid, normalised RelPath.
-fn check_invariants(p: &Patch) {
-    assert!(!p.operations.is_empty());
-    assert!(check_id(&p.id).is_ok(), "{:?}", p.id);
-    let valid = |r: &RelPath| assert_eq!(RelPath::parse(r.as_str()).as_ref(), Ok(r));
-    for op in &p.operations {
-        match op {
-            Operation::Write { path, .. }
-            | Operation::Replace { path, .. }
-            | Operation::Regex { path, .. }
-            | Operation::Delete { path, .. }
-            | Operation::Chmod { path, .. } => valid(path),
-            Operation::Rename { from, to } => {
-                valid(from);
-                valid(to);
-                assert_ne!(from, to);
-            }
-            Operation::Diff { files } => {
-                assert!(!files.is_empty());
-                for f in files {
-                    f.old_path.iter().chain(f.new_path.iter()).for_each(valid);
-                    assert!(f.old_path.is_some() || f.new_path.is_some());
-                    if !f.text.is_empty() {
-                        diffy::Patch::from_str(&f.text).unwrap();
-                    }
-                }
-            }
-        }
-    }
-    for c in p.checks.before.iter().chain(&p.checks.after) {
-        if let CommandKind::Argv(a) = &c.kind {
-            assert!(!a.is_empty());
-        }
-    }
-}
-
-fn leaf() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        (0u64..5).prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| json!(f)),
-        prop::sample::select(vec![
-            "",
-            "a",
-            "a/b.txt",
-            "./a//b",
-            "/tmp/x",
-            "/etc/passwd",
-            "../x",
-            "a\0b",
-            "0644",
-            "0o755",
-            "644",
-            "99",
-            "d41d8cd98f00b204e9800998ecf8427e",
-            "AAEC",
-            "!!",
-            "(",
-            "v(\\d+)",
-            "$1",
-            "write",
-            "replace",
-            "regex",
-            "delete",
-            "rename",
-            "chmod",
-            "diff",
-            "upsert",
-            "DEV",
-            "default",
-            "other",
-            "nope",
-            "v1",
-            "bad tag",
-            "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-1\n+2\n",
-            "diff --git a/x b/y\nrename from x\nrename to y\n",
-            "--- a/x\n+++ b/x\n@@ -1,2 +1 @@\n-1\n",
-        ])
-        .prop_map(|s| json!(s)),
-        ".{0,12}".prop_map(Value::String),
-    ]
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let keys = prop::sample::select(vec![
-        "op",
-        "path",
-        "content",
-        "content_base64",
-        "mode",
-        "expect_md5",
-        "find",
-        "replace",
-        "count",
-        "pattern",
-        "replacement",
-        "from",
-        "to",
-        "diff",
-        "argv",
-        "shell",
-        "timeout_secs",
-        "before",
-        "after",
-        "max_attempts",
-        "commit",
-        "tag",
-        "id",
-        "target",
-        "operations",
-        "checks",
-        "retry",
-        "git",
-        "metadata",
-        "mutations",
-        "blockId",
-        "target_file",
-        "patch",
-        "contents",
-        "insertAfter",
-        "insertBefore",
-        "insertAt",
-        "preCommit",
-        "validate",
-        "postMutationBuild",
-        "final",
-        "description",
-        "x",
-    ]);
-    leaf().prop_recursive(5, 64, 8, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(keys.clone().prop_map(str::to_owned), inner, 0..7)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
-/// Documents shaped like patches, so that most code paths are reached.
-fn patchish() -> impl Strategy<Value = Value> {
-    let op = (
-        prop::sample::select(vec![
-            "write", "replace", "regex", "delete", "rename", "chmod", "diff", "bogus",
-        ]),
-        prop::collection::btree_map(
-            prop::sample::select(vec![
-                "path",
-                "content",
-                "content_base64",
-                "mode",
-                "expect_md5",
-                "find",
-                "replace",
-                "count",
-                "pattern",
-                "replacement",
-                "from",
-                "to",
-                "diff",
-            ]),
-            leaf(),
-            0..5,
-        ),
-    )
-        .prop_map(|(op, fields)| {
-            let mut m: serde_json::Map<String, Value> =
-                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            m.insert("op".into(), json!(op));
-            Value::Object(m)
-        });
-    let mutation = || {
-        prop::collection::btree_map(
-            prop::sample::select(vec![
-                "path",
-                "contents",
-                "op",
-                "mode",
-                "pattern",
-                "replacement",
-                "insertAfter",
-                "insertBefore",
-            ]),
-            leaf(),
-            0..4,
-        )
-        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
-    };
-    let mutation = move || mutation().boxed();
-    prop_oneof![
-        (prop::collection::vec(op, 0..4), json_value(), leaf()).prop_map(|(ops, checks, target)| {
-            json!({"operations": ops, "checks": {"after": [checks]}, "target": target})
-        }),
-        (prop::collection::vec(mutation(), 0..4), leaf(), json_value())
-            .prop_map(|(ms, id, shell)| json!({"mutations": ms, "blockId": id, "validate": {"shell": shell}})),
-        (leaf(), prop_oneof![leaf(), json_value(), prop::collection::vec(mutation(), 0..3).prop_map(|m| json!({"mutations": m}))])
-            .prop_map(|(tf, patch)| json!({"target_file": tf, "patch": patch})),
-    ]
-}
-
-fn diffish() -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        prop::sample::select(vec![
-            "diff --git a/x b/x",
-            "diff --git \"a/q\\\"x\" \"b/q\\\"x\"",
-            "--- a/x",
-            "+++ b/x",
-            "--- /dev/null",
-            "+++ /dev/null",
-            "--- \"unterminated",
-            "@@ -1 +1 @@",
-            "@@ -0,0 +1,2 @@",
-            "@@ -1,2 +1 @@",
-            "@@ -1,1 +1,1 @@ fn",
-            "@@ -18446744073709551615,1 +1 @@",
-            "@@ -1 +18446744073709551615 @@",
-            "@@@ -1 +1 @@@",
-            "@@ x",
-            "-1",
-            "+2",
-            " ctx",
-            "",
-            "\\ No newline at end of file",
-            "new file mode 100755",
-            "deleted file mode 100644",
-            "old mode 100644",
-            "new mode 100755",
-            "new mode 120000",
-            "rename from x",
-            "rename to y",
-            "copy from x",
-            "index 1..2",
-            "similarity index 100%",
-            "Binary files a/x and b/x differ",
-            "-- ",
-            "garbage",
-        ]),
-        0..24,
-    )
-    .prop_flat_map(|lines| (Just(lines.join("\n")), any::<bool>()))
-    .prop_map(|(text, nl)| if nl { text + "\n" } else { text })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    #[test]
-    fn never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let t = prop_targets();
-        if let Ok(p) = parse_patch(&bytes, &ParseOptions { targets: &t, target_override: None }) {
-            check_invariants(&p);
-        }
-    }
-
-    #[test]
-    fn never_panics_on_json_text(s in "[\\[\\]{}\",:0-9a-z \\\\]{0,64}") {
-        let t = prop_targets();
-        let _ = parse_patch(s.as_bytes(), &ParseOptions { targets: &t, target_override: None });
-    }
-
-    #[test]
-    fn never_panics_on_json_values(v in json_value()) {
-        let t = prop_targets();
-        if let Ok(p) = parse_patch_value(&v, &ParseOptions { targets: &t, target_override: None }) {
-            check_invariants(&p);
-        }
-    }
-
-    #[test]
-    fn accepted_patches_are_well_formed(v in patchish(), shell in any::<bool>(), over in prop::option::of(prop::sample::select(vec!["default", "other", "DEV", "x"]))) {
-        let t = targets(shell, Some("/tmp"));
-        match parse_patch_value(&v, &ParseOptions { targets: &t, target_override: over }) {
-            Ok(p) => check_invariants(&p),
-            Err(e) => {
-                prop_assert!(!e.errors.is_empty());
-                prop_assert!(e.errors.iter().all(|e| !e.field.is_empty() && !e.reason.is_empty()));
-            }
-        }
-    }
-
-    #[test]
-    fn diffs_never_panic_and_accepted_ones_satisfy_diffy(text in diffish()) {
-        let doc = json!({"operations": [{"op": "diff", "diff": text}]});
-        let t = prop_targets();
-        if let Ok(p) = parse_patch_value(&doc, &ParseOptions { targets: &t, target_override: None }) {
-            check_invariants(&p);
-        }
-    }
 }

@@ -1,0 +1,255 @@
+//! Finding queue entries: every target (configured, or with a queue directory
+//! on disk), every state, and an operator's ID resolved to exactly one entry.
+//!
+//! An ID is tried, in order, as a queue name, as a patch id (the record's
+//! `patch_id`, else the `id`/`blockId` in the entry's JSON), and as a unique
+//! prefix of a queue name (at least [`MIN_PREFIX`] characters). Several
+//! entries for one patch id (a patch submitted twice, say) are ambiguous: the
+//! caller gets them all, to list.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use ghost_core::patch::parse::resolve_target;
+use ghost_core::queue::{EntryRecord, Queue, QueueState};
+use ghost_core::{Config, Layout};
+
+use crate::util::clean;
+use crate::CtlError;
+
+/// The shortest queue-name prefix accepted as an ID.
+pub const MIN_PREFIX: usize = 8;
+
+/// The states `ls` shows by default: everything but `done` and `trash`.
+pub const DEFAULT_LS_STATES: [QueueState; 6] = [
+    QueueState::Pending,
+    QueueState::Active,
+    QueueState::Deferred,
+    QueueState::Held,
+    QueueState::Failed,
+    QueueState::Stuck,
+];
+
+/// Every target: the configured ones plus any with a queue directory on disk.
+pub fn all_targets(config: &Config) -> Vec<String> {
+    let layout = Layout::new(&config.root);
+    let mut set: BTreeSet<String> = config.targets.keys().cloned().collect();
+    set.extend(layout.queue_targets());
+    set.into_iter().collect()
+}
+
+/// Resolve a target name given on the command line: a configured name or
+/// alias, or a queue directory that exists on disk.
+pub fn target_name(config: &Config, name: &str) -> Result<String, CtlError> {
+    let specs = config.target_specs();
+    if let Some(t) = resolve_target(&specs, name) {
+        return Ok(t.name.clone());
+    }
+    let all = all_targets(config);
+    if all.iter().any(|t| t == name) {
+        return Ok(name.to_string());
+    }
+    Err(CtlError::Usage(format!(
+        "unknown target {:?}; known targets: {}",
+        clean(name),
+        all.join(", ")
+    )))
+}
+
+/// One queue entry as the operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryInfo {
+    pub target: String,
+    pub state: QueueState,
+    /// The queue name (file name without `.json`).
+    pub name: String,
+    /// From the record, else the entry's own JSON; `None` if neither has one.
+    pub patch_id: Option<String>,
+    pub attempts: u32,
+    /// When the entry was written into the queue (the file's modification time;
+    /// moves between states keep it).
+    pub arrived_at: Option<String>,
+    pub path: PathBuf,
+    pub record: EntryRecord,
+    /// Why the record beside the entry could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
+    #[serde(skip)]
+    pub arrived: Option<SystemTime>,
+}
+
+impl EntryInfo {
+    pub fn display_id(&self) -> String {
+        self.patch_id
+            .as_deref()
+            .map(clean)
+            .unwrap_or_else(|| "-".into())
+    }
+
+    /// `target/state/name`, the way messages name an entry.
+    pub fn label(&self) -> String {
+        format!("{}/{}/{}", self.target, self.state.dir_name(), self.name)
+    }
+}
+
+/// The `id` (or legacy `blockId`) in a patch file, if it is JSON with one.
+pub fn id_from_file(path: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    ["id", "blockId"]
+        .iter()
+        .find_map(|k| v.get(k).and_then(|x| x.as_str()).map(str::to_string))
+}
+
+/// Everything known about entry `name` in `state`. Tolerates an entry that
+/// moves away meanwhile (the fields read after that are simply empty).
+pub fn entry_info(q: &Queue, state: QueueState, name: &str) -> EntryInfo {
+    let path = q.entry_path(state, name);
+    let (record, record_error) = match q.read_record(state, name) {
+        Ok(r) => (r, None),
+        Err(e) => (EntryRecord::default(), Some(e.to_string())),
+    };
+    let patch_id = record.patch_id.clone().or_else(|| id_from_file(&path));
+    let arrived = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    EntryInfo {
+        target: q.target().to_string(),
+        state,
+        name: name.to_string(),
+        patch_id,
+        attempts: record.attempts,
+        arrived_at: arrived.map(ghost_core::time::rfc3339),
+        path,
+        record,
+        record_error,
+        arrived,
+    }
+}
+
+/// What `ls` lists.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// `None`: every target.
+    pub target: Option<String>,
+    /// `None`: [`DEFAULT_LS_STATES`].
+    pub states: Option<Vec<QueueState>>,
+}
+
+/// Entries matching `filter`, by target, then state, then arrival.
+pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlError> {
+    let layout = Layout::new(&config.root);
+    let targets = match &filter.target {
+        Some(t) => vec![target_name(config, t)?],
+        None => all_targets(config),
+    };
+    let states: Vec<QueueState> = filter
+        .states
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LS_STATES.to_vec());
+    let mut out = Vec::new();
+    for t in &targets {
+        let q = layout.queue(t);
+        for s in QueueState::ALL.into_iter().filter(|s| states.contains(s)) {
+            for name in q.list(s)? {
+                out.push(entry_info(&q, s, &name));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_name_like(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Resolve an operator's ID (queue name, patch id, or unique queue-name prefix)
+/// to one entry. Unknown or ambiguous IDs are usage errors.
+pub fn find(config: &Config, id: &str) -> Result<EntryInfo, CtlError> {
+    match find_all(config, id)? {
+        Found::One(e) => Ok(*e),
+        Found::None => Err(CtlError::Usage(format!(
+            "no queue entry has the queue name or patch id {:?} (searched every state of targets {}); \
+             see `ghostctl ls --state all`",
+            clean(id),
+            all_targets(config).join(", ")
+        ))),
+        Found::Many(v) => {
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|e| {
+                    vec![
+                        format!("  {}", e.name),
+                        e.target.clone(),
+                        e.state.to_string(),
+                        e.display_id(),
+                    ]
+                })
+                .collect();
+            let msg = format!(
+                "{:?} matches {} entries; give the queue name of the one you mean:\n{}",
+                clean(id),
+                v.len(),
+                crate::util::table(&["  QUEUE NAME", "TARGET", "STATE", "PATCH ID"], &rows).trim_end()
+            );
+            Err(CtlError::Usage(msg))
+        }
+    }
+}
+
+/// The result of looking an ID up.
+#[derive(Debug)]
+pub enum Found {
+    None,
+    One(Box<EntryInfo>),
+    Many(Vec<EntryInfo>),
+}
+
+impl Found {
+    fn from(mut v: Vec<EntryInfo>) -> Option<Found> {
+        match v.len() {
+            0 => None,
+            1 => Some(Found::One(Box::new(v.remove(0)))),
+            _ => Some(Found::Many(v)),
+        }
+    }
+}
+
+/// Every entry an ID could mean, at the first level (queue name, patch id,
+/// prefix) that matches anything.
+pub fn find_all(config: &Config, id: &str) -> Result<Found, CtlError> {
+    let layout = Layout::new(&config.root);
+    let targets = all_targets(config);
+    if is_name_like(id) {
+        let by_name: Vec<EntryInfo> = targets
+            .iter()
+            .map(|t| layout.queue(t))
+            .filter_map(|q| q.find(id).map(|s| entry_info(&q, s, id)))
+            .collect();
+        if let Some(f) = Found::from(by_name) {
+            return Ok(f);
+        }
+    }
+    let mut by_id = Vec::new();
+    let mut by_prefix = Vec::new();
+    for t in &targets {
+        let q = layout.queue(t);
+        for s in QueueState::ALL {
+            for name in q.list(s)? {
+                let e = entry_info(&q, s, &name);
+                if e.patch_id.as_deref() == Some(id) {
+                    by_id.push(e);
+                } else if id.len() >= MIN_PREFIX && is_name_like(id) && name.starts_with(id) {
+                    by_prefix.push(e);
+                }
+            }
+        }
+    }
+    Ok(Found::from(by_id)
+        .or_else(|| Found::from(by_prefix))
+        .unwrap_or(Found::None))
+}

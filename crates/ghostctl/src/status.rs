@@ -1,0 +1,205 @@
+//! `ghostctl status`: queue counts per target, heartbeats, and what needs a person.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use ghost_core::heartbeat;
+use ghost_core::queue::QueueState;
+use ghost_core::{Config, Layout};
+
+use crate::entries::all_targets;
+use crate::util::{clean, relative_str, short_duration, table};
+use crate::CtlError;
+
+/// The components whose heartbeat is always reported, present or not.
+pub const EXPECTED_HEARTBEATS: [&str; 1] = ["executor"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCounts {
+    pub target: String,
+    /// Entries per state name (`pending`, …, `stuck`, `trash`).
+    pub counts: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatState {
+    pub component: String,
+    /// `ok`, `stale`, `absent` or `unreadable`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub root: String,
+    pub config: String,
+    pub targets: Vec<TargetCounts>,
+    pub heartbeats: Vec<HeartbeatState>,
+    /// Entries in `.stuck/` over every target: each needs a person.
+    pub stuck: usize,
+    /// Entries in `failed/` over every target.
+    pub failed: usize,
+}
+
+fn heartbeat_state(
+    component: &str,
+    path: &std::path::Path,
+    stale_after: Duration,
+) -> HeartbeatState {
+    let mut hs = HeartbeatState {
+        component: component.to_string(),
+        state: "absent".into(),
+        status: None,
+        pid: None,
+        updated_at: None,
+        version: None,
+        error: None,
+    };
+    if !path.exists() {
+        return hs;
+    }
+    match heartbeat::read(path) {
+        Ok(hb) => {
+            hs.state = if hb.is_stale(stale_after) {
+                "stale"
+            } else {
+                "ok"
+            }
+            .into();
+            hs.status = Some(hb.status);
+            hs.pid = Some(hb.pid);
+            hs.updated_at = Some(hb.updated_at);
+            hs.version = Some(hb.version);
+        }
+        Err(e) => {
+            hs.state = "unreadable".into();
+            hs.error = Some(e.to_string());
+        }
+    }
+    hs
+}
+
+pub fn status(config: &Config) -> Result<Status, CtlError> {
+    let layout = Layout::new(&config.root);
+    let mut targets = Vec::new();
+    let (mut stuck, mut failed) = (0, 0);
+    for t in all_targets(config) {
+        let q = layout.queue(&t);
+        let mut counts = BTreeMap::new();
+        for s in QueueState::ALL {
+            counts.insert(s.name().to_string(), q.list(s)?.len());
+        }
+        stuck += counts["stuck"];
+        failed += counts["failed"];
+        targets.push(TargetCounts { target: t, counts });
+    }
+    let mut components: Vec<String> = EXPECTED_HEARTBEATS.iter().map(|c| c.to_string()).collect();
+    if let Ok(rd) = std::fs::read_dir(layout.heartbeats()) {
+        let mut others: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|f| !f.starts_with('.'))
+            .filter_map(|f| f.strip_suffix(".json").map(str::to_string))
+            .filter(|c| !components.contains(c))
+            .collect();
+        others.sort();
+        components.extend(others);
+    }
+    let heartbeats = components
+        .iter()
+        .map(|c| heartbeat_state(c, &layout.heartbeat(c), config.heartbeat.stale_after))
+        .collect();
+    Ok(Status {
+        root: config.root.display().to_string(),
+        config: config.source.clone(),
+        targets,
+        heartbeats,
+        stuck,
+        failed,
+    })
+}
+
+pub fn render(s: &Status, stale_after: Duration) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "root {} (configuration: {})\n", s.root, s.config);
+    let states: Vec<&str> = QueueState::ALL.iter().map(|q| q.name()).collect();
+    let headers: Vec<String> = std::iter::once("target")
+        .chain(states.iter().copied())
+        .map(str::to_uppercase)
+        .collect();
+    let rows: Vec<Vec<String>> = s
+        .targets
+        .iter()
+        .map(|t| {
+            let mut r = vec![t.target.clone()];
+            for st in &states {
+                let n = t.counts.get(*st).copied().unwrap_or(0);
+                let mark = if n > 0 && (*st == "stuck" || *st == "failed") {
+                    "!"
+                } else {
+                    ""
+                };
+                r.push(format!("{n}{mark}"));
+            }
+            r
+        })
+        .collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    o.push_str(&table(&header_refs, &rows));
+    let _ = writeln!(
+        o,
+        "\nheartbeats (stale after {}):",
+        short_duration(stale_after)
+    );
+    let rows: Vec<Vec<String>> = s
+        .heartbeats
+        .iter()
+        .map(|h| {
+            let detail = match h.state.as_str() {
+                "absent" => {
+                    "no heartbeat file: not running, or never started on this root".to_string()
+                }
+                "unreadable" => clean(h.error.as_deref().unwrap_or("")),
+                _ => format!(
+                    "{} pid {} version {}, updated {}",
+                    clean(h.status.as_deref().unwrap_or("-")),
+                    h.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    clean(h.version.as_deref().unwrap_or("-")),
+                    h.updated_at
+                        .as_deref()
+                        .map(relative_str)
+                        .unwrap_or_else(|| "-".into())
+                ),
+            };
+            let state = if h.state == "ok" {
+                h.state.clone()
+            } else {
+                h.state.to_uppercase()
+            };
+            vec![format!("  {}", clean(&h.component)), state, detail]
+        })
+        .collect();
+    o.push_str(&table(&["  COMPONENT", "STATE", "DETAIL"], &rows));
+    if s.stuck + s.failed > 0 {
+        let _ = writeln!(
+            o,
+            "\n!! needs attention: {} stuck, {} failed (see `ghostctl ls --state stuck,failed`, then `ghostctl show ID`)",
+            s.stuck, s.failed
+        );
+    } else {
+        let _ = writeln!(o, "\nnothing stuck or failed");
+    }
+    o
+}

@@ -1,0 +1,839 @@
+//! ghostctl's commands against a temporary data root, called in-process.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use ghost_core::cli::CommonArgs;
+use ghost_core::config::TargetConfig;
+use ghost_core::queue::{AttemptRecord, EntryRecord, Queue, QueueState, Reason};
+use ghost_core::summary::{self, ExecutorInfo, Summary, SummaryFiles, SummaryStatus};
+use ghost_core::{Config, Layout};
+
+use ghostctl::actions::{act, Action};
+use ghostctl::entries::{find, list, ListFilter};
+use ghostctl::logs::{logs, LogsOptions};
+use ghostctl::submit::submit;
+use ghostctl::CtlError;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env::with(|_| {})
+    }
+
+    fn with(f: impl FnOnce(&mut Config)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            root: dir.path().join("root"),
+            ..Config::default()
+        };
+        f(&mut config);
+        Layout::new(&config.root)
+            .create(config.targets.keys().map(String::as_str))
+            .unwrap();
+        Env { _dir: dir, config }
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(&self.config.root)
+    }
+
+    fn queue(&self) -> Queue {
+        self.layout().queue("default")
+    }
+
+    /// A file outside the root holding `text`.
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self._dir.path().join(name);
+        ghost_core::fs::durable_write(&p, text.as_bytes(), 0o600).unwrap();
+        p
+    }
+
+    /// An entry in `state` with `record` beside it.
+    fn entry(&self, state: QueueState, body: &str, record: &EntryRecord) -> String {
+        let q = self.queue();
+        let name = q.enqueue(body.as_bytes()).unwrap();
+        if state == QueueState::Pending {
+            q.write_record(state, &name, record).unwrap();
+        } else {
+            q.transition(&name, QueueState::Pending, state, record)
+                .unwrap();
+        }
+        name
+    }
+
+    fn submit(&self, target: Option<&str>, files: &[PathBuf]) -> Vec<ghostctl::submit::SubmitItem> {
+        submit(&self.config, target, files, &mut std::io::empty()).unwrap()
+    }
+
+    /// Run a command line the way the binary does; (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (u8, String, String) {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            _common: CommonArgs,
+            #[command(flatten)]
+            ctl: ghostctl::CtlArgs,
+        }
+        let cli =
+            Cli::try_parse_from(std::iter::once("ghostctl").chain(args.iter().copied())).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = ghostctl::execute(&self.config, &cli.ctl, &mut out, &mut err);
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+}
+
+const VALID: &str =
+    r#"{"id": "p-one", "operations": [{"op": "write", "path": "a.txt", "content": "a\n"}]}"#;
+const VALID2: &str =
+    r#"{"id": "p-two", "target": "default", "operations": [{"op": "delete", "path": "b.txt"}]}"#;
+const INVALID: &str =
+    r#"{"id": "p-bad", "operations": [{"op": "write", "path": "../escape", "content": 1}]}"#;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy")
+        .join(name)
+}
+
+fn usage(e: CtlError) -> String {
+    match e {
+        CtlError::Usage(m) => m,
+        other => panic!("expected a usage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn submit_enqueues_valid_files_byte_identical_and_refuses_invalid_ones() {
+    let env = Env::new();
+    let files = [
+        env.file("one.json", VALID),
+        env.file("bad.json", INVALID),
+        env.file("two.json", VALID2),
+    ];
+    let items = env.submit(None, &files);
+    assert_eq!(items.len(), 3);
+    assert!(items[0].ok && !items[1].ok && items[2].ok, "{items:?}");
+    assert_eq!(items[0].patch_id.as_deref(), Some("p-one"));
+    assert_eq!(items[2].target.as_deref(), Some("default"));
+    // Every problem of the invalid file is reported, with its field.
+    let fields: Vec<&str> = items[1].errors.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.iter().any(|f| f.contains("path")), "{fields:?}");
+    assert!(fields.iter().any(|f| f.contains("content")), "{fields:?}");
+
+    let q = env.queue();
+    let pending = q.list(QueueState::Pending).unwrap();
+    assert_eq!(
+        pending,
+        vec![
+            items[0].queue_name.clone().unwrap(),
+            items[2].queue_name.clone().unwrap()
+        ]
+    );
+    assert_eq!(
+        std::fs::read(q.entry_path(QueueState::Pending, &pending[0])).unwrap(),
+        VALID.as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(q.entry_path(QueueState::Pending, &pending[1])).unwrap(),
+        VALID2.as_bytes()
+    );
+    assert_eq!(
+        q.read_record(QueueState::Pending, &pending[0])
+            .unwrap()
+            .patch_id
+            .as_deref(),
+        Some("p-one")
+    );
+    // Nothing else in the queue: no trace of the invalid file, no temp files.
+    assert_eq!(std::fs::read_dir(q.tmp_dir()).unwrap().count(), 0);
+
+    // Through the command line: one line per enqueued file, errors on stderr, exit 1.
+    let (code, out, err) = env.run(&[
+        "submit",
+        files[0].to_str().unwrap(),
+        files[1].to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let line: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(line.len(), 4, "{out}");
+    assert_eq!(
+        (line[0], line[2], line[3]),
+        (files[0].to_str().unwrap(), "p-one", "default")
+    );
+    assert!(err.contains("bad.json: operations[0].path"), "{err}");
+    let (code, out, _) = env.run(&["submit", files[0].to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn submit_refuses_files_over_the_size_limit_and_unreadable_ones() {
+    let env = Env::with(|c| c.bridge.max_patch_bytes = 40);
+    let items = env.submit(
+        None,
+        &[
+            env.file("big.json", VALID),
+            env.file("small.json", "{}"),
+            env.file_missing(),
+        ],
+    );
+    assert!(!items[0].ok);
+    assert!(
+        items[0].errors[0].reason.contains("max_patch_bytes"),
+        "{items:?}"
+    );
+    assert!(!items[1].ok, "{{}} is not a patch");
+    assert!(!items[2].ok);
+    assert_eq!(items[2].errors[0].field, "(file)");
+    assert!(env.queue().list(QueueState::Pending).unwrap().is_empty());
+}
+
+trait Missing {
+    fn file_missing(&self) -> PathBuf;
+}
+impl Missing for Env {
+    fn file_missing(&self) -> PathBuf {
+        self._dir.path().join("does-not-exist.json")
+    }
+}
+
+#[test]
+fn submit_target_override_resolves_aliases_and_refuses_conflicts() {
+    let env = Env::with(|c| {
+        c.targets.get_mut("default").unwrap().aliases = vec!["DEV".into()];
+        c.targets.insert("web".into(), TargetConfig::default());
+    });
+    let f = env.file("one.json", VALID);
+    let items = env.submit(Some("dev"), std::slice::from_ref(&f));
+    assert!(items[0].ok, "{items:?}");
+    assert_eq!(items[0].target.as_deref(), Some("default"));
+    let items = env.submit(Some("web"), &[env.file("two.json", VALID2)]);
+    assert!(!items[0].ok);
+    assert_eq!(items[0].errors[0].field, "target");
+    let items = env.submit(Some("web"), &[f]);
+    assert!(items[0].ok);
+    assert_eq!(
+        env.layout()
+            .queue("web")
+            .list(QueueState::Pending)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn submit_legacy_fixtures() {
+    // Embedded defaults: no legacy_root, no shell.
+    let env = Env::new();
+    let names = [
+        "dummy_patch.json",
+        "patch-router-test-patch.json",
+        "test-patch-simple.json",
+        "test-patch.json",
+        "test-patch-gpt-interface.json",
+        "PATCH-SCHEMA.json",
+    ];
+    let files: Vec<PathBuf> = names.iter().map(|n| fixture(n)).collect();
+    let ok: Vec<bool> = env.submit(None, &files).iter().map(|i| i.ok).collect();
+    assert_eq!(ok, [true, true, false, false, false, false]);
+    let q = env.queue();
+    let pending = q.list(QueueState::Pending).unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(
+        std::fs::read(q.entry_path(QueueState::Pending, &pending[0])).unwrap(),
+        std::fs::read(&files[0]).unwrap()
+    );
+
+    // A target that declares the old prefix, the old names and shell.
+    let env = Env::with(|c| {
+        let t = c.targets.get_mut("default").unwrap();
+        t.aliases = vec!["DEV".into(), "ghost-system".into()];
+        t.legacy_root = Some("/tmp".into());
+        t.allow_shell = true;
+    });
+    let items = env.submit(None, &files);
+    let ok: Vec<bool> = items.iter().map(|i| i.ok).collect();
+    assert_eq!(ok, [true, true, true, true, true, false], "{items:?}");
+    assert_eq!(
+        items[4].patch_id.as_deref(),
+        Some("test-patch-gpt-interface")
+    );
+    assert_eq!(items[1].patch_id.as_deref(), Some("test-patch-v347"));
+    assert!(
+        items[5].errors[0].reason.contains("JSON Schema"),
+        "{items:?}"
+    );
+}
+
+#[test]
+fn ls_filters_by_state_and_target() {
+    let env = Env::with(|c| {
+        c.targets.insert("web".into(), TargetConfig::default());
+    });
+    let rec = EntryRecord::default();
+    let pending = env.entry(QueueState::Pending, VALID, &rec);
+    let stuck = env.entry(
+        QueueState::Stuck,
+        r#"{"blockId": "legacy-id", "mutations": []}"#,
+        &rec,
+    );
+    let done = env.entry(QueueState::Done, "not json", &rec);
+    let web = env
+        .layout()
+        .queue("web")
+        .enqueue(VALID2.as_bytes())
+        .unwrap();
+
+    let all = list(&env.config, &ListFilter::default()).unwrap();
+    let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [pending.as_str(), stuck.as_str(), web.as_str()],
+        "done is not listed by default"
+    );
+    assert_eq!(
+        all[0].patch_id.as_deref(),
+        Some("p-one"),
+        "id from the entry's JSON"
+    );
+    assert_eq!(
+        all[1].patch_id.as_deref(),
+        Some("legacy-id"),
+        "blockId counts as an id"
+    );
+
+    let only = |states: Vec<QueueState>, target: Option<&str>| {
+        list(
+            &env.config,
+            &ListFilter {
+                target: target.map(str::to_string),
+                states: Some(states),
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(only(vec![QueueState::Stuck], None), [stuck.as_str()]);
+    assert_eq!(only(vec![QueueState::Done], None), [done.as_str()]);
+    assert_eq!(only(QueueState::ALL.to_vec(), Some("web")), [web.as_str()]);
+    assert!(matches!(
+        list(
+            &env.config,
+            &ListFilter {
+                target: Some("nope".into()),
+                states: None
+            }
+        ),
+        Err(CtlError::Usage(_))
+    ));
+
+    let (code, out, _) = env.run(&["ls", "--state", "all"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("TARGET"), "{out}");
+    assert!(out.contains(&done) && out.contains(&stuck), "{out}");
+    let done_line = out.lines().find(|l| l.contains(&done)).unwrap();
+    assert!(done_line.contains(" - "), "no id shows as -: {done_line}");
+    let (code, out, _) = env.run(&["ls", "--state", ".stuck", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["state"], "stuck");
+    assert_eq!(v[0]["name"], stuck.as_str());
+    let (code, _, err) = env.run(&["ls", "--target", "nope"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+fn sample_summary(name: &str, id: &str) -> Summary {
+    Summary {
+        id: id.into(),
+        name: name.into(),
+        target: "default".into(),
+        status: SummaryStatus::Applied,
+        attempts: 1,
+        description: Some("demo".into()),
+        source_format: Some("native".into()),
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        finished_at: "2026-01-01T00:00:01.000Z".into(),
+        duration_ms: 1000,
+        operations: vec![],
+        checks: vec![],
+        error: None,
+        rollback: None,
+        git: None,
+        executor: ExecutorInfo {
+            pid: 1,
+            host: "h".into(),
+            version: "0".into(),
+        },
+        history: vec![],
+    }
+}
+
+#[test]
+fn show_by_queue_name_and_patch_id() {
+    let env = Env::new();
+    let rec = EntryRecord {
+        patch_id: Some("p-one".into()),
+        attempts: 1,
+        ..EntryRecord::default()
+    };
+    let name = env.entry(QueueState::Done, VALID, &rec);
+    summary::write(
+        &env.layout().summaries("default"),
+        &sample_summary(&name, "p-one"),
+    )
+    .unwrap();
+    let other = env.entry(QueueState::Pending, VALID2, &EntryRecord::default());
+
+    let r = ghostctl::show::show(&env.config, &name).unwrap();
+    assert_eq!(r.entry.state, QueueState::Done);
+    assert_eq!(r.summary.as_ref().unwrap().id, "p-one");
+    assert!(r.markdown.as_ref().unwrap().contains("# Patch `p-one`"));
+    let r = ghostctl::show::show(&env.config, "p-one").unwrap();
+    assert_eq!(r.entry.name, name);
+    let r = ghostctl::show::show(&env.config, "p-two").unwrap();
+    assert_eq!(r.entry.name, other);
+    assert!(r.summary.is_none());
+    // A unique prefix of the queue name works too.
+    assert_eq!(find(&env.config, &name[..30]).unwrap().name, name);
+
+    let (code, out, _) = env.run(&["show", "p-one"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("state       done") && out.contains("# Patch `p-one`"),
+        "{out}"
+    );
+    let (code, out, _) = env.run(&["show", "p-one", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summary"]["id"], "p-one");
+    assert_eq!(v["entry"]["name"], name.as_str());
+    let (code, out, _) = env.run(&["show", "p-two"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("summary     none yet"), "{out}");
+
+    let (code, _, err) = env.run(&["show", "no-such-thing"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no queue entry"), "{err}");
+
+    // The same patch submitted again: ambiguous by patch id, listed.
+    let again = env.entry(QueueState::Pending, VALID, &EntryRecord::default());
+    let msg = usage(find(&env.config, "p-one").unwrap_err());
+    assert!(msg.contains(&name) && msg.contains(&again), "{msg}");
+    let (code, _, err) = env.run(&["show", "p-one"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("matches 2 entries"), "{err}");
+}
+
+fn attempt(n: u32) -> AttemptRecord {
+    AttemptRecord {
+        attempt: n,
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        ended_at: "2026-01-01T00:00:01.000Z".into(),
+        outcome: "transient_failure".into(),
+        error_kind: Some("check_timeout".into()),
+        message: Some("slow".into()),
+    }
+}
+
+#[test]
+fn retry_from_stuck_resets_attempts_and_keeps_history() {
+    let env = Env::new();
+    let rec = EntryRecord {
+        patch_id: Some("p-one".into()),
+        attempts: 3,
+        history: vec![attempt(1), attempt(2), attempt(3)],
+        reason: Some(Reason {
+            kind: "stuck_timeout".into(),
+            message: "ran too long".into(),
+            at: "2026-01-01T00:00:01.000Z".into(),
+            hint: None,
+        }),
+        ..EntryRecord::default()
+    };
+    let name = env.entry(QueueState::Stuck, VALID, &rec);
+    let q = env.queue();
+    // An undo journal kept beside the stuck entry travels with it.
+    ghost_core::fs::durable_write(
+        &q.sidecar_path(QueueState::Stuck, &name, "journal"),
+        b"{}",
+        0o600,
+    )
+    .unwrap();
+
+    let done = act(&env.config, Action::Retry, "p-one", None).unwrap();
+    assert_eq!(
+        (done.from, done.to),
+        (QueueState::Stuck, QueueState::Pending)
+    );
+    assert_eq!(q.find(&name), Some(QueueState::Pending));
+    let r = q.read_record(QueueState::Pending, &name).unwrap();
+    assert_eq!(r.attempts, 0);
+    assert_eq!(r.history, rec.history);
+    assert!(r.reason.is_none() && r.due_at.is_none() && r.claim.is_none());
+    assert_eq!(r.operator.len(), 1);
+    assert_eq!(r.operator[0].action, "retry");
+    assert_eq!(r.operator[0].from, QueueState::Stuck);
+    assert!(r.operator[0].by.contains("uid"));
+    assert!(q
+        .sidecar_path(QueueState::Pending, &name, "journal")
+        .exists());
+    assert!(!q.record_path(QueueState::Stuck, &name).exists());
+    assert_eq!(
+        std::fs::read(q.entry_path(QueueState::Pending, &name)).unwrap(),
+        VALID.as_bytes()
+    );
+
+    // Pending is not a state retry works on: exit 2, naming the state.
+    let msg = usage(act(&env.config, Action::Retry, &name, None).unwrap_err());
+    assert!(msg.contains("pending/") && msg.contains(".stuck/"), "{msg}");
+    let (code, _, err) = env.run(&["retry", &name]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn retry_from_failed_and_deferred() {
+    let env = Env::new();
+    let failed = env.entry(
+        QueueState::Failed,
+        VALID,
+        &EntryRecord {
+            attempts: 1,
+            ..Default::default()
+        },
+    );
+    let deferred = env.entry(
+        QueueState::Deferred,
+        VALID2,
+        &EntryRecord {
+            attempts: 1,
+            due_at: Some("2099-01-01T00:00:00.000Z".into()),
+            ..Default::default()
+        },
+    );
+    let (code, out, _) = env.run(&["retry", &failed]);
+    assert_eq!(code, 0);
+    assert!(out.contains("failed/ -> pending/"), "{out}");
+    let (code, out, _) = env.run(&["--json", "retry", &deferred]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["from"], "deferred");
+    let r = env
+        .queue()
+        .read_record(QueueState::Pending, &deferred)
+        .unwrap();
+    assert!(r.due_at.is_none(), "due now");
+}
+
+#[test]
+fn hold_and_release_round_trip() {
+    let env = Env::new();
+    let name = env.entry(QueueState::Pending, VALID, &EntryRecord::default());
+    let q = env.queue();
+    act(&env.config, Action::Hold, &name, Some("wait for review")).unwrap();
+    assert_eq!(q.find(&name), Some(QueueState::Held));
+    let r = q.read_record(QueueState::Held, &name).unwrap();
+    assert_eq!(r.operator[0].action, "hold");
+    assert_eq!(r.operator[0].reason.as_deref(), Some("wait for review"));
+    assert_eq!(r.patch_id.as_deref(), Some("p-one"));
+    assert!(
+        usage(act(&env.config, Action::Hold, &name, None).unwrap_err()).contains("held already")
+    );
+
+    let (code, out, _) = env.run(&["release", "p-one"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("held/ -> pending/"), "{out}");
+    assert_eq!(q.find(&name), Some(QueueState::Pending));
+    let r = q.read_record(QueueState::Pending, &name).unwrap();
+    let actions: Vec<(&str, QueueState)> = r
+        .operator
+        .iter()
+        .map(|a| (a.action.as_str(), a.from))
+        .collect();
+    assert_eq!(
+        actions,
+        [("hold", QueueState::Pending), ("release", QueueState::Held)]
+    );
+    assert!(usage(act(&env.config, Action::Release, &name, None).unwrap_err()).contains("held/"));
+    assert_eq!(
+        std::fs::read(q.entry_path(QueueState::Pending, &name)).unwrap(),
+        VALID.as_bytes()
+    );
+    // No record left behind in held/.
+    assert_eq!(
+        std::fs::read_dir(q.dir(QueueState::Held)).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn delete_moves_to_trash_with_the_reason_and_keeps_summaries() {
+    let env = Env::new();
+    let q = env.queue();
+    let name = env.entry(
+        QueueState::Failed,
+        VALID,
+        &EntryRecord {
+            attempts: 3,
+            ..Default::default()
+        },
+    );
+    let dir = env.layout().summaries("default");
+    summary::write(&dir, &sample_summary(&name, "p-one")).unwrap();
+
+    // No reason: refused, nothing moves.
+    assert!(usage(act(&env.config, Action::Delete, &name, None).unwrap_err()).contains("--reason"));
+    assert!(
+        usage(act(&env.config, Action::Delete, &name, Some("  ")).unwrap_err())
+            .contains("--reason")
+    );
+    let (code, _, err) = env.run(&["delete", &name]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(q.find(&name), Some(QueueState::Failed));
+
+    let (code, out, _) = env.run(&["delete", &name, "--reason", "superseded by p-two"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("failed/ -> trash/"), "{out}");
+    assert_eq!(
+        std::fs::read(q.entry_path(QueueState::Trash, &name)).unwrap(),
+        VALID.as_bytes()
+    );
+    let r = q.read_record(QueueState::Trash, &name).unwrap();
+    assert_eq!(r.attempts, 3);
+    let a = r.operator.last().unwrap();
+    assert_eq!(a.action, "delete");
+    assert_eq!(a.reason.as_deref(), Some("superseded by p-two"));
+    assert_eq!(a.from, QueueState::Failed);
+    let f = SummaryFiles::new(&dir, &name);
+    assert!(f.json.exists() && f.md.exists() && f.backup_json.exists());
+
+    // Already in trash; and an active entry is never deleted.
+    assert!(
+        usage(act(&env.config, Action::Delete, &name, Some("x")).unwrap_err()).contains("trash/")
+    );
+    let active = env.entry(QueueState::Active, VALID2, &EntryRecord::default());
+    let msg = usage(act(&env.config, Action::Delete, &active, Some("x")).unwrap_err());
+    assert!(msg.contains("being applied right now"), "{msg}");
+    assert_eq!(q.find(&active), Some(QueueState::Active));
+}
+
+#[test]
+fn verify_repairs_and_reports_unrepairable() {
+    let env = Env::new();
+    let dir = env.layout().summaries("default");
+    summary::write(&dir, &sample_summary("n-good", "a")).unwrap();
+    summary::write(&dir, &sample_summary("n-damaged", "b")).unwrap();
+    let damaged = SummaryFiles::new(&dir, "n-damaged");
+    let good_json = std::fs::read(&damaged.json).unwrap();
+    ghost_core::fs::durable_write(&damaged.json, &good_json[..20], 0o600).unwrap();
+    std::fs::remove_file(&damaged.backup_md).unwrap();
+
+    let r = ghostctl::verify::verify(&env.config);
+    assert_eq!(
+        (r.total, r.ok, r.repaired, r.unrepairable),
+        (2, 1, 1, 0),
+        "{r:?}"
+    );
+    assert!(!r.failed());
+    assert_eq!(std::fs::read(&damaged.json).unwrap(), good_json);
+    assert!(damaged.backup_md.exists());
+    let (code, out, _) = env.run(&["verify"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with("2 summaries: 2 ok, 0 repaired, 0 unrepairable\n"),
+        "{out}"
+    );
+
+    summary::write(&dir, &sample_summary("n-lost", "c")).unwrap();
+    let lost = SummaryFiles::new(&dir, "n-lost");
+    ghost_core::fs::durable_write(&lost.json, b"{", 0o600).unwrap();
+    ghost_core::fs::durable_write(&lost.backup_json, b"", 0o600).unwrap();
+    let (code, out, _) = env.run(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("UNREPAIRABLE  default/n-lost"), "{out}");
+    assert!(
+        out.contains("3 summaries: 2 ok, 0 repaired, 1 unrepairable"),
+        "{out}"
+    );
+    let (code, out, _) = env.run(&["verify", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["unrepairable"], 1);
+}
+
+#[test]
+fn status_counts_and_heartbeats() {
+    let env = Env::new();
+    env.entry(QueueState::Pending, VALID, &EntryRecord::default());
+    env.entry(QueueState::Stuck, VALID, &EntryRecord::default());
+    env.entry(QueueState::Trash, VALID, &EntryRecord::default());
+    let s = ghostctl::status::status(&env.config).unwrap();
+    assert_eq!(s.targets[0].counts["pending"], 1);
+    assert_eq!(s.targets[0].counts["trash"], 1);
+    assert_eq!(s.stuck, 1);
+    assert_eq!(s.heartbeats[0].component, "executor");
+    assert_eq!(s.heartbeats[0].state, "absent");
+
+    let mut w = ghost_core::heartbeat::HeartbeatWriter::new(
+        &env.layout(),
+        "executor",
+        std::time::Duration::ZERO,
+    );
+    w.beat("running", serde_json::json!({})).unwrap();
+    let mut m = ghost_core::heartbeat::HeartbeatWriter::new(
+        &env.layout(),
+        "monitor",
+        std::time::Duration::ZERO,
+    );
+    m.beat("running", serde_json::json!({})).unwrap();
+    let s = ghostctl::status::status(&env.config).unwrap();
+    let hb: Vec<(&str, &str)> = s
+        .heartbeats
+        .iter()
+        .map(|h| (h.component.as_str(), h.state.as_str()))
+        .collect();
+    assert_eq!(hb, [("executor", "ok"), ("monitor", "ok")]);
+
+    let mut config = env.config.clone();
+    config.heartbeat.stale_after = std::time::Duration::from_millis(1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        ghostctl::status::status(&config).unwrap().heartbeats[0].state,
+        "stale"
+    );
+
+    let (code, out, _) = env.run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("needs attention: 1 stuck, 0 failed"), "{out}");
+    let (code, out, _) = env.run(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["targets"][0]["counts"]["stuck"], 1);
+}
+
+#[test]
+fn not_yet_available_commands_exit_2() {
+    let env = Env::new();
+    for args in [
+        vec!["alerts"],
+        vec!["silence", "fp", "--for", "5m"],
+        vec!["restart", "executor"],
+        vec!["resume", "--force"],
+    ] {
+        let (code, _, err) = env.run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("not available yet"), "{err}");
+    }
+}
+
+#[test]
+fn logs_filter_by_patch_and_follow() {
+    let env = Env::new();
+    let name = env.entry(
+        QueueState::Pending,
+        VALID,
+        &EntryRecord {
+            patch_id: Some("p-one".into()),
+            ..Default::default()
+        },
+    );
+    let dir = env.layout().logs();
+    let line = |ts: &str, c: &str, ev: &str, extra: &str| {
+        format!(
+            r#"{{"ts":"{ts}","level":"INFO","component":"{c}","pid":1,"event":"{ev}","msg":"m"{extra}}}"#
+        )
+    };
+    let executor = [
+        line(
+            "2026-01-01T00:00:01.000Z",
+            "executor",
+            "PATCH_CLAIMED",
+            &format!(r#","queue_name":"{name}""#),
+        ),
+        line(
+            "2026-01-01T00:00:03.000Z",
+            "executor",
+            "PATCH_APPLIED",
+            r#","patch_id":"p-one""#,
+        ),
+        line(
+            "2026-01-01T00:00:04.000Z",
+            "executor",
+            "OTHER",
+            r#","patch_id":"p-two""#,
+        ),
+    ]
+    .join("\n")
+        + "\n";
+    let bridge = line(
+        "2026-01-01T00:00:02.000Z",
+        "bridge",
+        "PATCH_RECEIVED",
+        r#","patch_id":"p-one""#,
+    ) + "\n";
+    ghost_core::fs::durable_write(&dir.join("executor.log"), executor.as_bytes(), 0o600).unwrap();
+    ghost_core::fs::durable_write(&dir.join("bridge.log"), bridge.as_bytes(), 0o600).unwrap();
+
+    let opts = LogsOptions {
+        patch: Some("p-one".into()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    logs(&env.config, &opts, &mut out, &|| true).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().nth(3).unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["PATCH_CLAIMED", "PATCH_RECEIVED", "PATCH_APPLIED"],
+        "{text}"
+    );
+
+    let (code, out, _) = env.run(&["logs", "--component", "bridge", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, bridge);
+    let (code, out, _) = env.run(&["logs", "-n", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("OTHER") && out.lines().count() == 1, "{out}");
+
+    // Follow: lines appended later appear, a partial line waits for its end.
+    let opts = LogsOptions {
+        follow: true,
+        component: Some("bridge".into()),
+        ..Default::default()
+    };
+    let polls = std::cell::Cell::new(0);
+    let path = dir.join("bridge.log");
+    let stop = || {
+        polls.set(polls.get() + 1);
+        if polls.get() == 1 {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            use std::io::Write;
+            let l = line("2026-01-01T00:00:05.000Z", "bridge", "LATER", "");
+            f.write_all(l.as_bytes()).unwrap();
+            f.write_all(b"\n{\"partial").unwrap();
+        }
+        polls.get() > 3
+    };
+    let mut out = Vec::new();
+    logs(&env.config, &opts, &mut out, &stop).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).unwrap().contains("LATER"), "{text}");
+}

@@ -1,0 +1,269 @@
+//! The `TestEnv` fixture: a temporary data root, the real binaries, and children
+//! killed on drop.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ghost_core::queue::QueueState;
+use ghost_core::Layout;
+
+pub const EXECUTOR: &str = env!("CARGO_BIN_EXE_ghost-executor");
+pub const GHOSTCTL: &str = env!("CARGO_BIN_EXE_ghostctl");
+
+/// Settings that make the tests fast: short scans, tiny backoff, short grace.
+pub const FAST: &str = r#"
+[heartbeat]
+interval = "200ms"
+
+[executor]
+scan_interval = "100ms"
+backoff_base = "20ms"
+backoff_max = "50ms"
+shutdown_grace = "300ms"
+command_timeout = "20s"
+"#;
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub children: Vec<Child>,
+}
+
+impl TestEnv {
+    /// A fresh root with `ghost.toml` = [`FAST`] with `extra` merged over it.
+    pub fn new(extra: &str) -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let env = TestEnv {
+            dir,
+            root,
+            children: Vec::new(),
+        };
+        env.write_config(&merge_toml(FAST, extra));
+        env
+    }
+
+    pub fn write_config(&self, text: &str) {
+        ghost_core::fs::durable_write(&self.root.join("ghost.toml"), text.as_bytes(), 0o600)
+            .unwrap();
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.root)
+    }
+
+    pub fn config(&self) -> ghost_core::Config {
+        ghost_core::Config::load(&self.root, None).expect("test config loads")
+    }
+
+    /// The working tree of `target` (created by the executor on start).
+    pub fn tree(&self, target: &str) -> PathBuf {
+        self.config().target_path(target)
+    }
+
+    pub fn cmd(&self, bin: &str) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("--root")
+            .arg(&self.root)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run `ghost-executor --drain` to completion.
+    pub fn drain(&self) -> Output {
+        let out = self
+            .cmd(EXECUTOR)
+            .arg("--drain")
+            .output()
+            .expect("run executor");
+        assert!(
+            out.status.success(),
+            "drain failed: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Start a long-running executor.
+    pub fn spawn_executor(&mut self) -> u32 {
+        let child = self
+            .cmd(EXECUTOR)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn executor");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Panic with its stderr if the child `pid` has already exited with an error.
+    pub fn assert_alive(&mut self, pid: u32) {
+        let c = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("known child");
+        if let Ok(Some(st)) = c.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = c.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("executor {pid} exited early with {st:?}:\n{err}");
+        }
+    }
+
+    /// Take the child with `pid` out of the drop list.
+    pub fn take_child(&mut self, pid: u32) -> Child {
+        let i = self
+            .children
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("known child");
+        self.children.remove(i)
+    }
+
+    pub fn ghostctl(&self, args: &[&str]) -> Output {
+        self.cmd(GHOSTCTL)
+            .args(args)
+            .output()
+            .expect("run ghostctl")
+    }
+
+    /// Put `bytes` straight into `pending/` (bypassing validation).
+    pub fn enqueue_raw(&self, target: &str, bytes: &[u8]) -> String {
+        let q = self.layout().queue(target);
+        q.create().unwrap();
+        q.enqueue(bytes).unwrap()
+    }
+
+    pub fn enqueue_json(&self, target: &str, v: &serde_json::Value) -> String {
+        self.enqueue_raw(target, serde_json::to_string(v).unwrap().as_bytes())
+    }
+
+    pub fn list(&self, target: &str, state: QueueState) -> Vec<String> {
+        self.layout().queue(target).list(state).unwrap()
+    }
+
+    pub fn state_of(&self, target: &str, name: &str) -> Option<QueueState> {
+        self.layout().queue(target).find(name)
+    }
+
+    pub fn summary(&self, target: &str, name: &str) -> serde_json::Value {
+        let p = self.layout().summaries(target).join(format!("{name}.json"));
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    }
+
+    pub fn reason(&self, target: &str, state: QueueState, name: &str) -> serde_json::Value {
+        let p = self.layout().queue(target).record_path(state, name);
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    }
+
+    pub fn log_lines(&self, component: &str) -> Vec<serde_json::Value> {
+        let p = self.layout().logs().join(format!("{component}.log"));
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `over` merged into `base`, table by table.
+pub fn merge_toml(base: &str, over: &str) -> String {
+    fn merge(a: &mut toml::Table, b: toml::Table) {
+        for (k, v) in b {
+            match (a.get_mut(&k), v) {
+                (Some(toml::Value::Table(x)), toml::Value::Table(y)) => merge(x, y),
+                (_, v) => {
+                    a.insert(k, v);
+                }
+            }
+        }
+    }
+    let mut a: toml::Table = base.parse().expect("base TOML");
+    merge(&mut a, over.parse().expect("test TOML"));
+    toml::to_string(&a).unwrap()
+}
+
+/// Poll `cond` until it holds or `timeout` passes; true when it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait for a child to exit, at most `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
+/// Every regular file below `dir` (relative path → (bytes, mode)), skipping `.git`.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                let bytes = if m.is_file() {
+                    std::fs::read(&p).unwrap()
+                } else {
+                    Vec::new()
+                };
+                out.insert(rel, (bytes, m.permissions().mode() & 0o7777));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+pub fn md5(bytes: &[u8]) -> String {
+    ghost_core::md5_hex(bytes)
+}

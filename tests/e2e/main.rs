@@ -1,0 +1,6 @@
+//! End-to-end tests: the real binaries on a temporary root. One test binary, one
+//! [`TestEnv`] fixture; every wait is on a condition, never a bare sleep, and
+//! timings are shrunk through the configuration.
+
+mod executor;
+mod harness;
