@@ -3,4 +3,5 @@
 //! timings are shrunk through the configuration.
 
 mod executor;
+mod ghostctl;
 mod harness;

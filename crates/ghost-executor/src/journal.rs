@@ -216,3 +216,163 @@ pub fn is_applied(tree: &Tree, journal: &Journal) -> Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ghost_core::patch::stage::stage;
+    use ghost_core::patch::Operation;
+
+    fn rp(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let m = std::fs::symlink_metadata(e.path()).unwrap();
+                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                if m.is_dir() {
+                    out.push((format!("{rel}/"), Vec::new(), m.permissions().mode() & 0o7777));
+                    stack.push(e.path());
+                } else {
+                    out.push((rel, std::fs::read(e.path()).unwrap(), m.permissions().mode() & 0o7777));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A tree with a few files, and a patch that touches all of them in every way.
+    fn setup() -> (tempfile::TempDir, Tree, Staged) {
+        let d = tempfile::tempdir().unwrap();
+        let t = Tree::open(d.path()).unwrap();
+        t.write_file(&rp("a.txt"), b"alpha\n", 0o644).unwrap();
+        t.create_dir(&rp("bin")).unwrap();
+        t.write_file(&rp("bin/run.sh"), b"#!/bin/sh\n", 0o755).unwrap();
+        t.write_file(&rp("old.txt"), b"old\n", 0o600).unwrap();
+        let ops = vec![
+            Operation::Write {
+                path: rp("a.txt"),
+                content: b"ALPHA\n".to_vec(),
+                mode: None,
+                expect_md5: None,
+            },
+            Operation::Chmod {
+                path: rp("bin/run.sh"),
+                mode: 0o700,
+            },
+            Operation::Rename {
+                from: rp("old.txt"),
+                to: rp("x/y/new.txt"),
+            },
+            Operation::Write {
+                path: rp("x/z.txt"),
+                content: vec![0, 159, 146, 150],
+                mode: Some(0o640),
+                expect_md5: Some(None),
+            },
+        ];
+        let staged = stage(&ops, &t, 0o644).unwrap();
+        (d, t, staged)
+    }
+
+    fn apply(t: &Tree, s: &Staged, limit: usize) {
+        for dir in &s.new_dirs {
+            t.create_dir(dir).unwrap();
+        }
+        for (p, fin) in s.changes.iter().take(limit) {
+            match fin {
+                Some(f) => t.write_file(p, &f.bytes, f.mode).unwrap(),
+                None => t.remove_file(p).unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn records_before_and_after_of_every_change() {
+        let (_d, _t, s) = setup();
+        let j = Journal::from_staged("n", "id", "default", &s);
+        let paths: Vec<&str> = j.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a.txt", "bin/run.sh", "old.txt", "x/y/new.txt", "x/z.txt"]);
+        let old = &j.files[2];
+        assert_eq!(old.before.as_ref().unwrap().md5, md5_hex(b"old\n"));
+        assert!(old.before.as_ref().unwrap().content_base64.is_some());
+        assert!(old.after.is_none());
+        assert!(j.files[4].before.is_none());
+        assert_eq!(j.files[4].after.as_ref().unwrap().mode, 0o640);
+        assert_eq!(j.new_dirs, [rp("x"), rp("x/y")]);
+    }
+
+    #[test]
+    fn round_trips_through_disk() {
+        let (d, _t, s) = setup();
+        let j = Journal::from_staged("n", "id", "default", &s);
+        let p = d.path().join("j.json");
+        j.write(&p).unwrap();
+        assert_eq!(Journal::read(&p).unwrap(), Some(j));
+        assert_eq!(Journal::read(&d.path().join("none.json")).unwrap(), None);
+    }
+
+    #[test]
+    fn rollback_after_full_apply_restores_exactly() {
+        let (d, t, s) = setup();
+        let before = snapshot(d.path());
+        let j = Journal::from_staged("n", "id", "default", &s);
+        apply(&t, &s, usize::MAX);
+        assert!(is_applied(&t, &j).unwrap());
+        let r = rollback(&t, &j).unwrap();
+        assert!(r.verified, "{r:?}");
+        assert_eq!(r.files.len(), 5);
+        assert_eq!(snapshot(d.path()), before);
+        assert!(!is_applied(&t, &j).unwrap());
+    }
+
+    #[test]
+    fn rollback_after_every_partial_apply_and_twice_restores_exactly() {
+        let (d, t, s) = setup();
+        let before = snapshot(d.path());
+        let j = Journal::from_staged("n", "id", "default", &s);
+        for limit in 0..=s.changes.len() {
+            apply(&t, &s, limit);
+            assert!(rollback(&t, &j).unwrap().verified, "after {limit} files");
+            // A crash during the rollback is followed by the same rollback.
+            assert!(rollback(&t, &j).unwrap().verified);
+            assert_eq!(snapshot(d.path()), before, "after {limit} files");
+        }
+    }
+
+    #[test]
+    fn rollback_clears_temp_files_a_crashed_writer_left() {
+        let (d, t, s) = setup();
+        let before = snapshot(d.path());
+        let j = Journal::from_staged("n", "id", "default", &s);
+        apply(&t, &s, 1);
+        let stray = d.path().join(format!(".a.txt.{}.7.tmp", j.pid));
+        ghost_core::fs::durable_write(&stray, b"half", 0o600).unwrap();
+        assert!(rollback(&t, &j).unwrap().verified);
+        assert!(!stray.exists());
+        assert_eq!(snapshot(d.path()), before);
+    }
+
+    #[test]
+    fn rollback_leaves_a_directory_someone_else_filled_and_says_so_by_md5() {
+        let (d, t, s) = setup();
+        let j = Journal::from_staged("n", "id", "default", &s);
+        apply(&t, &s, usize::MAX);
+        // Another process drops a file into a directory the patch created.
+        t.write_file(&rp("x/theirs.txt"), b"not ours", 0o644).unwrap();
+        let r = rollback(&t, &j).unwrap();
+        assert!(r.verified, "our files are all restored");
+        assert!(d.path().join("x/theirs.txt").exists(), "never removes what it did not create");
+        // And a file the rollback cannot restore is reported, not hidden.
+        let mut bad = j.clone();
+        bad.files[0].before.as_mut().unwrap().md5 = "0".repeat(32);
+        let r = rollback(&t, &bad).unwrap();
+        assert!(!r.verified);
+    }
+}

@@ -126,9 +126,25 @@ impl Tree {
         result
     }
 
-    /// Remove the file at `rel` (absent is fine) and fsync its directory.
+    /// The parent directory of `rel`, or `None` when it does not exist.
+    fn parent_dir_opt(&self, rel: &RelPath) -> Result<Option<(Dir, String)>> {
+        match self.parent_dir(rel) {
+            Ok(x) => Ok(Some(x)),
+            Err(Error::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound || source.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove the file at `rel` (absent, or its directory absent, is fine) and
+    /// fsync its directory.
     pub fn remove_file(&self, rel: &RelPath) -> Result<()> {
-        let (dir, name) = self.parent_dir(rel)?;
+        let Some((dir, name)) = self.parent_dir_opt(rel)? else {
+            return Ok(());
+        };
         match dir.remove_file(&name) {
             Ok(()) => Self::fsync(&dir, &self.abs(rel)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -149,7 +165,9 @@ impl Tree {
     /// Remove the directory `rel` if it exists and is empty; a non-empty one is
     /// left alone (someone else put something there) and reported as `false`.
     pub fn remove_dir_if_empty(&self, rel: &RelPath) -> Result<bool> {
-        let (dir, name) = self.parent_dir(rel)?;
+        let Some((dir, name)) = self.parent_dir_opt(rel)? else {
+            return Ok(true);
+        };
         match dir.remove_dir(&name) {
             Ok(()) => Self::fsync(&dir, &self.abs(rel)).map(|_| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
