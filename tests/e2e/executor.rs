@@ -560,3 +560,49 @@ fn every_class_of_bad_input_fails_with_its_reason_and_the_flow_goes_on() {
         "nothing escaped the tree"
     );
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn applied_patches_are_committed_and_tagged_and_a_failed_one_leaves_no_commit() {
+    let env = TestEnv::new("[targets.default]\ngit_commit = true\n");
+    let tree = env.tree("default");
+    std::fs::create_dir_all(&tree).unwrap();
+    git(&tree, &["init", "-q"]);
+    git(&tree, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "root"]);
+    let a = env.enqueue_json(
+        "default",
+        &json!({"id": "feature-1", "description": "add a", "operations": [{"op": "write", "path": "a.txt", "content": "a\n"}],
+                "git": {"commit": "Add a.txt", "tag": "v1"}}),
+    );
+    let b = env.enqueue_json(
+        "default",
+        &json!({"id": "broken", "operations": [{"op": "write", "path": "b.txt", "content": "b\n"}], "checks": {"after": [{"argv": ["false"]}]}}),
+    );
+    let c = env.enqueue_json(
+        "default",
+        &json!({"id": "dup-tag", "operations": [{"op": "write", "path": "c.txt", "content": "c\n"}], "git": {"tag": "v1"}}),
+    );
+    env.drain();
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Done));
+    assert_eq!(env.state_of("default", &b), Some(QueueState::Failed));
+    assert_eq!(env.state_of("default", &c), Some(QueueState::Failed));
+    let log = git(&tree, &["log", "--format=%s"]);
+    assert_eq!(log.lines().collect::<Vec<_>>(), ["Add a.txt", "root"]);
+    assert_eq!(git(&tree, &["tag"]), "v1");
+    let s = env.summary("default", &a);
+    assert_eq!(s["git"]["commit"], git(&tree, &["rev-parse", "HEAD"]).as_str());
+    assert_eq!(env.summary("default", &c)["error"]["kind"], "git_failed");
+    // Nothing of the failed patches is left in the tree or the index.
+    assert_eq!(git(&tree, &["status", "--porcelain"]), "");
+}

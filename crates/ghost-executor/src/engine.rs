@@ -143,12 +143,14 @@ fn outcome_label(o: Outcome) -> &'static str {
     }
 }
 
-fn hint_for(kind: &str) -> &'static str {
-    match kind {
-        "stuck_timeout" => "the patch ran longer than executor.stuck_after; fix what hangs (see its checks), then `ghostctl retry`",
-        "rollback_unverified" => "the working tree may differ from its state before the patch: compare it with the journal kept in summaries/<target>/.journals/<name>.json, then `ghostctl retry` or `ghostctl delete`",
-        "crashed" => "executors died while applying this patch on every attempt; look at the logs, then `ghostctl retry`",
-        _ => "attempts are spent; fix the cause, then `ghostctl retry`, or `ghostctl delete --reason …`",
+fn hint_for(to: QueueState, spent: bool, kind: &str) -> &'static str {
+    match (to, kind) {
+        (QueueState::Failed, _) => "the patch cannot apply as it is: fix the patch or the tree, then `ghostctl retry`, or `ghostctl delete --reason …`",
+        (_, "stuck_timeout") => "the patch ran longer than executor.stuck_after; fix what hangs (see its checks), then `ghostctl retry`",
+        (_, "rollback_unverified") => "the working tree may differ from its state before the patch: compare it with the journal kept in summaries/<target>/.journals/<name>.json, then `ghostctl retry` or `ghostctl delete`",
+        (_, "crashed") => "executors died while applying this patch on every attempt; look at the logs, then `ghostctl retry`",
+        _ if spent => "attempts are spent; fix the cause, then `ghostctl retry`, or `ghostctl delete --reason …`",
+        _ => "look at the summary and the logs, then `ghostctl retry` or `ghostctl delete --reason …`",
     }
 }
 
@@ -490,20 +492,12 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
             .as_ref()
             .map(|e| e.message.clone())
             .unwrap_or_default();
-        if to == QueueState::Stuck && outcome == Outcome::Transient {
+        let spent = to == QueueState::Stuck && outcome == Outcome::Transient;
+        if spent {
             message = format!("{} attempts failed; the last: {message}", att.attempt);
         }
         att.record.reason = Some(Reason {
-            hint: Some(
-                hint_for(
-                    if to == QueueState::Stuck && outcome == Outcome::Transient {
-                        "spent"
-                    } else {
-                        &kind
-                    },
-                )
-                .to_string(),
-            ),
+            hint: Some(hint_for(to, spent, &kind).to_string()),
             kind,
             message,
             at: ended_at.clone(),
