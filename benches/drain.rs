@@ -63,8 +63,16 @@ fn drain_run(base: &Path, n: usize, files: usize) -> Drain {
         .output()
         .expect("run executor");
     let drain = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(q.list(QueueState::Done).unwrap().len(), n, "every patch applied");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        q.list(QueueState::Done).unwrap().len(),
+        n,
+        "every patch applied"
+    );
     Drain { enqueue, drain }
 }
 
@@ -104,17 +112,34 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(md, "Written by `cargo bench --bench drain` (release build). Each figure is the median of {RUNS} runs in one invocation; ratios compare figures of the same invocation, since the machine is shared and its absolute speed varies from run to run.\n");
-    let _ = writeln!(md, "Machine: {} cores, {}, temp directory on `{fs_type}`.\n", sh("nproc"), sh("uname -sr"));
-    let _ = writeln!(md, "| measurement | median | rate | vs raw durable writes |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "Machine: {} cores, {}, temp directory on `{fs_type}`.\n",
+        sh("nproc"),
+        sh("uname -sr")
+    );
+    let _ = writeln!(
+        md,
+        "| measurement | median | rate | vs raw durable writes |\n|---|---|---|---|"
+    );
     let _ = writeln!(md, "| raw durable write of a small file (temp + fsync + rename + fsync dir), 1,000 files | {:.0} ms | {:.0} writes/s | 1.00 |", raw_m.as_secs_f64() * 1e3, raw_rate);
     let _ = writeln!(md, "| enqueue 1,000 small patches in-process (`Queue::enqueue`) | {:.0} ms | {:.0} patches/s | {:.2} |", small_enq.as_secs_f64() * 1e3, per_sec(1000, small_enq), per_sec(1000, small_enq) / raw_rate);
     let _ = writeln!(md, "| `ghost-executor --drain`: 1,000 patches of one file each | {:.0} ms | {:.0} patches/s | {:.2} |", small_drain.as_secs_f64() * 1e3, per_sec(1000, small_drain), per_sec(1000, small_drain) / raw_rate);
     let _ = writeln!(md, "| `ghost-executor --drain`: 100 patches of ten files each | {:.0} ms | {:.0} patches/s ({:.0} files/s) | {:.2} |", multi_drain.as_secs_f64() * 1e3, per_sec(100, multi_drain), per_sec(1000, multi_drain), per_sec(100, multi_drain) / raw_rate);
     let _ = writeln!(md, "\nWhat a patch costs: one applied patch of one file makes about ten durable writes or moves (claim record, claim rename, journal, the file, journal `complete`, four summary files, the move to `done/`), each with its fsyncs, so a drain rate near a tenth of the raw durable-write rate is the disk's limit, not the executor's. The drain time includes the executor's start-up and recovery sweep.\n");
-    let _ = writeln!(md, "All runs (ms): raw {:?}; drain 1,000×1 {:?}; drain 100×10 {:?}",
+    let _ = writeln!(
+        md,
+        "All runs (ms): raw {:?}; drain 1,000×1 {:?}; drain 100×10 {:?}",
         raw.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
-        small.iter().map(|d| d.drain.as_millis()).collect::<Vec<_>>(),
-        multi.iter().map(|d| d.drain.as_millis()).collect::<Vec<_>>());
+        small
+            .iter()
+            .map(|d| d.drain.as_millis())
+            .collect::<Vec<_>>(),
+        multi
+            .iter()
+            .map(|d| d.drain.as_millis())
+            .collect::<Vec<_>>()
+    );
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

@@ -22,6 +22,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ghost_executor::init_failpoints();
     let config = match cli.common.load_config() {
         Ok(c) => c,
         Err(e) => {

@@ -569,7 +569,11 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
         .env("HOME", dir)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -579,7 +583,20 @@ fn applied_patches_are_committed_and_tagged_and_a_failed_one_leaves_no_commit() 
     let tree = env.tree("default");
     std::fs::create_dir_all(&tree).unwrap();
     git(&tree, &["init", "-q"]);
-    git(&tree, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "root"]);
+    git(
+        &tree,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "root",
+        ],
+    );
     let a = env.enqueue_json(
         "default",
         &json!({"id": "feature-1", "description": "add a", "operations": [{"op": "write", "path": "a.txt", "content": "a\n"}],
@@ -601,7 +618,10 @@ fn applied_patches_are_committed_and_tagged_and_a_failed_one_leaves_no_commit() 
     assert_eq!(log.lines().collect::<Vec<_>>(), ["Add a.txt", "root"]);
     assert_eq!(git(&tree, &["tag"]), "v1");
     let s = env.summary("default", &a);
-    assert_eq!(s["git"]["commit"], git(&tree, &["rev-parse", "HEAD"]).as_str());
+    assert_eq!(
+        s["git"]["commit"],
+        git(&tree, &["rev-parse", "HEAD"]).as_str()
+    );
     assert_eq!(env.summary("default", &c)["error"]["kind"], "git_failed");
     // Nothing of the failed patches is left in the tree or the index.
     assert_eq!(git(&tree, &["status", "--porcelain"]), "");

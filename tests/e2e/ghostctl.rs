@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy")
+        .join(name)
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -33,7 +35,11 @@ const PATCHES: [&str; 5] = [
     "test-patch-simple.json",
     "test-patch.json",
 ];
-const WITH_SHELL: [&str; 3] = ["test-patch-gpt-interface.json", "test-patch-simple.json", "test-patch.json"];
+const WITH_SHELL: [&str; 3] = [
+    "test-patch-gpt-interface.json",
+    "test-patch-simple.json",
+    "test-patch.json",
+];
 
 #[test]
 fn every_legacy_fixture_normalises_and_shell_ones_are_refused_without_allow_shell() {
@@ -44,7 +50,10 @@ fn every_legacy_fixture_normalises_and_shell_ones_are_refused_without_allow_shel
         if WITH_SHELL.contains(&f) {
             assert_eq!(out.status.code(), Some(1), "{f}: {}", stdout(&out));
             let err = stderr(&out);
-            assert!(err.contains(".shell") && err.contains("allow_shell"), "{f}: {err}");
+            assert!(
+                err.contains(".shell") && err.contains("allow_shell"),
+                "{f}: {err}"
+            );
         } else {
             assert!(out.status.success(), "{f}: {}", stderr(&out));
         }
@@ -57,7 +66,10 @@ fn every_legacy_fixture_normalises_and_shell_ones_are_refused_without_allow_shel
 
     // With allow_shell every patch fixture is accepted, byte-identical in the queue.
     let env = TestEnv::new(&format!("{LEGACY_TARGET}allow_shell = true\n"));
-    let files: Vec<String> = PATCHES.iter().map(|f| fixture(f).to_string_lossy().into_owned()).collect();
+    let files: Vec<String> = PATCHES
+        .iter()
+        .map(|f| fixture(f).to_string_lossy().into_owned())
+        .collect();
     let mut args = vec!["submit"];
     args.extend(files.iter().map(String::as_str));
     let out = env.ghostctl(&args);
@@ -69,16 +81,28 @@ fn every_legacy_fixture_normalises_and_shell_ones_are_refused_without_allow_shel
     for (line, f) in lines.iter().zip(PATCHES) {
         let cols: Vec<&str> = line.split('\t').collect();
         let stored = std::fs::read(q.entry_path(QueueState::Pending, cols[1])).unwrap();
-        assert_eq!(stored, std::fs::read(fixture(f)).unwrap(), "{f} stored as submitted");
+        assert_eq!(
+            stored,
+            std::fs::read(fixture(f)).unwrap(),
+            "{f} stored as submitted"
+        );
     }
     // Every one reaches a terminal state with a summary (the old fixtures' shell
     // checks call services that do not exist here, so some roll back).
     env.drain();
     assert!(env.list("default", QueueState::Pending).is_empty());
-    assert_eq!(env.list("default", QueueState::Failed).len() + env.list("default", QueueState::Done).len(), 5);
+    assert_eq!(
+        env.list("default", QueueState::Failed).len() + env.list("default", QueueState::Done).len(),
+        5
+    );
     // dummy_patch's regex needs the file; router's relative write applies.
-    assert_eq!(std::fs::read(env.tree("default").join("foo/bar/baz.js")).unwrap(), b"console.log('patched')");
-    let summaries = std::fs::read_dir(env.layout().summaries("default")).unwrap().count();
+    assert_eq!(
+        std::fs::read(env.tree("default").join("foo/bar/baz.js")).unwrap(),
+        b"console.log('patched')"
+    );
+    let summaries = std::fs::read_dir(env.layout().summaries("default"))
+        .unwrap()
+        .count();
     assert!(summaries >= 10, "two files per summary");
 }
 
@@ -88,10 +112,19 @@ fn submit_refuses_invalid_files_enqueues_the_valid_ones_and_prints_ids() {
     let good = env.dir.path().join("good.json");
     let bad = env.dir.path().join("bad.json");
     ghost_core::fs::durable_write(&good, serde_json::to_vec(&json!({"id": "good-1", "operations": [{"op": "write", "path": "g.txt", "content": "g\n"}]})).unwrap().as_slice(), 0o600).unwrap();
-    ghost_core::fs::durable_write(&bad, br#"{"operations": [{"op": "write", "path": "../x", "content": "x"}]}"#, 0o600).unwrap();
+    ghost_core::fs::durable_write(
+        &bad,
+        br#"{"operations": [{"op": "write", "path": "../x", "content": "x"}]}"#,
+        0o600,
+    )
+    .unwrap();
     let out = env.ghostctl(&["submit", bad.to_str().unwrap(), good.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("operations[0].path"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("operations[0].path"),
+        "{}",
+        stderr(&out)
+    );
     let line = stdout(&out);
     assert!(line.contains("good-1"), "{line}");
     assert_eq!(env.list("default", QueueState::Pending).len(), 1);
@@ -104,7 +137,12 @@ fn submit_refuses_invalid_files_enqueues_the_valid_ones_and_prints_ids() {
     assert_eq!(v["summary"]["status"], "applied", "{v}");
     // An id-less patch keeps the id submit printed.
     let anon = env.dir.path().join("anon.json");
-    ghost_core::fs::durable_write(&anon, br#"{"operations": [{"op": "write", "path": "a.txt", "content": "a"}]}"#, 0o600).unwrap();
+    ghost_core::fs::durable_write(
+        &anon,
+        br#"{"operations": [{"op": "write", "path": "a.txt", "content": "a"}]}"#,
+        0o600,
+    )
+    .unwrap();
     let out = env.ghostctl(&["submit", anon.to_str().unwrap()]);
     let id = stdout(&out).split('\t').nth(2).unwrap().to_string();
     env.drain();
@@ -121,7 +159,11 @@ fn operator_actions_hold_release_retry_delete_and_status() {
     let failing = env.enqueue_json("default", &json!({"id": "needs-file", "operations": [{"op": "replace", "path": "later.txt", "find": "a", "replace": "b"}]}));
     assert!(env.ghostctl(&["hold", "held-one"]).status.success());
     env.drain();
-    assert_eq!(env.state_of("default", &held), Some(QueueState::Held), "the executor leaves held entries alone");
+    assert_eq!(
+        env.state_of("default", &held),
+        Some(QueueState::Held),
+        "the executor leaves held entries alone"
+    );
     assert_eq!(env.state_of("default", &failing), Some(QueueState::Failed));
 
     let st = env.ghostctl(&["status", "--json"]);
@@ -140,7 +182,10 @@ fn operator_actions_hold_release_retry_delete_and_status() {
     assert_eq!(rec["operator"][0]["action"], "retry");
     env.drain();
     assert_eq!(env.state_of("default", &failing), Some(QueueState::Done));
-    assert_eq!(std::fs::read(env.tree("default").join("later.txt")).unwrap(), b"b\n");
+    assert_eq!(
+        std::fs::read(env.tree("default").join("later.txt")).unwrap(),
+        b"b\n"
+    );
 
     // Release, apply; delete needs a reason and keeps the file in trash/.
     assert!(env.ghostctl(&["release", &held]).status.success());
@@ -152,7 +197,12 @@ fn operator_actions_hold_release_retry_delete_and_status() {
     assert!(del.status.success(), "{}", stderr(&del));
     assert_eq!(env.state_of("default", &held), Some(QueueState::Trash));
     let rec = env.reason("default", QueueState::Trash, &held);
-    let actions: Vec<&str> = rec["operator"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = rec["operator"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["hold", "release", "delete"], "{rec}");
     assert_eq!(rec["operator"][2]["reason"], "superseded by a later patch");
     // Nothing is lost: the summary is still there.
@@ -162,8 +212,14 @@ fn operator_actions_hold_release_retry_delete_and_status() {
 #[test]
 fn verify_repairs_damaged_summaries_and_fails_on_unrepairable_ones() {
     let env = TestEnv::new("");
-    let a = env.enqueue_json("default", &json!({"id": "a", "operations": [{"op": "write", "path": "a", "content": "a"}]}));
-    let b = env.enqueue_json("default", &json!({"id": "b", "operations": [{"op": "write", "path": "b", "content": "b"}]}));
+    let a = env.enqueue_json(
+        "default",
+        &json!({"id": "a", "operations": [{"op": "write", "path": "a", "content": "a"}]}),
+    );
+    let b = env.enqueue_json(
+        "default",
+        &json!({"id": "b", "operations": [{"op": "write", "path": "b", "content": "b"}]}),
+    );
     env.drain();
     let dir = env.layout().summaries("default");
     let ok = env.ghostctl(&["verify"]);

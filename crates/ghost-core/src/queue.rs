@@ -323,8 +323,9 @@ impl Queue {
         }
     }
 
-    /// Remove sidecars with no entry beside them and older than `min_age`, and
-    /// temp files in `tmp/` older than `tmp_max_age`. Returns what was removed.
+    /// Remove sidecars with no entry beside them and older than `min_age`, temp
+    /// files in `tmp/`, and durable-write temp files in the state directories,
+    /// older than `tmp_max_age`. Returns what was removed.
     pub fn sweep(&self, min_age: Duration, tmp_max_age: Duration) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         let old = |p: &Path, age: Duration| {

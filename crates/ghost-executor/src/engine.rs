@@ -36,6 +36,15 @@ use ghost_core::time::{now_rfc3339, rfc3339};
 use ghost_core::{Config, Layout, Result};
 
 use crate::command::{self, CmdFailure, Limits};
+
+/// A crash window: with the `failpoints` feature and `FAILPOINTS=<name>=return`,
+/// the process aborts here, as a `kill -9` or a power cut would stop it. The
+/// end-to-end tests arm each one and check what recovery makes of it.
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| std::process::abort())
+    };
+}
 use crate::decision::{counts_as_attempt, decide, Backoff, Decision, Outcome};
 use crate::journal::{self, Journal, Phase};
 
@@ -197,6 +206,7 @@ pub fn process_one(
         return Err(e);
     }
     ctx.counters.claimed.fetch_add(1, Ordering::Relaxed);
+    crash_point!("crash-after-claim");
     let mut att = Attempt {
         name: name.to_string(),
         attempt: record.attempts,
@@ -328,6 +338,7 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         att.fail("io", format!("cannot write the undo journal: {e}"));
         return Outcome::Transient;
     }
+    crash_point!("crash-after-journal");
 
     // From here on the tree changes; every failure path rolls back.
     let applied = (|| -> Result<()> {
@@ -335,8 +346,9 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
             tree.create_dir(d)?;
         }
         for (path, fin) in &staged.changes {
-            fail::fail_point!("executor::apply-file", |_| Err(ghost_core::Error::Invalid(
-                "failpoint executor::apply-file".into()
+            crash_point!("crash-mid-apply");
+            fail::fail_point!("io-error-mid-apply", |_| Err(ghost_core::Error::Invalid(
+                "injected I/O error (failpoint io-error-mid-apply)".into()
             )));
             match fin {
                 Some(data) => tree.write_file(path, &data.bytes, data.mode)?,
@@ -355,7 +367,7 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         att.fail("io", format!("applying failed: {e}"));
         return undo(ctx, att, &tree, &journal, Outcome::Transient);
     }
-    fail::fail_point!("executor::after-apply");
+    crash_point!("crash-after-apply");
 
     for c in &patch.checks.after {
         let (summary, failure) = command::run(c, "after", tree.root(), &env, &limits);
@@ -390,11 +402,13 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         }
     }
 
+    crash_point!("crash-before-complete");
     journal.phase = Phase::Complete;
     if let Err(e) = journal.write(&jpath) {
         att.fail("io", format!("cannot mark the journal complete: {e}"));
         return undo(ctx, att, &tree, &journal, Outcome::Transient);
     }
+    crash_point!("crash-after-complete");
     Outcome::Applied
 }
 
@@ -538,6 +552,7 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
             history: att.record.history.clone(),
         };
         let w = summary::write(&ctx.layout.summaries(&ctx.target), &s)?;
+        crash_point!("crash-after-summary");
         info!(event = "SUMMARY_CREATED", target = %ctx.target, queue_name = %att.name, patch_id = %id, status = status.as_str(), json_md5 = %w.json_md5, md_md5 = %w.md_md5, "summary written and verified");
     }
     if att.keep_journal {
@@ -626,7 +641,17 @@ pub fn promote_due(ctx: &TargetCtx) -> Result<Option<Duration>> {
 /// resolve every entry left in `active/` by a dead executor.
 pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     let q = &ctx.queue;
-    for p in q.sweep(Duration::from_secs(60), ctx.cfg.executor.tmp_max_age)? {
+    let max_age = ctx.cfg.executor.tmp_max_age;
+    let summaries = ctx.layout.summaries(&ctx.target);
+    let mut stale = q.sweep(Duration::from_secs(60), max_age)?;
+    for dir in [
+        summaries.clone(),
+        summaries.join(".backup"),
+        summaries.join(".journals"),
+    ] {
+        stale.extend(ghost_core::fs::sweep_temp_files(&dir, max_age));
+    }
+    for p in stale {
         info!(event = "STALE_FILE_REMOVED", target = %ctx.target, path = %p.display(), "removed a stale temp or orphan file");
     }
     let names = q.list(QueueState::Active)?;

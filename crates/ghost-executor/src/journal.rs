@@ -122,30 +122,54 @@ fn current_md5(tree: &Tree, path: &RelPath) -> Result<Option<(String, u32)>> {
     }
 }
 
-/// Remove temp files a crashed writer (`pid`) left beside the journal's files.
+/// True for a temp file that `Tree::write_file` makes for `base`:
+/// `.<base>.<pid>.<n>.tmp`, whatever the pid.
+fn is_temp_for(file: &str, base: &str) -> bool {
+    let Some(rest) = file
+        .strip_prefix('.')
+        .and_then(|f| f.strip_prefix(base))
+        .and_then(|f| f.strip_prefix('.'))
+        .and_then(|f| f.strip_suffix(".tmp"))
+    else {
+        return false;
+    };
+    let mut parts = rest.split('.');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+/// Remove temp files that crashed writers left beside the journal's files: the
+/// executor that applied the patch, and any that died rolling it back since.
+/// Only the holder of the executor lock writes into the tree, so every such
+/// file is one of ours.
 fn remove_stray_temp_files(tree: &Tree, journal: &Journal) {
     for f in &journal.files {
         let dir = match f.path.parent() {
             Some(p) => tree.root().join(p.as_str()),
             None => tree.root().to_path_buf(),
         };
-        let base = f.path.as_str().rsplit('/').next().unwrap_or_default();
-        let prefix = format!(
-            ".{}.{}.",
-            base.chars().take(64).collect::<String>(),
-            journal.pid
-        );
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(&prefix) && n.ends_with(".tmp") {
-                    if let Ok(rel) = RelPath::parse(&format!(
-                        "{}{}",
-                        f.path.parent().map(|p| format!("{p}/")).unwrap_or_default(),
-                        n
-                    )) {
-                        let _ = tree.remove_file(&rel);
-                    }
+        let base: String = f
+            .path
+            .as_str()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if is_temp_for(&n, &base) {
+                let rel = match f.path.parent() {
+                    Some(p) => format!("{p}/{n}"),
+                    None => n,
+                };
+                if let Ok(rel) = RelPath::parse(&rel) {
+                    let _ = tree.remove_file(&rel);
                 }
             }
         }
@@ -234,12 +258,25 @@ mod tests {
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).unwrap().flatten() {
                 let m = std::fs::symlink_metadata(e.path()).unwrap();
-                let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 if m.is_dir() {
-                    out.push((format!("{rel}/"), Vec::new(), m.permissions().mode() & 0o7777));
+                    out.push((
+                        format!("{rel}/"),
+                        Vec::new(),
+                        m.permissions().mode() & 0o7777,
+                    ));
                     stack.push(e.path());
                 } else {
-                    out.push((rel, std::fs::read(e.path()).unwrap(), m.permissions().mode() & 0o7777));
+                    out.push((
+                        rel,
+                        std::fs::read(e.path()).unwrap(),
+                        m.permissions().mode() & 0o7777,
+                    ));
                 }
             }
         }
@@ -253,7 +290,8 @@ mod tests {
         let t = Tree::open(d.path()).unwrap();
         t.write_file(&rp("a.txt"), b"alpha\n", 0o644).unwrap();
         t.create_dir(&rp("bin")).unwrap();
-        t.write_file(&rp("bin/run.sh"), b"#!/bin/sh\n", 0o755).unwrap();
+        t.write_file(&rp("bin/run.sh"), b"#!/bin/sh\n", 0o755)
+            .unwrap();
         t.write_file(&rp("old.txt"), b"old\n", 0o600).unwrap();
         let ops = vec![
             Operation::Write {
@@ -298,7 +336,10 @@ mod tests {
         let (_d, _t, s) = setup();
         let j = Journal::from_staged("n", "id", "default", &s);
         let paths: Vec<&str> = j.files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["a.txt", "bin/run.sh", "old.txt", "x/y/new.txt", "x/z.txt"]);
+        assert_eq!(
+            paths,
+            ["a.txt", "bin/run.sh", "old.txt", "x/y/new.txt", "x/z.txt"]
+        );
         let old = &j.files[2];
         assert_eq!(old.before.as_ref().unwrap().md5, md5_hex(b"old\n"));
         assert!(old.before.as_ref().unwrap().content_base64.is_some());
@@ -352,10 +393,21 @@ mod tests {
         let before = snapshot(d.path());
         let j = Journal::from_staged("n", "id", "default", &s);
         apply(&t, &s, 1);
-        let stray = d.path().join(format!(".a.txt.{}.7.tmp", j.pid));
-        ghost_core::fs::durable_write(&stray, b"half", 0o600).unwrap();
+        // One from the executor that applied, one from another that died rolling back.
+        let strays = [
+            d.path().join(format!(".a.txt.{}.7.tmp", j.pid)),
+            d.path().join(".a.txt.99999.0.tmp"),
+        ];
+        for s in &strays {
+            ghost_core::fs::durable_write(s, b"half", 0o600).unwrap();
+        }
+        // Look-alikes that are not ours stay.
+        let theirs = d.path().join(".a.txt.backup.tmp");
+        ghost_core::fs::durable_write(&theirs, b"keep", 0o600).unwrap();
         assert!(rollback(&t, &j).unwrap().verified);
-        assert!(!stray.exists());
+        assert!(strays.iter().all(|s| !s.exists()));
+        assert!(theirs.exists());
+        ghost_core::fs::durable_remove(&theirs).unwrap();
         assert_eq!(snapshot(d.path()), before);
     }
 
@@ -365,10 +417,14 @@ mod tests {
         let j = Journal::from_staged("n", "id", "default", &s);
         apply(&t, &s, usize::MAX);
         // Another process drops a file into a directory the patch created.
-        t.write_file(&rp("x/theirs.txt"), b"not ours", 0o644).unwrap();
+        t.write_file(&rp("x/theirs.txt"), b"not ours", 0o644)
+            .unwrap();
         let r = rollback(&t, &j).unwrap();
         assert!(r.verified, "our files are all restored");
-        assert!(d.path().join("x/theirs.txt").exists(), "never removes what it did not create");
+        assert!(
+            d.path().join("x/theirs.txt").exists(),
+            "never removes what it did not create"
+        );
         // And a file the rollback cannot restore is reported, not hidden.
         let mut bad = j.clone();
         bad.files[0].before.as_mut().unwrap().md5 = "0".repeat(32);

@@ -27,6 +27,13 @@ use ghost_core::{Config, Layout};
 
 use engine::{Counters, TargetCtx};
 
+/// Arm the failpoints named in `FAILPOINTS` (only in builds with the
+/// `failpoints` feature, which the test builds enable; a no-op otherwise).
+pub fn init_failpoints() {
+    #[cfg(feature = "failpoints")]
+    std::mem::forget(fail::FailScenario::setup());
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Process everything pending (and deferred entries already due), then return.
@@ -185,6 +192,11 @@ pub async fn run(
     }
     info!(event = "EXECUTOR_STARTED", root = %cfg.root.display(), config = %cfg.source, targets = ?targets, drain = opts.drain, "executor started");
 
+    for dir in [layout.heartbeats(), layout.alerts_inbox()] {
+        for p in ghost_core::fs::sweep_temp_files(&dir, cfg.executor.tmp_max_age) {
+            info!(event = "STALE_FILE_REMOVED", path = %p.display(), "removed a stale temp file");
+        }
+    }
     let mut hb = HeartbeatWriter::new(&layout, "executor", cfg.heartbeat.interval);
     let _ = hb.beat("starting", json!({}));
     for c in &ctxs {

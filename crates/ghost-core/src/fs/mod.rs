@@ -41,6 +41,42 @@ pub fn tmp_name(hint: &str) -> String {
     format!(".{hint}.{}.{n}.tmp", std::process::id())
 }
 
+/// True for a name [`tmp_name`] makes: `.<hint>.<pid>.<n>.tmp`.
+pub fn is_tmp_name(file: &str) -> bool {
+    let Some(inner) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = inner.rsplitn(3, '.');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_some_and(|h| !h.is_empty())
+}
+
+/// Remove the temp files a crashed durable write left in `dir` (names from
+/// [`tmp_name`]) that are older than `min_age`. Returns what was removed.
+pub fn sweep_temp_files(dir: &Path, min_age: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_tmp_name(name) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() >= min_age)
+            .unwrap_or(false);
+        if old && fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -303,6 +339,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn temp_names_are_recognised_and_swept() {
+        let n = tmp_name("a.b.json");
+        assert!(is_tmp_name(&n), "{n}");
+        for not in [
+            ".a.json",
+            "a.1.2.tmp",
+            ".1.2.tmp",
+            ".a.x.2.tmp",
+            ".a.1.2.tmpx",
+        ] {
+            assert!(!is_tmp_name(not), "{not}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let keep = d.path().join("a.json");
+        durable_write(&keep, b"x", FILE_MODE).unwrap();
+        File::create(d.path().join(&n)).unwrap();
+        assert!(
+            sweep_temp_files(d.path(), std::time::Duration::from_secs(3600)).is_empty(),
+            "too young"
+        );
+        assert_eq!(
+            sweep_temp_files(d.path(), std::time::Duration::ZERO),
+            vec![d.path().join(&n)]
+        );
+        assert!(keep.exists());
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl Tree {
         match self.parent_dir(rel) {
             Ok(x) => Ok(Some(x)),
             Err(Error::Io { source, .. })
-                if source.kind() == io::ErrorKind::NotFound || source.raw_os_error() == Some(nix::libc::ENOTDIR) =>
+                if source.kind() == io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(nix::libc::ENOTDIR) =>
             {
                 Ok(None)
             }
