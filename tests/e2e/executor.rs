@@ -626,3 +626,45 @@ fn applied_patches_are_committed_and_tagged_and_a_failed_one_leaves_no_commit() 
     // Nothing of the failed patches is left in the tree or the index.
     assert_eq!(git(&tree, &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn two_roots_sharing_one_tree_take_turns_and_lose_no_update() {
+    let shared = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[targets.default]\npath = \"{}\"\n",
+        shared.path().display()
+    );
+    let mut a = TestEnv::new(&cfg);
+    let mut b = TestEnv::new(&cfg);
+    let seed = a.enqueue_json(
+        "default",
+        &json!({"operations": [{"op": "write", "path": "ledger.txt", "content": ""}]}),
+    );
+    a.drain();
+    assert_eq!(a.state_of("default", &seed), Some(QueueState::Done));
+    let n = 25;
+    for k in 0..n {
+        for (env, who) in [(&a, "a"), (&b, "b")] {
+            env.enqueue_json(
+                "default",
+                &json!({"id": format!("{who}{k}"), "operations": [{"op": "regex", "path": "ledger.txt", "pattern": "\\z", "replacement": format!("{who}{k}\n"), "count": 1}]}),
+            );
+        }
+    }
+    a.spawn_executor();
+    b.spawn_executor();
+    let all_done = |e: &TestEnv| e.list("default", QueueState::Done).len();
+    assert!(
+        wait_until(Duration::from_secs(60), || all_done(&a) == n + 1
+            && all_done(&b) == n),
+        "a: {} done, b: {} done",
+        all_done(&a),
+        all_done(&b)
+    );
+    let ledger = std::fs::read_to_string(shared.path().join("ledger.txt")).unwrap();
+    let mut lines: Vec<&str> = ledger.lines().collect();
+    assert_eq!(lines.len(), 2 * n, "no update lost:\n{ledger}");
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), 2 * n, "no update doubled");
+}

@@ -173,14 +173,20 @@ fn classify(f: &CmdFailure) -> (Outcome, &'static str) {
     }
 }
 
-/// Claim and process the pending entry `name`. `None` when someone else moved
-/// it first (an operator's hold, say).
+/// Claim and process the pending entry `name`. `None` when it was not claimed:
+/// someone else moved it first (an operator's hold, say), or another process
+/// (an executor of another root sharing this tree) holds the tree's lock.
 pub fn process_one(
     ctx: &TargetCtx,
     name: &str,
     hard_stop: &CancellationToken,
 ) -> Result<Option<Outcome>> {
     let q = &ctx.queue;
+    // One patch at a time per working tree, across processes too.
+    let Some(_tree_lock) = ghost_core::fs::DirLock::try_acquire(&ctx.tree_path)? else {
+        warn!(event = "TREE_BUSY", target = %ctx.target, tree = %ctx.tree_path.display(), "another process holds the working tree's lock; waiting");
+        return Ok(None);
+    };
     let mut record = match q.read_record(QueueState::Pending, name) {
         Ok(r) => r,
         Err(e) => {

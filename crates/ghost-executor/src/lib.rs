@@ -140,10 +140,18 @@ async fn worker(
         match first {
             Ok(names) if !names.is_empty() => {
                 let (c, h, name) = (ctx.clone(), hard_stop.clone(), names[0].clone());
-                if let Err(e) = blocking(move || engine::process_one(&c, &name, &h)).await {
-                    error!(event = "EXECUTOR_ERROR", target = %ctx.target, error = %e, "processing failed; the entry is resolved by recovery");
+                let pause = match blocking(move || engine::process_one(&c, &name, &h)).await {
+                    Ok(Some(_)) => false,
+                    // Not claimed: moved meanwhile, or the tree is busy. Look again soon.
+                    Ok(None) => true,
+                    Err(e) => {
+                        error!(event = "EXECUTOR_ERROR", target = %ctx.target, error = %e, "processing failed; the entry is resolved by recovery");
+                        true
+                    }
+                };
+                if pause {
                     tokio::select! {
-                        _ = tokio::time::sleep(scan.min(Duration::from_secs(1))) => {}
+                        _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
                         _ = shutdown.cancelled() => {}
                     }
                 }

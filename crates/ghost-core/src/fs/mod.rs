@@ -289,6 +289,24 @@ impl LockFile {
     }
 }
 
+/// An exclusive `flock` on a directory itself (a working tree), so that no
+/// file has to be added to it. `None` when another process holds it.
+#[derive(Debug)]
+pub struct DirLock {
+    _lock: Flock<File>,
+}
+
+impl DirLock {
+    pub fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
+        let f = File::open(dir).ctx("open directory to lock", dir)?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(DirLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(Error::io("flock", dir, io::Error::from(e))),
+        }
+    }
+}
+
 /// The pid written into a lock file by its holder, if readable.
 pub fn lock_holder(path: &Path) -> Option<u32> {
     let mut s = String::new();
@@ -382,6 +400,20 @@ mod tests {
         fs::remove_file(&b).unwrap();
         durable_move(&a, &b).unwrap();
         assert!(!a.exists());
+    }
+
+    #[test]
+    fn directory_lock_is_exclusive() {
+        let d = tempfile::tempdir().unwrap();
+        let held = DirLock::try_acquire(d.path()).unwrap().expect("free");
+        assert!(DirLock::try_acquire(d.path()).unwrap().is_none());
+        drop(held);
+        assert!(DirLock::try_acquire(d.path()).unwrap().is_some());
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "nothing added to the directory"
+        );
     }
 
     #[test]
