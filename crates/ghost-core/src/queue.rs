@@ -47,6 +47,16 @@ impl QueueState {
         QueueState::Trash,
     ];
 
+    /// The states whose entries are not finished: everything but `done` and `trash`.
+    pub const OPEN: [QueueState; 6] = [
+        QueueState::Pending,
+        QueueState::Active,
+        QueueState::Deferred,
+        QueueState::Held,
+        QueueState::Failed,
+        QueueState::Stuck,
+    ];
+
     pub fn dir_name(self) -> &'static str {
         match self {
             QueueState::Pending => "pending",

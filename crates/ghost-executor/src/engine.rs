@@ -289,21 +289,8 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
     };
 
     // Checks before: the tree is untouched, nothing to undo.
-    for c in &patch.checks.before {
-        let (summary, failure) = command::run(c, "before", tree.root(), &env, &limits);
-        att.checks.push(summary);
-        if let Some(f) = failure {
-            let (outcome, kind) = classify(&f);
-            att.fail(
-                kind,
-                format!(
-                    "check before `{}` failed: {}",
-                    c.display(),
-                    describe(att.checks.last())
-                ),
-            );
-            return outcome;
-        }
+    if let Some(outcome) = run_checks(att, "before", &patch.checks.before, &tree, &env, &limits) {
+        return outcome;
     }
 
     let staged = match stage(&patch.operations, &tree, ctx.cfg.default_file_mode()) {
@@ -375,21 +362,8 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
     }
     crash_point!("crash-after-apply");
 
-    for c in &patch.checks.after {
-        let (summary, failure) = command::run(c, "after", tree.root(), &env, &limits);
-        att.checks.push(summary);
-        if let Some(f) = failure {
-            let (outcome, kind) = classify(&f);
-            att.fail(
-                kind,
-                format!(
-                    "check after `{}` failed: {}",
-                    c.display(),
-                    describe(att.checks.last())
-                ),
-            );
-            return undo(ctx, att, &tree, &journal, outcome);
-        }
+    if let Some(outcome) = run_checks(att, "after", &patch.checks.after, &tree, &env, &limits) {
+        return undo(ctx, att, &tree, &journal, outcome);
     }
 
     if ctx.target_cfg.git_commit || patch.git.is_some() {
@@ -416,6 +390,32 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
     }
     crash_point!("crash-after-complete");
     Outcome::Applied
+}
+
+/// Run a phase's checks in order; the outcome of the first that fails, with
+/// the failure recorded in `att`.
+fn run_checks(
+    att: &mut Attempt,
+    phase: &str,
+    checks: &[ghost_core::patch::Command],
+    tree: &Tree,
+    env: &std::collections::BTreeMap<String, String>,
+    limits: &Limits<'_>,
+) -> Option<Outcome> {
+    for c in checks {
+        let (summary, failure) = command::run(c, phase, tree.root(), env, limits);
+        att.checks.push(summary);
+        if let Some(f) = failure {
+            let (outcome, kind) = classify(&f);
+            let why = describe(att.checks.last());
+            att.fail(
+                kind,
+                format!("check {phase} `{}` failed: {why}", c.display()),
+            );
+            return Some(outcome);
+        }
+    }
+    None
 }
 
 fn describe(c: Option<&CheckSummary>) -> String {

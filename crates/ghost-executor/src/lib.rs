@@ -79,14 +79,7 @@ fn queue_stats(ctxs: &[Arc<TargetCtx>]) -> serde_json::Value {
     let mut targets = serde_json::Map::new();
     for c in ctxs {
         let mut m = BTreeMap::new();
-        for s in [
-            QueueState::Pending,
-            QueueState::Active,
-            QueueState::Deferred,
-            QueueState::Held,
-            QueueState::Failed,
-            QueueState::Stuck,
-        ] {
+        for s in QueueState::OPEN {
             m.insert(s.name(), c.queue.list(s).map(|v| v.len()).unwrap_or(0));
         }
         targets.insert(c.target.clone(), json!(m));

@@ -24,14 +24,7 @@ use crate::CtlError;
 pub const MIN_PREFIX: usize = 8;
 
 /// The states `ls` shows by default: everything but `done` and `trash`.
-pub const DEFAULT_LS_STATES: [QueueState; 6] = [
-    QueueState::Pending,
-    QueueState::Active,
-    QueueState::Deferred,
-    QueueState::Held,
-    QueueState::Failed,
-    QueueState::Stuck,
-];
+pub const DEFAULT_LS_STATES: [QueueState; 6] = QueueState::OPEN;
 
 /// Every target: the configured ones plus any with a queue directory on disk.
 pub fn all_targets(config: &Config) -> Vec<String> {
