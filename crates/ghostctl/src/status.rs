@@ -72,7 +72,10 @@ fn heartbeat_state(
     }
     match heartbeat::read(path) {
         Ok(hb) => {
-            hs.state = if hb.is_stale(stale_after) {
+            // A component that said it stopped is not hanging: say so.
+            hs.state = if hb.status == "stopped" {
+                "stopped"
+            } else if hb.is_stale(stale_after) {
                 "stale"
             } else {
                 "ok"
