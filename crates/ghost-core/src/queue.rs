@@ -283,6 +283,19 @@ impl Queue {
         )
     }
 
+    /// Like [`Queue::enqueue_named`], with the `pending/` directory fsync shared
+    /// with concurrent writers through `sync` (which must be for `pending/`).
+    /// Never replaces an existing entry.
+    pub fn enqueue_grouped(&self, name: &str, bytes: &[u8], sync: &fs::DirSync) -> Result<()> {
+        fs::durable_write_grouped(
+            &self.tmp_dir(),
+            &self.entry_path(QueueState::Pending, name),
+            bytes,
+            FILE_MODE,
+            sync,
+        )
+    }
+
     /// The record beside an entry (the default when there is none yet).
     pub fn read_record(&self, state: QueueState, name: &str) -> Result<EntryRecord> {
         let p = self.record_path(state, name);

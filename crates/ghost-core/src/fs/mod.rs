@@ -15,7 +15,10 @@
 //! second fsync that "succeeds" proves nothing. The caller treats the item as not
 //! written.
 
+pub mod groupsync;
 pub mod tree;
+
+pub use groupsync::{durable_write_grouped, DirSync};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -112,6 +115,19 @@ pub fn durable_write(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// same filesystem as `dest`): queue entries are staged in the queue's `tmp/` so
 /// that nobody listing `pending/` ever sees a half-written file.
 pub fn durable_write_via(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    write_synced_temp(tmp_dir, dest, bytes, mode, |tmp| rename_raw(tmp, dest))?;
+    fsync_dir(parent_of(dest))
+}
+
+/// Write `bytes` to a new temp file in `tmp_dir` with `mode`, fsync it, and
+/// hand it to `publish` (a rename). The temp file is removed on any failure.
+fn write_synced_temp(
+    tmp_dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    mode: u32,
+    publish: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -130,8 +146,7 @@ pub fn durable_write_via(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -
         f.write_all(bytes).ctx("write temp file", &tmp)?;
         f.sync_all().ctx("fsync", &tmp)?;
         drop(f);
-        rename_raw(&tmp, dest)?;
-        fsync_dir(parent_of(dest))
+        publish(&tmp)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -163,7 +178,7 @@ pub fn durable_move(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Rename that fails with `AlreadyExists` instead of silently replacing `to`.
-fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
