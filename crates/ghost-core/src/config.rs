@@ -182,6 +182,24 @@ section!(BridgeConfig {
     listen: String = "127.0.0.1:7878".into(),
     #[serde(with = "size")]
     max_patch_bytes: u64 = 8 << 20,
+    /// Largest request body (a transcript or an array of patches).
+    #[serde(with = "size")]
+    max_body_bytes: u64 = 32 << 20,
+    /// With this many entries in a target's pending/, new patches get 429 (0: no limit).
+    high_water_mark: u32 = 10_000,
+    /// What a client is told to wait (Retry-After) when the queue is full.
+    #[serde(with = "duration")]
+    retry_after: Duration = secs(30),
+    /// The bearer token (else GHOST_BRIDGE_TOKEN, else generated into state/secrets/).
+    token: Option<String> = None,
+    /// The HMAC-SHA256 key for X-Ghost-Signature (else GHOST_HMAC_KEY, else generated).
+    hmac_key: Option<String> = None,
+    /// A file in the inbox is taken once its size has not changed for this long.
+    #[serde(with = "duration")]
+    inbox_settle: Duration = Duration::from_millis(500),
+    /// Full rescan of the inbox, in case the watcher missed an event.
+    #[serde(with = "duration")]
+    inbox_scan_interval: Duration = secs(2),
 });
 
 section!(MonitorConfig {
