@@ -1,0 +1,2 @@
+//! ghost-bridge (being written).
+fn main() {}
