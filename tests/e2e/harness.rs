@@ -14,6 +14,26 @@ use ghost_core::Layout;
 
 pub const EXECUTOR: &str = env!("CARGO_BIN_EXE_ghost-executor");
 pub const GHOSTCTL: &str = env!("CARGO_BIN_EXE_ghostctl");
+pub const BRIDGE: &str = env!("CARGO_BIN_EXE_ghost-bridge");
+
+/// The bearer token and HMAC key the tests give the bridge through the environment.
+pub const TOKEN: &str = "test-token-4f1c2e";
+pub const HMAC_KEY: &str = "test-hmac-key-9a8b";
+
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running bridge: its pid and base URL.
+pub struct Bridge {
+    pub pid: u32,
+    pub url: String,
+}
 
 /// Settings that make the tests fast: short scans, tiny backoff, short grace.
 pub const FAST: &str = r#"
@@ -119,6 +139,67 @@ impl TestEnv {
                 let _ = e.read_to_string(&mut err);
             }
             panic!("executor {pid} exited early with {st:?}:\n{err}");
+        }
+    }
+
+    /// Start the bridge on a free loopback port with the test token and HMAC
+    /// key, and wait until `/healthz` answers.
+    pub fn spawn_bridge(&mut self) -> Bridge {
+        self.spawn_bridge_with(&[("GHOST_BRIDGE_TOKEN", TOKEN), ("GHOST_HMAC_KEY", HMAC_KEY)])
+    }
+
+    pub fn spawn_bridge_with(&mut self, env: &[(&str, &str)]) -> Bridge {
+        let port = free_port();
+        let mut cmd = self.cmd(BRIDGE);
+        cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.env_remove("GHOST_BRIDGE_TOKEN")
+            .env_remove("GHOST_HMAC_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join(format!("bridge-{port}.stderr")))
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("spawn bridge");
+        let pid = child.id();
+        self.children.push(child);
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::new();
+        let up = wait_until(Duration::from_secs(20), || {
+            self.assert_alive_named(pid, "bridge");
+            client
+                .get(format!("{url}/healthz"))
+                .send()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        });
+        assert!(up, "the bridge never answered /healthz");
+        Bridge { pid, url }
+    }
+
+    /// Panic with its stderr file if child `pid` has exited.
+    pub fn assert_alive_named(&mut self, pid: u32, what: &str) {
+        let dir = self.dir.path().to_path_buf();
+        let c = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("known child");
+        if let Ok(Some(st)) = c.try_wait() {
+            let logs: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".stderr"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect();
+            panic!(
+                "{what} {pid} exited early with {st:?}:\n{}",
+                logs.join("\n")
+            );
         }
     }
 
@@ -266,4 +347,85 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
 
 pub fn md5(bytes: &[u8]) -> String {
     ghost_core::md5_hex(bytes)
+}
+
+// ---- Watchdog and process-table helpers ----
+
+pub const WATCHDOG: &str = env!("CARGO_BIN_EXE_ghost-watchdog");
+
+/// What the process-table checks need from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    /// `R`, `S`, `T`, `Z`, …
+    pub state: char,
+    /// Start time in clock ticks since boot: tells a reused pid apart.
+    pub start: u64,
+    pub comm: String,
+}
+
+/// One process, if it exists.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s[open + 1..close].to_string();
+    let f: Vec<&str> = s[close + 1..].split_whitespace().collect();
+    Some(ProcInfo {
+        pid,
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgid: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+        comm,
+    })
+}
+
+/// Every process on the machine (that this user may see).
+pub fn all_procs() -> Vec<ProcInfo> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(proc_info)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `root` and every process descending from it, now.
+pub fn descendants(root: i32) -> Vec<ProcInfo> {
+    let all = all_procs();
+    let mut out: Vec<ProcInfo> = all.iter().filter(|p| p.pid == root).cloned().collect();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i].pid;
+        out.extend(
+            all.iter()
+                .filter(|p| p.ppid == parent && p.pid != root)
+                .cloned(),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// True while that very process (same start time) exists and is not a zombie.
+pub fn still_running(p: &ProcInfo) -> bool {
+    proc_info(p.pid).is_some_and(|now| now.start == p.start && now.state != 'Z')
+}
+
+/// Poll `cond` for `period`; false as soon as it fails once. For "nothing more
+/// happens" checks, where there is no event to wait for.
+pub fn holds_for(period: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        if !cond() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
 }

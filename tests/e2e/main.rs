@@ -5,4 +5,6 @@
 mod crash;
 mod executor;
 mod ghostctl;
+mod bridge;
 mod harness;
+mod watchdog;

@@ -1,1 +1,966 @@
-//! (being written)
+//! The bridge's HTTP interface (axum): the routes, their authentication, and
+//! the mapping from ingest outcomes to status codes and JSON bodies.
+//!
+//! Routes:
+//! - `POST /v1/patches`: `application/json` (one patch, or an array of them)
+//!   or `text/markdown`/`text/plain` (a chat transcript; every fenced block
+//!   that holds a patch is taken).
+//! - `POST /webhook` (the legacy webhook shape) and `POST /ingest/patch`
+//!   (`{patch, metadata}`): compatibility routes for the old senders.
+//! - `GET /v1/patches/{id}`: an entry's state, record and summary, by patch id
+//!   or queue name.
+//! - `GET /healthz`: liveness, without authentication.
+//!
+//! Invariants: authentication is judged before the body is parsed (for a
+//! signature, the raw bytes are read, within the size limit, and verified
+//! first); `202` is answered only after the patch is durable in `pending/`
+//! (the [`Ingestor`] guarantees that); every error body is JSON of the shape
+//! `{"error": kind, "message": text, "errors": [{"field", "reason"}]}`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tracing::{info, warn};
+
+use ghost_core::patch::FieldError;
+use ghost_core::queue::QueueState;
+
+use crate::auth::{self, AuthFailure};
+use crate::ingest::{document_id, field_error, Ingestor, Outcome, Queued, Source};
+use crate::secrets::Secrets;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingestor: Arc<Ingestor>,
+    pub secrets: Arc<Secrets>,
+}
+
+/// The content types `POST /v1/patches` accepts, for the 415 answer.
+const ACCEPTED_TYPES: &str =
+    "application/json (one patch or an array), text/markdown or text/plain (a transcript)";
+
+/// Build the router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: handlers log the peer.
+pub fn router(state: AppState) -> Router {
+    let max = usize::try_from(state.ingestor.config().bridge.max_body_bytes).unwrap_or(usize::MAX);
+    let authed = Router::new()
+        .route("/v1/patches", post(post_patches))
+        .route("/v1/patches/{id}", get(get_patch))
+        .route("/webhook", post(post_webhook))
+        .route("/ingest/patch", post(post_ingest_patch))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so that the auth middleware's body read is limited too.
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------------------
+// Error bodies
+// ---------------------------------------------------------------------------
+
+/// An error answer: status, kind, message, field errors, optional Retry-After.
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    errors: Vec<FieldError>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ApiError {
+            status,
+            kind,
+            message: reason.clone(),
+            errors: vec![field_error(field, reason)],
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.kind, "message": self.message, "errors": self.errors});
+        respond(self.status, body, self.retry_after)
+    }
+}
+
+fn respond(status: StatusCode, body: Value, retry_after: Option<u64>) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    if let Some(s) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+/// Seconds a client is told to wait (`bridge.retry_after`, at least 1).
+fn retry_after_secs(ing: &Ingestor) -> u64 {
+    ing.config()
+        .bridge
+        .retry_after
+        .as_secs_f64()
+        .ceil()
+        .max(1.0) as u64
+}
+
+/// A string cut to `max` characters, for echoing client input back.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn body_error(rej: BytesRejection, ing: &Ingestor) -> ApiError {
+    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let limit = ing.config().bridge.max_body_bytes;
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "(body)",
+            format!("the request body is larger than {limit} bytes (bridge.max_body_bytes)"),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "(body)",
+            format!("the request body could not be read: {}", rej.body_text()),
+        )
+    }
+}
+
+/// Count and log a request refused before any patch reached the ingestor.
+fn refuse(ing: &Ingestor, source: &Source, e: ApiError) -> Response {
+    ing.counters.received.fetch_add(1, Ordering::Relaxed);
+    ing.counters.rejected.fetch_add(1, Ordering::Relaxed);
+    warn!(event = "PATCH_REJECTED", reason = e.kind, channel = %source.channel, source = %source.detail, error = %e.message, "refused");
+    e.into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "(path)",
+        format!(
+            "no route {} {}; routes: POST /v1/patches, GET /v1/patches/{{id}}, POST /webhook, POST /ingest/patch, GET /healthz",
+            req.method(),
+            clip(req.uri().path(), 200)
+        ),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "(method)",
+        format!(
+            "{} is not allowed on {}",
+            req.method(),
+            clip(req.uri().path(), 200)
+        ),
+    )
+    .into_response()
+}
+
+// ---------------------------------------------------------------------------
+// Authentication
+// ---------------------------------------------------------------------------
+
+async fn require_auth(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // The common case, judged on the headers alone.
+    if auth::bearer_ok(req.headers(), &st.secrets) {
+        return next.run(req).await;
+    }
+    let route = clip(req.uri().path(), 200);
+    let (req, result) = if auth::has_signature(req.headers()) {
+        // The signature covers the raw body: read it (within the limit) first.
+        let (parts, body) = req.into_parts();
+        let mut tmp = Request::new(body);
+        *tmp.extensions_mut() = parts.extensions.clone();
+        let bytes = match Bytes::from_request(tmp, &()).await {
+            Ok(b) => b,
+            Err(rej) => {
+                let e = body_error(rej, &st.ingestor);
+                warn!(event = "AUTH_FAILED", route = %route, peer = %peer, reason = %e.message, "body unreadable before its signature could be checked");
+                return e.into_response();
+            }
+        };
+        let result = auth::authenticate(&parts.headers, &bytes, &st.secrets);
+        (Request::from_parts(parts, Body::from(bytes)), result)
+    } else {
+        let result = auth::authenticate(req.headers(), b"", &st.secrets);
+        (req, result)
+    };
+    match result {
+        Ok(_) => next.run(req).await,
+        Err(f) => {
+            // The reasons never contain a credential.
+            warn!(event = "AUTH_FAILED", route = %route, peer = %peer, field = f.field(), reason = f.reason(), "request refused");
+            auth_error(f)
+        }
+    }
+}
+
+fn auth_error(f: AuthFailure) -> Response {
+    match f {
+        AuthFailure::Missing(reason) => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authorization",
+                reason,
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ghost-bridge\""),
+            );
+            r
+        }
+        AuthFailure::Refused { field, reason } => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", &field, reason).into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Outcomes → answers
+// ---------------------------------------------------------------------------
+
+/// Where an item sits in its request.
+#[derive(Debug, Clone, Copy, Default)]
+struct At {
+    /// 1-based position among the request's items.
+    item: usize,
+    /// For a transcript: the fenced block's number and its opening line.
+    block: Option<usize>,
+    line: Option<usize>,
+}
+
+/// The answer to a request of one or more items.
+#[derive(Debug, Default)]
+struct Report {
+    /// One patch alone (its field errors are the answer's field errors unprefixed).
+    single: bool,
+    /// `item` (array) or `block` (transcript), for prefixing field errors.
+    label: &'static str,
+    queued: Vec<Queued>,
+    duplicates: Vec<Queued>,
+    rejected: Vec<Value>,
+    errors: Vec<FieldError>,
+    conflict: Option<(String, Queued)>,
+    busy: Option<(String, usize)>,
+    failed: Option<String>,
+    invalid: usize,
+    extraction_failed: usize,
+}
+
+/// The id a document names (for echoing in a refusal), clipped.
+fn id_hint(v: &Value) -> Option<String> {
+    ["id", "blockId"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .map(|s| clip(s, 256))
+}
+
+impl Report {
+    fn new(single: bool, label: &'static str) -> Report {
+        Report {
+            single,
+            label,
+            ..Report::default()
+        }
+    }
+
+    fn push_errors(&mut self, at: At, errs: &[FieldError]) {
+        for e in errs {
+            let field = if self.single {
+                e.field.clone()
+            } else {
+                let n = at.block.unwrap_or(at.item);
+                format!("{} {n}: {}", self.label, e.field)
+            };
+            self.errors.push(field_error(&field, e.reason.clone()));
+        }
+    }
+
+    fn reject(
+        &mut self,
+        at: At,
+        id: Option<String>,
+        kind: &'static str,
+        errs: Vec<FieldError>,
+        extra: Option<(&str, Value)>,
+    ) {
+        self.push_errors(at, &errs);
+        let mut m = Map::new();
+        m.insert("item".into(), json!(at.item));
+        if let Some(b) = at.block {
+            m.insert("block".into(), json!(b));
+        }
+        if let Some(l) = at.line {
+            m.insert("line".into(), json!(l));
+        }
+        if let Some(id) = id {
+            m.insert("id".into(), json!(id));
+        }
+        m.insert("error".into(), json!(kind));
+        m.insert("errors".into(), json!(errs));
+        if let Some((k, v)) = extra {
+            m.insert(k.into(), v);
+        }
+        self.rejected.push(Value::Object(m));
+    }
+
+    fn record(&mut self, at: At, id: Option<String>, outcome: Outcome, ing: &Ingestor) {
+        match outcome {
+            Outcome::Queued(q) => self.queued.push(q),
+            Outcome::Duplicate(q) => self.duplicates.push(q),
+            Outcome::Conflict { id: cid, existing } => {
+                let reason = format!(
+                    "the id is already used by queue entry {} (target {}) with other content; send the same content or a new id",
+                    existing.name, existing.target
+                );
+                let extra = json!(existing);
+                self.conflict.get_or_insert((clip(&cid, 256), existing));
+                self.reject(
+                    at,
+                    Some(clip(&cid, 256)),
+                    "conflict",
+                    vec![field_error("id", reason)],
+                    Some(("existing", extra)),
+                );
+            }
+            Outcome::Rejected(e) => {
+                self.invalid += 1;
+                self.reject(at, id, "invalid_patch", e.errors, None);
+            }
+            Outcome::Busy { target, depth } => {
+                let hwm = ing.config().bridge.high_water_mark;
+                let reason = format!(
+                    "target {target} has {depth} pending patches, at or above bridge.high_water_mark ({hwm}); retry after {} s",
+                    retry_after_secs(ing)
+                );
+                self.busy.get_or_insert((target, depth));
+                self.reject(at, id, "busy", vec![field_error("target", reason)], None);
+            }
+            Outcome::Failed(msg) => {
+                let reason = format!("the patch could not be written durably: {msg}; retry later");
+                self.failed.get_or_insert(msg);
+                self.reject(
+                    at,
+                    id,
+                    "write_failed",
+                    vec![field_error("(storage)", reason)],
+                    None,
+                );
+            }
+        }
+    }
+
+    fn extraction_failed(&mut self, at: At, reason: String) {
+        self.extraction_failed += 1;
+        self.reject(
+            at,
+            None,
+            "extraction_failed",
+            vec![field_error("(block)", reason)],
+            None,
+        );
+    }
+
+    fn into_response(self, ing: &Ingestor) -> Response {
+        let retry = retry_after_secs(ing);
+        let mut body = json!({
+            "queued": self.queued,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+        });
+        let items = self.queued.len() + self.duplicates.len() + self.rejected.len();
+        let (status, kind, message, retry_after): (StatusCode, Option<&str>, String, Option<u64>) =
+            if !self.queued.is_empty() {
+                let mut m = format!("queued {} patch(es) durably", self.queued.len());
+                if !self.duplicates.is_empty() {
+                    m.push_str(&format!("; {} already queued", self.duplicates.len()));
+                }
+                if !self.rejected.is_empty() {
+                    m.push_str(&format!("; {} refused (see rejected)", self.rejected.len()));
+                }
+                (StatusCode::ACCEPTED, None, m, None)
+            } else if !self.duplicates.is_empty() && self.rejected.is_empty() {
+                (
+                    StatusCode::OK,
+                    None,
+                    "already queued with the same content; nothing written".into(),
+                    None,
+                )
+            } else if let Some((id, existing)) = &self.conflict {
+                body["existing"] = json!(existing);
+                (
+                    StatusCode::CONFLICT,
+                    Some("conflict"),
+                    format!(
+                        "the id {id:?} is already used by queue entry {} (target {}) with other content; nothing was written",
+                        existing.name, existing.target
+                    ),
+                    None,
+                )
+            } else if let Some((target, depth)) = &self.busy {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some("busy"),
+                    format!(
+                        "target {target} has {depth} pending patches (bridge.high_water_mark {}); retry after {retry} s",
+                        ing.config().bridge.high_water_mark
+                    ),
+                    Some(retry),
+                )
+            } else if let Some(msg) = &self.failed {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("write_failed"),
+                    format!(
+                        "the patch could not be written durably ({msg}); retry after {retry} s"
+                    ),
+                    Some(retry),
+                )
+            } else {
+                let kind = if self.invalid == 0 && self.extraction_failed > 0 {
+                    "extraction_failed"
+                } else {
+                    "invalid_patch"
+                };
+                let m = if self.single {
+                    let all: Vec<String> = self
+                        .errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.reason))
+                        .collect();
+                    clip(&format!("invalid patch: {}", all.join("; ")), 2000)
+                } else {
+                    format!("all {items} item(s) were refused; nothing was queued")
+                };
+                (StatusCode::BAD_REQUEST, Some(kind), m, None)
+            };
+        body["message"] = json!(message);
+        if let Some(k) = kind {
+            body["error"] = json!(k);
+            body["errors"] = json!(self.errors);
+        } else if !self.errors.is_empty() {
+            body["errors"] = json!(self.errors);
+        }
+        respond(status, body, retry_after)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "paused": st.ingestor.paused(),
+        "version": ghost_core::VERSION,
+    }))
+    .into_response()
+}
+
+fn source(route: &str, peer: SocketAddr) -> Source {
+    Source {
+        channel: "http".into(),
+        detail: format!("{route} from {peer}"),
+    }
+}
+
+fn paused_error(ing: &Ingestor) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "paused",
+        "(bridge)",
+        // Relative to the root: the server's own paths are not the client's business.
+        format!(
+            "the flow is paused ({} exists); nothing is accepted until it is resumed",
+            ing.pause_file()
+                .strip_prefix(ing.layout().root())
+                .unwrap_or(&ing.pause_file())
+                .display()
+        ),
+    )
+    .retry_after(retry_after_secs(ing))
+}
+
+/// What a request body is, by its Content-Type.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Transcript,
+    Missing,
+    Other(String),
+}
+
+fn body_kind(headers: &HeaderMap) -> BodyKind {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return BodyKind::Missing;
+    };
+    let Ok(s) = v.to_str() else {
+        return BodyKind::Other("(unreadable)".into());
+    };
+    let mime = s
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => BodyKind::Json,
+        m if m.starts_with("application/") && m.ends_with("+json") => BodyKind::Json,
+        "text/markdown" | "text/x-markdown" | "text/plain" => BodyKind::Transcript,
+        "" => BodyKind::Missing,
+        _ => BodyKind::Other(clip(s, 100)),
+    }
+}
+
+fn unsupported(kind: &BodyKind, accepted: &str) -> ApiError {
+    let what = match kind {
+        BodyKind::Other(t) => format!("Content-Type {t:?} is not accepted"),
+        _ => "the Content-Type header is missing".into(),
+    };
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Content-Type",
+        format!("{what}; send {accepted}"),
+    )
+}
+
+/// Parse a JSON body; the error names `(document)` with serde's line and column.
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    serde_json::from_slice(text).map_err(|e| {
+        let hint = if e.to_string().contains("recursion limit") {
+            " (the document nests arrays/objects more than 128 levels deep)"
+        } else {
+            ""
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "(document)",
+            format!("not valid JSON: {e}{hint}"),
+        )
+    })
+}
+
+/// Ingest one JSON object as the request's only patch.
+async fn ingest_single(
+    ing: &Arc<Ingestor>,
+    value: Value,
+    original: Option<Vec<u8>>,
+    source: &Source,
+) -> Response {
+    let mut report = Report::new(true, "item");
+    let id = id_hint(&value);
+    let outcome = ing.ingest(value, original, None, source).await;
+    report.record(
+        At {
+            item: 1,
+            ..At::default()
+        },
+        id,
+        outcome,
+        ing,
+    );
+    report.into_response(ing)
+}
+
+async fn read_body(req: Request, ing: &Ingestor, source: &Source) -> Result<Bytes, Response> {
+    Bytes::from_request(req, &())
+        .await
+        .map_err(|rej| refuse(ing, source, body_error(rej, ing)))
+}
+
+async fn post_patches(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let ing = &st.ingestor;
+    if ing.paused() {
+        return paused_error(ing).into_response();
+    }
+    let src = source("POST /v1/patches", peer);
+    let kind = body_kind(req.headers());
+    if matches!(kind, BodyKind::Other(_) | BodyKind::Missing) {
+        return refuse(ing, &src, unsupported(&kind, ACCEPTED_TYPES));
+    }
+    let bytes = match read_body(req, ing, &src).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match kind {
+        BodyKind::Json => {
+            let value = match parse_json(&bytes) {
+                Ok(v) => v,
+                Err(e) => return refuse(ing, &src, e),
+            };
+            match value {
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        return refuse(
+                            ing,
+                            &src,
+                            ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "no_patch",
+                                "(document)",
+                                "the array holds no patch",
+                            ),
+                        );
+                    }
+                    let mut report = Report::new(false, "item");
+                    for (i, v) in items.into_iter().enumerate() {
+                        let at = At {
+                            item: i + 1,
+                            ..At::default()
+                        };
+                        let id = id_hint(&v);
+                        let s = Source {
+                            channel: src.channel.clone(),
+                            detail: format!("{}, item {}", src.detail, i + 1),
+                        };
+                        let outcome = ing.ingest(v, None, None, &s).await;
+                        report.record(at, id, outcome, ing);
+                    }
+                    report.into_response(ing)
+                }
+                // Over `bridge.max_patch_bytes` (but within the body limit),
+                // the ingestor refuses it by field: a 400 (docs/http.md).
+                v => ingest_single(ing, v, Some(bytes.to_vec()), &src).await,
+            }
+        }
+        _ => transcript(ing, &bytes, &src).await,
+    }
+}
+
+async fn transcript(ing: &Arc<Ingestor>, bytes: &[u8], src: &Source) -> Response {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return refuse(
+                ing,
+                src,
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_text",
+                    "(document)",
+                    format!(
+                        "the transcript is not UTF-8 text (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                ),
+            )
+        }
+    };
+    let blocks = crate::transcript::extract(text);
+    if blocks.is_empty() {
+        ing.counters
+            .extraction_failures
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, "no fenced block holding a patch in the transcript");
+        return refuse(
+            ing,
+            src,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no_patch",
+                "(document)",
+                "the transcript holds no patch: put each patch in a fenced ```json block",
+            ),
+        );
+    }
+    let mut report = Report::new(false, "block");
+    for (i, b) in blocks.into_iter().enumerate() {
+        let at = At {
+            item: i + 1,
+            block: Some(b.block),
+            line: Some(b.line),
+        };
+        match b.result {
+            Ok(v) => {
+                let id = id_hint(&v);
+                let s = Source {
+                    channel: src.channel.clone(),
+                    detail: format!("{}, block {} (line {})", src.detail, b.block, b.line),
+                };
+                let outcome = ing.ingest(v, None, None, &s).await;
+                report.record(at, id, outcome, ing);
+            }
+            Err(reason) => {
+                ing.counters
+                    .extraction_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, block = b.block, line = b.line, reason = %reason, "a fenced block could not be read as a patch");
+                report.extraction_failed(at, reason);
+            }
+        }
+    }
+    report.into_response(ing)
+}
+
+/// The compatibility routes take JSON; a missing Content-Type is tolerated
+/// because some of the old senders did not set one.
+fn compat_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
+    match body_kind(headers) {
+        BodyKind::Json | BodyKind::Missing => Ok(()),
+        k => Err(unsupported(&k, "application/json")),
+    }
+}
+
+async fn post_webhook(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let ing = &st.ingestor;
+    if ing.paused() {
+        return paused_error(ing).into_response();
+    }
+    let src = source("POST /webhook", peer);
+    if let Err(e) = compat_type_ok(req.headers()) {
+        return refuse(ing, &src, e);
+    }
+    let bytes = match read_body(req, ing, &src).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let value = match parse_json(&bytes) {
+        Ok(v) => v,
+        Err(e) => return refuse(ing, &src, e),
+    };
+    if !value.is_object() {
+        return refuse(
+            ing,
+            &src,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_patch",
+                "(document)",
+                "the webhook takes one JSON object {id, role, target_file, patch}",
+            ),
+        );
+    }
+    ingest_single(ing, value, Some(bytes.to_vec()), &src).await
+}
+
+async fn post_ingest_patch(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let ing = &st.ingestor;
+    if ing.paused() {
+        return paused_error(ing).into_response();
+    }
+    let src = source("POST /ingest/patch", peer);
+    if let Err(e) = compat_type_ok(req.headers()) {
+        return refuse(ing, &src, e);
+    }
+    let bytes = match read_body(req, ing, &src).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let value = match parse_json(&bytes) {
+        Ok(v) => v,
+        Err(e) => return refuse(ing, &src, e),
+    };
+    let Value::Object(mut obj) = value else {
+        return refuse(
+            ing,
+            &src,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "(document)",
+                "expected a JSON object {\"patch\": {...}, \"metadata\": {...}}",
+            ),
+        );
+    };
+    let patch = match obj.remove("patch") {
+        Some(p @ Value::Object(_)) => p,
+        other => {
+            let reason = match other {
+                None | Some(Value::Null) => "missing `patch` (the patch object)".to_string(),
+                Some(_) => "`patch` must be a JSON object (the patch)".to_string(),
+            };
+            return refuse(
+                ing,
+                &src,
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "patch", reason),
+            );
+        }
+    };
+    if let Some(meta) = obj.get("metadata") {
+        // Logged for the person reading the log, never stored with the patch.
+        info!(event = "INGEST_METADATA", source = %src.detail, patch_id = %clip(&document_id(&patch), 256), metadata = %clip(&meta.to_string(), 2000), "legacy metadata");
+    }
+    ingest_single(ing, patch, None, &src).await
+}
+
+/// True for a string that can be a queue name (never a path).
+fn is_queue_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Find an entry by patch id (the ingestor's index, then a scan of every
+/// queue, for entries submitted by others since start-up) or by queue name.
+fn find_entry(ing: &Ingestor, key: &str) -> Option<(QueueState, Queued)> {
+    if let Some(found) = ing.locate(key) {
+        return Some(found);
+    }
+    let layout = ing.layout();
+    let mut targets = layout.queue_targets();
+    targets.extend(ing.config().targets.keys().cloned());
+    targets.sort();
+    targets.dedup();
+    let read_id = |q: &ghost_core::queue::Queue, state: QueueState, name: &str| -> Option<String> {
+        let bytes = ghost_core::fs::read_opt(&q.entry_path(state, name)).ok()??;
+        let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        serde_json::from_slice::<Value>(text)
+            .ok()
+            .map(|v| document_id(&v))
+    };
+    if is_queue_name(key) {
+        for t in &targets {
+            let q = layout.queue(t);
+            if let Some(state) = q.find(key) {
+                let id = read_id(&q, state, key).unwrap_or_default();
+                return Some((
+                    state,
+                    Queued {
+                        id,
+                        name: key.to_string(),
+                        target: t.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    for t in &targets {
+        let q = layout.queue(t);
+        for state in QueueState::ALL {
+            for name in q.list(state).unwrap_or_default() {
+                if read_id(&q, state, &name).as_deref() == Some(key) {
+                    return Some((
+                        state,
+                        Queued {
+                            id: key.to_string(),
+                            name,
+                            target: t.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn get_patch(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let key = match path {
+        Ok(Path(k)) => k,
+        Err(rej) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "id",
+                rej.body_text(),
+            )
+            .into_response()
+        }
+    };
+    let ing = st.ingestor.clone();
+    let k = key.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let (state, q) = find_entry(&ing, &k)?;
+        let queue = ing.layout().queue(&q.target);
+        let summary = match ghost_core::summary::read(&ing.layout().summaries(&q.target), &q.name) {
+            Ok(Some(s)) => json!(s),
+            Ok(None) => Value::Null,
+            Err(e) => {
+                warn!(queue_name = %q.name, error = %e, "cannot read the summary");
+                Value::Null
+            }
+        };
+        let record = match queue.read_record(state, &q.name) {
+            Ok(r) => json!(r),
+            Err(e) => {
+                warn!(queue_name = %q.name, error = %e, "cannot read the entry record");
+                Value::Null
+            }
+        };
+        Some(json!({
+            "id": q.id,
+            "name": q.name,
+            "target": q.target,
+            "state": state.name(),
+            "summary": summary,
+            "record": record,
+        }))
+    })
+    .await
+    .ok()
+    .flatten();
+    match found {
+        Some(v) => Json(v).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "id",
+            format!("no patch with id or queue name {:?}", clip(&key, 200)),
+        )
+        .into_response(),
+    }
+}

@@ -33,6 +33,29 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// A secret from the configuration file (a token, a key, a webhook URL): its
+/// `Debug` never shows the value, so a logged configuration leaks nothing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigSecret(String);
+
+impl ConfigSecret {
+    pub fn new(s: impl Into<String>) -> Self {
+        ConfigSecret(s.into())
+    }
+
+    /// The value itself: for authentication only, never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConfigSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConfigSecret(<redacted>)")
+    }
+}
+
 /// `serde` glue for human durations.
 pub mod duration {
     use super::*;
@@ -49,6 +72,23 @@ pub mod duration {
                 "{s:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"250ms\""
             ))
         })
+    }
+}
+
+/// `serde` glue for optional human durations (absent = `None`).
+pub mod duration_opt {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
     }
 }
 
@@ -191,9 +231,9 @@ section!(BridgeConfig {
     #[serde(with = "duration")]
     retry_after: Duration = secs(30),
     /// The bearer token (else GHOST_BRIDGE_TOKEN, else generated into state/secrets/).
-    token: Option<String> = None,
+    token: Option<ConfigSecret> = None,
     /// The HMAC-SHA256 key for X-Ghost-Signature (else GHOST_HMAC_KEY, else generated).
-    hmac_key: Option<String> = None,
+    hmac_key: Option<ConfigSecret> = None,
     /// A file in the inbox is taken once its size has not changed for this long.
     #[serde(with = "duration")]
     inbox_settle: Duration = Duration::from_millis(500),
@@ -218,21 +258,101 @@ section!(MonitorConfig {
 });
 
 section!(WatchdogConfig {
+    /// Restarts of one child allowed within `restart_window`; one more failure
+    /// and the watchdog gives up on it (one critical alert) until an operator
+    /// resets it (`ghostctl restart CHILD`) or `cool_off` passes.
     max_restarts: u32 = 2,
     #[serde(with = "duration")]
     restart_window: Duration = secs(5 * 60),
+    /// The first restart waits this long; each further one twice as long …
     #[serde(with = "duration")]
     restart_delay: Duration = secs(1),
+    /// … at most this.
     #[serde(with = "duration")]
     restart_delay_max: Duration = secs(60),
+    /// Each delay is lengthened by a random fraction up to this (0 to 1), so
+    /// children that failed together do not restart in lockstep.
+    restart_jitter: f64 = 0.1,
+    /// Running (heartbeat fresh) this long resets the restart budget and delay.
     #[serde(with = "duration")]
     healthy_after: Duration = secs(60),
+    /// SIGTERM to a child's process group, SIGKILL after this long. The
+    /// executor gets `executor.shutdown_grace` on top, to finish or roll back
+    /// its patch.
     #[serde(with = "duration")]
     stop_grace: Duration = secs(10),
+    /// A child without a first heartbeat this long after its start counts as hung.
+    #[serde(with = "duration")]
+    start_timeout: Duration = secs(60),
+    /// After giving up on a child, try it again after this long (unset: only
+    /// an operator's `ghostctl restart CHILD` does).
+    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    cool_off: Option<Duration> = None,
+    /// Per-child settings over the built-in children (`bridge`, `executor`,
+    /// `monitor`); other names add children (they need a `command`).
+    children: BTreeMap<String, ChildConfig> = BTreeMap::new(),
 });
 
+section!(
+    /// `[watchdog.children.<name>]`: how the watchdog runs one child.
+    ChildConfig {
+    /// Start and supervise this child.
+    enabled: bool = true,
+    /// The program: an absolute path, a path relative to the data root, or a
+    /// bare name looked up in PATH. Default: `ghost-<name>` next to the
+    /// `ghost-watchdog` executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<PathBuf> = None,
+    /// Arguments after the standard ones.
+    args: Vec<String> = Vec::new(),
+    /// Pass the standard `--root ROOT` (and `--config FILE` when the watchdog
+    /// got one) before `args`.
+    root_args: bool = true,
+    /// Added to the environment the child inherits from the watchdog.
+    env: BTreeMap<String, String> = BTreeMap::new(),
+    /// The child writes `state/heartbeats/<name>.json`: it counts as started at
+    /// its first heartbeat and as hung when the heartbeat goes stale. Without
+    /// one it counts as started when spawned and is never judged hung.
+    heartbeat: bool = true,
+    /// Overrides the stop grace for this child.
+    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    stop_grace: Option<Duration> = None,
+});
+
+/// The children the watchdog runs unless configured otherwise.
+pub const BUILTIN_CHILDREN: [&str; 3] = ["bridge", "executor", "monitor"];
+
+impl WatchdogConfig {
+    /// Every child: the built-in ones (with their configured settings, if
+    /// any) and the extra ones configured, by name.
+    pub fn children(&self) -> BTreeMap<String, ChildConfig> {
+        let mut all: BTreeMap<String, ChildConfig> = BUILTIN_CHILDREN
+            .iter()
+            .map(|n| (n.to_string(), ChildConfig::default()))
+            .collect();
+        all.extend(self.children.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+
+    /// The stop grace of child `name`: its own `stop_grace`, else
+    /// `watchdog.stop_grace`, plus `executor.shutdown_grace` for the executor
+    /// (it may spend that finishing its patch before rolling back).
+    pub fn stop_grace_of(&self, name: &str, executor: &ExecutorConfig) -> Duration {
+        let own = self
+            .children
+            .get(name)
+            .and_then(|c| c.stop_grace)
+            .unwrap_or(self.stop_grace);
+        if name == "executor" && self.children.get(name).and_then(|c| c.stop_grace).is_none() {
+            own + executor.shutdown_grace
+        } else {
+            own
+        }
+    }
+}
+
 section!(AlertsConfig {
-    slack_webhook_url: Option<String> = None,
+    slack_webhook_url: Option<ConfigSecret> = None,
     webhooks: Vec<String> = Vec::new(),
 });
 
@@ -299,6 +419,49 @@ fn check_section<T: serde::de::DeserializeOwned + Default>(
             None
         }
     }
+}
+
+/// `[watchdog]`, with each `[watchdog.children.<name>]` checked key by key
+/// like a section of its own, so a typo in one child names that child and key.
+fn check_watchdog(table: &toml::Table, problems: &mut Vec<String>) -> Option<WatchdogConfig> {
+    let mut rest = table.clone();
+    let children = rest.remove("children");
+    let mut w = check_section::<WatchdogConfig>("watchdog", &rest, problems);
+    let mut ok = true;
+    let mut parsed = BTreeMap::new();
+    match children {
+        None => {}
+        Some(toml::Value::Table(t)) => {
+            for (name, c) in t {
+                let prefix = format!("watchdog.children.{name}");
+                match c.as_table() {
+                    Some(ct) => match check_section::<ChildConfig>(&prefix, ct, problems) {
+                        Some(cc) => {
+                            parsed.insert(name, cc);
+                        }
+                        None => ok = false,
+                    },
+                    None => {
+                        ok = false;
+                        problems.push(format!("{prefix}: expected a [{prefix}] table"));
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            ok = false;
+            problems.push(
+                "watchdog.children: expected tables such as [watchdog.children.executor]".into(),
+            );
+        }
+    }
+    if !ok {
+        return None;
+    }
+    if let Some(w) = &mut w {
+        w.children = parsed;
+    }
+    w
 }
 
 fn parse_mode(s: &str) -> Option<u32> {
@@ -374,7 +537,11 @@ impl Config {
                 "executor" => take!(executor, ExecutorConfig),
                 "bridge" => take!(bridge, BridgeConfig),
                 "monitor" => take!(monitor, MonitorConfig),
-                "watchdog" => take!(watchdog, WatchdogConfig),
+                "watchdog" => {
+                    if let Some(w) = check_watchdog(section, &mut problems) {
+                        cfg.watchdog = w;
+                    }
+                }
                 "alerts" => take!(alerts, AlertsConfig),
                 other => problems.push(format!(
                     "{other}: unknown section (known: targets, heartbeat, logs, executor, bridge, monitor, watchdog, alerts)"
@@ -471,8 +638,65 @@ impl Config {
         if self.bridge.max_patch_bytes == 0 {
             problems.push("bridge.max_patch_bytes: must be greater than zero".into());
         }
-        if self.watchdog.max_restarts == 0 {
+        self.validate_watchdog(problems);
+    }
+
+    fn validate_watchdog(&self, problems: &mut Vec<String>) {
+        let w = &self.watchdog;
+        if w.max_restarts == 0 {
             problems.push("watchdog.max_restarts: must be at least 1".into());
+        }
+        for (k, d) in [
+            ("watchdog.restart_window", w.restart_window),
+            ("watchdog.stop_grace", w.stop_grace),
+            ("watchdog.start_timeout", w.start_timeout),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if w.restart_delay > w.restart_delay_max {
+            problems
+                .push("watchdog.restart_delay: must not exceed watchdog.restart_delay_max".into());
+        }
+        if !(0.0..=1.0).contains(&w.restart_jitter) {
+            problems.push(format!(
+                "watchdog.restart_jitter: {} is not a fraction between 0 and 1",
+                w.restart_jitter
+            ));
+        }
+        if w.cool_off.is_some_and(|c| c.is_zero()) {
+            problems.push("watchdog.cool_off: must be greater than zero (or left out)".into());
+        }
+        for (name, c) in &w.children {
+            let prefix = format!("watchdog.children.{name}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                problems.push(format!(
+                    "{prefix}: a child name is 1 to 64 characters of lowercase letters, digits, '-' and '_' (it names files)"
+                ));
+            }
+            if !BUILTIN_CHILDREN.contains(&name.as_str()) && c.command.is_none() {
+                problems.push(format!(
+                    "{prefix}.command: needed: {name:?} is not a built-in child ({})",
+                    BUILTIN_CHILDREN.join(", ")
+                ));
+            }
+            if c.command.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                problems.push(format!("{prefix}.command: must not be empty"));
+            }
+            for k in c.env.keys() {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    problems.push(format!("{prefix}.env: {k:?} is not a valid variable name"));
+                }
+            }
+            if c.stop_grace.is_some_and(|d| d.is_zero()) {
+                problems.push(format!("{prefix}.stop_grace: must be greater than zero"));
+            }
         }
     }
 
@@ -609,6 +833,150 @@ listen = "not an address"
         let text = "[targets.a]\naliases=[\"DEV\"]\n[targets.b]\naliases=[\"dev\"]\n";
         let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
         assert!(e.to_string().contains("also used by"), "{e}");
+    }
+
+    #[test]
+    fn watchdog_defaults_match_the_design() {
+        let w = Config::default().watchdog;
+        assert_eq!(w.max_restarts, 2);
+        assert_eq!(w.restart_window, secs(300));
+        assert_eq!(w.restart_delay, secs(1));
+        assert_eq!(w.restart_delay_max, secs(60));
+        assert_eq!(w.healthy_after, secs(60));
+        assert_eq!(w.stop_grace, secs(10));
+        assert_eq!(w.cool_off, None);
+        let children = w.children();
+        assert_eq!(
+            children.keys().collect::<Vec<_>>(),
+            ["bridge", "executor", "monitor"]
+        );
+        assert!(children
+            .values()
+            .all(|c| c.enabled && c.root_args && c.heartbeat));
+        let e = ExecutorConfig::default();
+        assert_eq!(w.stop_grace_of("bridge", &e), secs(10));
+        assert_eq!(w.stop_grace_of("executor", &e), secs(10) + e.shutdown_grace);
+    }
+
+    #[test]
+    fn watchdog_children_parse_and_override_the_builtins() {
+        let text = r#"
+[watchdog]
+restart_delay = "100ms"
+cool_off = "10m"
+restart_jitter = 0
+
+[watchdog.children.monitor]
+enabled = false
+
+[watchdog.children.executor]
+command = "/bin/false"
+args = ["-x"]
+root_args = false
+env = { A = "1" }
+stop_grace = "2s"
+
+[watchdog.children.sidecar]
+command = "sleep"
+args = ["1000"]
+heartbeat = false
+"#;
+        let c = Config::from_toml(Path::new("/r"), text, "t").unwrap();
+        let w = &c.watchdog;
+        assert_eq!(w.restart_delay, Duration::from_millis(100));
+        assert_eq!(w.cool_off, Some(secs(600)));
+        let ch = w.children();
+        assert_eq!(ch.len(), 4);
+        assert!(!ch["monitor"].enabled);
+        assert!(ch["bridge"].enabled);
+        assert_eq!(
+            ch["executor"].command.as_deref(),
+            Some(Path::new("/bin/false"))
+        );
+        assert_eq!(ch["executor"].env["A"], "1");
+        assert!(!ch["executor"].root_args);
+        assert!(!ch["sidecar"].heartbeat);
+        assert_eq!(w.stop_grace_of("executor", &c.executor), secs(2));
+    }
+
+    #[test]
+    fn watchdog_problems_name_the_child_and_key() {
+        let text = r#"
+[watchdog]
+max_restarts = 0
+restart_jitter = 3.0
+colloff = "1m"
+
+[watchdog.children.executor]
+comand = "/bin/false"
+
+[watchdog.children.bridge]
+stop_grace = "soon"
+
+[watchdog.children.extra]
+args = ["x"]
+
+[watchdog.children.Bad]
+command = "/bin/true"
+"#;
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "watchdog.colloff",
+            "watchdog.children.executor.comand",
+            "watchdog.children.bridge.stop_grace",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        // The section failed its own checks: the cross-key checks wait.
+        assert_eq!(e.problems.len(), 3, "{all}");
+        let text = r#"
+[watchdog]
+max_restarts = 0
+restart_jitter = 3.0
+restart_delay = "2m"
+
+[watchdog.children.extra]
+args = ["x"]
+
+[watchdog.children.Bad]
+command = "/bin/true"
+"#;
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "watchdog.max_restarts",
+            "watchdog.restart_jitter",
+            "watchdog.restart_delay: must not exceed",
+            "watchdog.children.extra.command: needed",
+            "watchdog.children.Bad: a child name",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 5, "{all}");
+        let e = Config::from_toml(Path::new("/r"), "[watchdog]\nchildren = 3\n", "t").unwrap_err();
+        assert!(
+            e.to_string().contains("watchdog.children: expected tables"),
+            "{e}"
+        );
+        let e = Config::from_toml(Path::new("/r"), "[watchdog.children]\nexecutor = 3\n", "t")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("watchdog.children.executor: expected a"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let text = "[bridge]\ntoken = \"s3cr3t-token\"\nhmac_key = \"k3y\"\n[alerts]\nslack_webhook_url = \"https://hooks.example/T0/B0/xyz\"\n";
+        let c = Config::from_toml(Path::new("/r"), text, "t").unwrap();
+        assert_eq!(c.bridge.token.as_ref().unwrap().expose(), "s3cr3t-token");
+        let dbg = format!("{c:?}");
+        for secret in ["s3cr3t-token", "k3y\"", "hooks.example"] {
+            assert!(!dbg.contains(secret), "{secret} in {dbg}");
+        }
     }
 
     #[test]
