@@ -187,10 +187,17 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
-    /// Reset a child the watchdog gave up on (not available yet: needs the watchdog)
+    /// Restart a child of the watchdog with a fresh restart budget
+    ///
+    /// For a child the watchdog gave up on (after its restart limit): fix the
+    /// cause, then restart it. A running child is stopped (SIGTERM, SIGKILL
+    /// after the grace) and started again. The request goes to
+    /// state/watchdog/requests/CHILD.json; the running watchdog acts on it
+    /// within a second and `ghostctl status` shows the result. Exit 1 when no
+    /// watchdog runs on this root, 2 for an unknown child.
     Restart {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
+        /// bridge, executor, monitor, or a child under [watchdog.children]
+        child: String,
     },
     /// Override a pause: --force (not available yet: needs the watchdog)
     Resume {
@@ -211,6 +218,7 @@ impl Command {
                 | Command::Release { .. }
                 | Command::Delete { .. }
                 | Command::Verify
+                | Command::Restart { .. }
         )
     }
 }
@@ -392,7 +400,7 @@ fn run(
         }
         Command::Alerts { .. } => not_yet("alerts", "the monitor"),
         Command::Silence { .. } => not_yet("silence", "the monitor"),
-        Command::Restart { .. } => not_yet("restart", "the watchdog"),
+        Command::Restart { child } => restart(config, child, json, out),
         Command::Resume { .. } => not_yet("resume", "the watchdog"),
     }
 }
@@ -401,6 +409,41 @@ fn not_yet(cmd: &str, needs: &str) -> Result<u8, CtlError> {
     Err(CtlError::Usage(format!(
         "`ghostctl {cmd}` is not available yet (needs {needs})"
     )))
+}
+
+/// `ghostctl restart CHILD`: a durable request file the watchdog acts on.
+fn restart(config: &Config, child: &str, json: bool, out: &mut dyn Write) -> Result<u8, CtlError> {
+    let known = config.watchdog.children();
+    if !known.contains_key(child) {
+        return Err(CtlError::Usage(format!(
+            "unknown child {:?}; the watchdog's children are: {}",
+            util::clean(child),
+            known.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let Some(pid) = status::live_watchdog(config) else {
+        return Err(CtlError::Failed(format!(
+            "no watchdog is running on {}: nothing to restart (a starting ghost-watchdog starts every child afresh)",
+            config.root.display()
+        )));
+    };
+    let by = util::who();
+    let layout = ghost_core::Layout::new(&config.root);
+    let path = ghost_watchdog::state::write_request(&layout, child, &by)?;
+    tracing::info!(event = "OPERATOR_ACTION", action = "restart", child, by = %by, watchdog_pid = pid,
+        request = %path.display(), "asked the watchdog to restart {child}");
+    if json {
+        let v = serde_json::json!({"child": child, "request": path, "watchdog_pid": pid, "by": by});
+        writeln!(out, "{}", json_line(&v)).map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "restart of {child} requested ({}); the watchdog (pid {pid}) acts on it within a second: see `ghostctl status`",
+            path.display()
+        )
+        .map_err(io)?;
+    }
+    Ok(EXIT_OK)
 }
 
 fn action(

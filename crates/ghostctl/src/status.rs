@@ -41,6 +41,17 @@ pub struct HeartbeatState {
     pub error: Option<String>,
 }
 
+/// The watchdog's view of its children (`state/watchdog.json`), and whether
+/// the watchdog that wrote it is still alive.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchdogView {
+    /// The watchdog is running now: its state says so and its heartbeat is
+    /// fresh. False: the table is what it last wrote.
+    pub alive: bool,
+    #[serde(flatten)]
+    pub state: ghost_watchdog::state::WatchdogState,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub root: String,
@@ -51,6 +62,12 @@ pub struct Status {
     pub stuck: usize,
     /// Entries in `failed/` over every target.
     pub failed: usize,
+    /// `state/watchdog.json`, when a watchdog ever ran on this root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<WatchdogView>,
+    /// Why `state/watchdog.json` could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchdog_error: Option<String>,
 }
 
 fn heartbeat_state(
@@ -124,6 +141,19 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
         .iter()
         .map(|c| heartbeat_state(c, &layout.heartbeat(c), config.heartbeat.stale_after))
         .collect();
+    let (watchdog, watchdog_error) = match ghost_watchdog::state::read_state(&layout) {
+        Ok(Some(st)) => {
+            let hb = heartbeat_state(
+                "watchdog",
+                &layout.heartbeat("watchdog"),
+                config.heartbeat.stale_after,
+            );
+            let alive = st.status != "stopped" && hb.state == "ok" && hb.pid == Some(st.pid);
+            (Some(WatchdogView { alive, state: st }), None)
+        }
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     Ok(Status {
         root: config.root.display().to_string(),
         config: config.source.clone(),
@@ -131,7 +161,117 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
         heartbeats,
         stuck,
         failed,
+        watchdog,
+        watchdog_error,
     })
+}
+
+/// The pid of the watchdog running on this root, if one is: its
+/// `state/watchdog.json` is not `stopped`, its heartbeat is fresh, and the
+/// process exists.
+pub fn live_watchdog(config: &Config) -> Option<u32> {
+    let layout = Layout::new(&config.root);
+    let st = ghost_watchdog::state::read_state(&layout).ok().flatten()?;
+    let hb = heartbeat_state(
+        "watchdog",
+        &layout.heartbeat("watchdog"),
+        config.heartbeat.stale_after,
+    );
+    let exists = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid as i32), None).is_ok();
+    (st.status != "stopped" && hb.state == "ok" && hb.pid == Some(st.pid) && exists)
+        .then_some(st.pid)
+}
+
+/// The children table of `ghostctl status`.
+pub fn render_watchdog(w: &WatchdogView) -> String {
+    let st = &w.state;
+    let mut o = String::new();
+    let head = if w.alive {
+        format!(
+            "watchdog pid {} {}{}, updated {}",
+            st.pid,
+            clean(&st.status),
+            if st.ready { " (every child up)" } else { "" },
+            relative_str(&st.updated_at)
+        )
+    } else if st.status == "stopped" {
+        format!(
+            "watchdog stopped (pid {} was last, {}); children as it left them:",
+            st.pid,
+            relative_str(&st.updated_at)
+        )
+    } else {
+        format!(
+            "WATCHDOG NOT RUNNING: pid {} wrote {} last, {}; its heartbeat is stale or absent. Children as it last saw them:",
+            st.pid,
+            clean(&st.status),
+            relative_str(&st.updated_at)
+        )
+    };
+    let _ = writeln!(o, "\n{head}");
+    let rows: Vec<Vec<String>> = st
+        .children
+        .iter()
+        .map(|(name, c)| {
+            let last = c
+                .last_exit
+                .as_ref()
+                .map(|e| {
+                    format!(
+                        "{} ({}) {}",
+                        e.describe(),
+                        clean(&e.cause),
+                        relative_str(&e.at)
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let next = match c.state.as_str() {
+                "backoff" => c
+                    .next_restart_at
+                    .as_deref()
+                    .map(relative_str)
+                    .unwrap_or_else(|| "soon".into()),
+                "given_up" => match &c.retry_at {
+                    Some(t) => format!(
+                        "{} (cool-off), or `ghostctl restart {name}`",
+                        relative_str(t)
+                    ),
+                    None => format!("none: `ghostctl restart {name}` once fixed"),
+                },
+                "missing" => clean(c.message.as_deref().unwrap_or("program not found")),
+                _ => "-".into(),
+            };
+            let state = match c.state.as_str() {
+                "given_up" | "missing" => c.state.to_uppercase(),
+                s => clean(s),
+            };
+            vec![
+                format!("  {}", clean(name)),
+                state,
+                c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                format!(
+                    "{}/{} in {}",
+                    c.restarts_in_window,
+                    c.max_restarts,
+                    clean(&c.restart_window)
+                ),
+                last,
+                next,
+            ]
+        })
+        .collect();
+    o.push_str(&table(
+        &[
+            "  CHILD",
+            "STATE",
+            "PID",
+            "RESTARTS",
+            "LAST EXIT",
+            "NEXT RESTART",
+        ],
+        &rows,
+    ));
+    o
 }
 
 pub fn render(s: &Status, stale_after: Duration) -> String {
@@ -195,6 +335,22 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
         })
         .collect();
     o.push_str(&table(&["  COMPONENT", "STATE", "DETAIL"], &rows));
+    if let Some(w) = &s.watchdog {
+        o.push_str(&render_watchdog(w));
+        for (name, c) in &w.state.children {
+            if c.state == "given_up" {
+                let _ = writeln!(
+                    o,
+                    "\n!! the watchdog gave up on {}: see alerts/CRITICAL_ALERT and logs/{}.stderr.log, fix the cause, then `ghostctl restart {}`",
+                    clean(name),
+                    clean(name),
+                    clean(name)
+                );
+            }
+        }
+    } else if let Some(e) = &s.watchdog_error {
+        let _ = writeln!(o, "\nstate/watchdog.json is unreadable: {}", clean(e));
+    }
     if s.stuck + s.failed > 0 {
         let _ = writeln!(
             o,

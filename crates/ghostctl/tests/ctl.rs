@@ -728,13 +728,172 @@ fn not_yet_available_commands_exit_2() {
     for args in [
         vec!["alerts"],
         vec!["silence", "fp", "--for", "5m"],
-        vec!["restart", "executor"],
         vec!["resume", "--force"],
     ] {
         let (code, _, err) = env.run(&args);
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains("not available yet"), "{err}");
     }
+}
+
+/// A `state/watchdog.json` as a running watchdog (this process) writes it,
+/// with its heartbeat.
+fn fake_watchdog(env: &Env, children: serde_json::Value) {
+    let now = ghost_core::time::now_rfc3339();
+    let st = serde_json::json!({
+        "pid": std::process::id(), "status": "running", "ready": false,
+        "started_at": now, "updated_at": now, "version": "0.1.0", "config": "embedded defaults",
+        "children": children,
+    });
+    ghost_core::fs::write_json(&ghost_watchdog::state::state_path(&env.layout()), &st).unwrap();
+    ghost_core::heartbeat::HeartbeatWriter::new(
+        &env.layout(),
+        "watchdog",
+        std::time::Duration::ZERO,
+    )
+    .beat("running", serde_json::json!({}))
+    .unwrap();
+}
+
+fn child_json(state: &str, pid: Option<u32>, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "state": state, "pid": pid, "enabled": true, "command": "/bin/x --root /r",
+        "restarts_in_window": 0, "max_restarts": 2, "restart_window": "5m",
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}
+
+#[test]
+fn restart_writes_a_request_for_a_running_watchdog() {
+    let env = Env::new();
+    // Unknown child: usage (2), nothing written.
+    let (code, _, err) = env.run(&["restart", "nonsense"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown child \"nonsense\""), "{err}");
+    assert!(err.contains("bridge, executor, monitor"), "{err}");
+    // No watchdog: the work cannot be done (1), nothing written.
+    let (code, _, err) = env.run(&["restart", "executor"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no watchdog is running"), "{err}");
+    let dir = ghost_watchdog::state::requests_dir(&env.layout());
+    assert!(!dir.join("executor.json").exists());
+    // A live watchdog: the request is written, durably, naming who asked.
+    fake_watchdog(&env, serde_json::json!({}));
+    let (code, out, err) = env.run(&["restart", "executor"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restart of executor requested"), "{out}");
+    assert!(
+        out.contains(&format!("pid {}", std::process::id())),
+        "{out}"
+    );
+    let reqs = ghost_watchdog::state::pending_requests(&env.layout());
+    assert_eq!(reqs.len(), 1);
+    let r = reqs[0].1.as_ref().unwrap();
+    assert_eq!(
+        (r.child.as_str(), r.action.as_str()),
+        ("executor", "restart")
+    );
+    assert!(r.by.contains("uid "), "{}", r.by);
+    let (code, out, _) = env.run(&["restart", "bridge", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["child"], "bridge");
+    assert_eq!(v["watchdog_pid"], std::process::id());
+    // A stopped watchdog does not count as running.
+    let mut st = ghost_watchdog::state::read_state(&env.layout())
+        .unwrap()
+        .unwrap();
+    st.status = "stopped".into();
+    ghost_core::fs::write_json(&ghost_watchdog::state::state_path(&env.layout()), &st).unwrap();
+    assert_eq!(env.run(&["restart", "executor"]).0, 1);
+}
+
+#[test]
+fn restart_knows_configured_children() {
+    let env = Env::with(|c| {
+        c.watchdog.children.insert(
+            "sidecar".into(),
+            ghost_core::config::ChildConfig {
+                command: Some("/bin/true".into()),
+                ..Default::default()
+            },
+        );
+    });
+    fake_watchdog(&env, serde_json::json!({}));
+    let (code, _, err) = env.run(&["restart", "sidecar"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn status_shows_the_watchdogs_children_as_a_table() {
+    let env = Env::new();
+    let (_, out, _) = env.run(&["status"]);
+    assert!(
+        !out.contains("watchdog"),
+        "no watchdog ever ran: nothing said\n{out}"
+    );
+    fake_watchdog(
+        &env,
+        serde_json::json!({
+            "bridge": child_json("running", Some(4243), serde_json::json!({})),
+            "executor": child_json("given_up", None, serde_json::json!({
+                "restarts_in_window": 2,
+                "last_exit": {"code": 1, "signal": null, "cause": "exited", "at": ghost_core::time::now_rfc3339()},
+                "given_up_at": ghost_core::time::now_rfc3339()})),
+            "monitor": child_json("missing", None, serde_json::json!({"message": "/x/ghost-monitor not found: not started"})),
+            "extra": child_json("backoff", None, serde_json::json!({
+                "restarts_in_window": 1,
+                "last_exit": {"code": null, "signal": 9, "signal_name": "SIGKILL", "cause": "hang", "at": ghost_core::time::now_rfc3339()},
+                "next_restart_at": ghost_core::time::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(30))})),
+        }),
+    );
+    let (code, out, _) = env.run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("watchdog pid {} running", std::process::id())),
+        "{out}"
+    );
+    let line = |child: &str| -> String {
+        out.lines()
+            .skip_while(|l| !l.contains("CHILD"))
+            .find(|l| l.trim_start().starts_with(child))
+            .unwrap_or_else(|| panic!("no {child} row in\n{out}"))
+            .to_string()
+    };
+    assert!(
+        out.contains("CHILD") && out.contains("RESTARTS") && out.contains("NEXT RESTART"),
+        "{out}"
+    );
+    let b = line("bridge");
+    assert!(
+        b.contains("running") && b.contains("4243") && b.contains("0/2 in 5m"),
+        "{b}"
+    );
+    let e = line("executor");
+    assert!(
+        e.contains("GIVEN_UP") && e.contains("2/2 in 5m") && e.contains("code 1 (exited)"),
+        "{e}"
+    );
+    assert!(e.contains("ghostctl restart executor"), "{e}");
+    let m = line("monitor");
+    assert!(m.contains("MISSING") && m.contains("not found"), "{m}");
+    let x = line("extra");
+    assert!(x.contains("SIGKILL (hang)") && x.contains("in "), "{x}");
+    assert!(out.contains("!! the watchdog gave up on executor"), "{out}");
+    let (_, out, _) = env.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["watchdog"]["alive"], true);
+    assert_eq!(v["watchdog"]["children"]["executor"]["state"], "given_up");
+    // The watchdog's heartbeat goes stale: the table is marked as old news.
+    let mut config = env.config.clone();
+    config.heartbeat.stale_after = std::time::Duration::from_millis(1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let s = ghostctl::status::status(&config).unwrap();
+    let text = ghostctl::status::render(&s, config.heartbeat.stale_after);
+    assert!(text.contains("WATCHDOG NOT RUNNING"), "{text}");
 }
 
 #[test]

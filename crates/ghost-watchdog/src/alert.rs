@@ -1,0 +1,238 @@
+//! Alerts the watchdog raises when it gives up on a child, and their
+//! resolution when the child runs again.
+//!
+//! Two copies, so that a person learns of it with or without the monitor:
+//! - a JSON file in `alerts/inbox/` (the shape every process uses; the
+//!   monitor correlates and delivers it), fingerprint `watchdog_gave_up:<child>`;
+//! - one human-readable line appended to `alerts/CRITICAL_ALERT` (created
+//!   0600), fsynced: `<time> CRITICAL ghost-watchdog: …` and later
+//!   `<time> RESOLVED ghost-watchdog: …`. The file only grows; a person reads,
+//!   acts, and may truncate it.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde_json::json;
+use tracing::error;
+
+use ghost_core::Layout;
+
+use crate::state::critical_alert_path;
+
+/// What the alert says about the child.
+#[derive(Debug, Clone)]
+pub struct GaveUp<'a> {
+    pub child: &'a str,
+    pub restarts: u32,
+    pub window: std::time::Duration,
+    /// `code 1`, `SIGKILL`, …
+    pub last_exit: String,
+    /// Why the last process ended: `exited`, `hang`, …
+    pub cause: &'a str,
+    /// The end of the child's stderr log, for the cause.
+    pub stderr_tail: String,
+    pub stderr_log: &'a Path,
+    pub cool_off: Option<std::time::Duration>,
+}
+
+pub fn fingerprint(child: &str) -> String {
+    format!("watchdog_gave_up:{child}")
+}
+
+/// Raise the give-up alert: inbox file and `CRITICAL_ALERT` line.
+pub fn raise(layout: &Layout, g: &GaveUp<'_>) {
+    let window = humantime::format_duration(g.window).to_string();
+    let then = match g.cool_off {
+        Some(c) => format!(
+            "it will be tried again in {}, or now with `ghostctl restart {}`",
+            humantime::format_duration(c),
+            g.child
+        ),
+        None => format!(
+            "it stays down until `ghostctl restart {}` after the cause is fixed",
+            g.child
+        ),
+    };
+    let title = format!("ghost-watchdog gave up on {}", g.child);
+    let message = format!(
+        "{} failed again after {} restart(s) within {window} (last: {}, {}); {then}. Its output is in {}.",
+        g.child,
+        g.restarts,
+        g.cause,
+        g.last_exit,
+        g.stderr_log.display()
+    );
+    let alert = json!({
+        "fingerprint": fingerprint(g.child),
+        "severity": "critical",
+        "status": "firing",
+        "source": "watchdog",
+        "title": title,
+        "message": message,
+        "child": g.child,
+        "restarts_in_window": g.restarts,
+        "restart_window": window,
+        "last_exit": g.last_exit,
+        "cause": g.cause,
+        "stderr_tail": g.stderr_tail,
+        "at": ghost_core::time::now_rfc3339(),
+    });
+    drop_in_inbox(layout, &alert);
+    append_line(
+        layout,
+        &format!(
+            "{} CRITICAL ghost-watchdog: {title}: {message}",
+            ghost_core::time::now_rfc3339()
+        ),
+    );
+}
+
+/// The child runs again after a give-up: say so in both places.
+pub fn resolve(layout: &Layout, child: &str, how: &str) {
+    let message = format!("{child} is running again ({how})");
+    let alert = json!({
+        "fingerprint": fingerprint(child),
+        "severity": "critical",
+        "status": "resolved",
+        "source": "watchdog",
+        "title": format!("ghost-watchdog: {child} runs again"),
+        "message": message,
+        "child": child,
+        "at": ghost_core::time::now_rfc3339(),
+    });
+    drop_in_inbox(layout, &alert);
+    append_line(
+        layout,
+        &format!(
+            "{} RESOLVED ghost-watchdog: {message}",
+            ghost_core::time::now_rfc3339()
+        ),
+    );
+}
+
+fn drop_in_inbox(layout: &Layout, alert: &serde_json::Value) {
+    let path = layout
+        .alerts_inbox()
+        .join(format!("{}.json", ghost_core::queue::new_name()));
+    if let Err(e) = ghost_core::fs::ensure_dir(&layout.alerts_inbox())
+        .and_then(|_| ghost_core::fs::write_json(&path, alert))
+    {
+        error!(event = "ALERT_WRITE_FAILED", error = %e, "could not raise an alert in alerts/inbox/");
+    }
+}
+
+/// Append one line (control characters replaced) to `alerts/CRITICAL_ALERT`
+/// and fsync it (and its directory when the file is new).
+fn append_line(layout: &Layout, line: &str) {
+    let path = critical_alert_path(layout);
+    let clean: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let result = (|| -> std::io::Result<()> {
+        let existed = path.exists();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(ghost_core::fs::FILE_MODE)
+            .open(&path)?;
+        f.write_all(format!("{clean}\n").as_bytes())?;
+        f.sync_all()?;
+        if !existed {
+            ghost_core::fs::fsync_dir(layout.alerts().as_path())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        error!(event = "ALERT_WRITE_FAILED", path = %path.display(), error = %e, "could not append to CRITICAL_ALERT");
+    }
+}
+
+/// The last `max` bytes of a file, from a line start where possible.
+pub fn tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(max).read_to_end(&mut buf);
+    let mut s = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        if let Some(i) = s.find('\n') {
+            s.drain(..=i);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_writes_one_inbox_file_and_one_line_then_resolve_another() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Layout::new(d.path());
+        l.create(["default"]).unwrap();
+        let log = d.path().join("logs/executor.stderr.log");
+        raise(
+            &l,
+            &GaveUp {
+                child: "executor",
+                restarts: 2,
+                window: std::time::Duration::from_secs(300),
+                last_exit: "code 2".into(),
+                cause: "exited",
+                stderr_tail: "bad configuration\nline two".into(),
+                stderr_log: &log,
+                cool_off: None,
+            },
+        );
+        let files: Vec<_> = std::fs::read_dir(l.alerts_inbox())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(files.len(), 1);
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap();
+        assert_eq!(v["fingerprint"], "watchdog_gave_up:executor");
+        assert_eq!(v["severity"], "critical");
+        assert_eq!(v["source"], "watchdog");
+        assert_eq!(v["status"], "firing");
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .contains("ghostctl restart executor"));
+        let text = std::fs::read_to_string(critical_alert_path(&l)).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(" CRITICAL ghost-watchdog: ghost-watchdog gave up on executor"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(critical_alert_path(&l))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        resolve(&l, "executor", "reset by alice");
+        let text = std::fs::read_to_string(critical_alert_path(&l)).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.lines().nth(1).unwrap().contains("RESOLVED"));
+        assert_eq!(std::fs::read_dir(l.alerts_inbox()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn tail_keeps_whole_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        ghost_core::fs::durable_write(&p, b"aaaa\nbbbb\ncccc\n", 0o600).unwrap();
+        assert_eq!(tail(&p, 7), "cccc\n");
+        assert_eq!(tail(&p, 100), "aaaa\nbbbb\ncccc\n");
+        assert_eq!(tail(&d.path().join("none"), 10), "");
+    }
+}

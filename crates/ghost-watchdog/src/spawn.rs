@@ -1,0 +1,209 @@
+//! Starting a child: its own process group (so that a signal to the group
+//! reaches everything it started in it), `PR_SET_PDEATHSIG` so that it dies
+//! with the watchdog, stdin from `/dev/null`, stdout and stderr appended to
+//! `logs/<child>.stderr.log`, working directory the data root, and the
+//! watchdog's environment less the service manager's notification variables
+//! plus the child's `env`.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not
+//! the process. Children are therefore spawned only from the watchdog's
+//! supervising task, never from a blocking-pool thread (those exit when
+//! idle). The binary runs that task on a current-thread runtime, i.e. on the
+//! main thread, which lives as long as the process.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::Signal;
+
+use crate::spec::ChildSpec;
+
+/// Why a spawn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{} does not exist or is not executable", program.display())]
+    Missing { program: PathBuf },
+    #[error("cannot start {}: {source}", program.display())]
+    Failed {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `logs/<child>.stderr.log`.
+pub fn stderr_log(log_dir: &Path, child: &str) -> PathBuf {
+    log_dir.join(format!("{child}.stderr.log"))
+}
+
+/// Keep the stderr log bounded: past `max_bytes`, the file becomes
+/// `<child>.stderr.log.1` (replacing the previous one) before the next start.
+fn rotate(path: &Path, max_bytes: u64) {
+    let big = std::fs::metadata(path)
+        .map(|m| m.len() > max_bytes)
+        .unwrap_or(false);
+    if big {
+        let old = path.with_extension("log.1");
+        let _ = ghost_core::fs::durable_remove(&old);
+        let _ = ghost_core::fs::durable_move(path, &old);
+    }
+}
+
+/// Start `spec`'s program. Must be called from a long-lived thread (see the
+/// module documentation).
+pub fn spawn(
+    spec: &ChildSpec,
+    cwd: &Path,
+    log_dir: &Path,
+    max_log_bytes: u64,
+) -> Result<tokio::process::Child, SpawnError> {
+    if !spec.program_present() {
+        return Err(SpawnError::Missing {
+            program: spec.program.clone(),
+        });
+    }
+    let log_path = stderr_log(log_dir, &spec.name);
+    rotate(&log_path, max_log_bytes);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(ghost_core::fs::FILE_MODE)
+        .open(&log_path)
+        .map_err(|source| SpawnError::Log {
+            path: log_path.clone(),
+            source,
+        })?;
+    let log2 = log.try_clone().map_err(|source| SpawnError::Log {
+        path: log_path.clone(),
+        source,
+    })?;
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .process_group(0)
+        .kill_on_drop(false);
+    for k in crate::notify::ENV_VARS {
+        cmd.env_remove(k);
+    }
+    cmd.envs(&spec.env);
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec. It calls
+    // only prctl(2) and getppid(2), both async-signal-safe; it allocates
+    // nothing and touches no lock or memory shared with the parent's threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            // The watchdog may have died before prctl took effect: then the
+            // signal will never come, so do not start at all.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "the watchdog exited during the spawn",
+                ));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SpawnError::Missing {
+                program: spec.program.clone(),
+            }
+        } else {
+            SpawnError::Failed {
+                program: spec.program.clone(),
+                source,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::ffi::OsString;
+
+    fn spec(program: &str, args: &[&str]) -> ChildSpec {
+        ChildSpec {
+            name: "t".into(),
+            enabled: true,
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            env: BTreeMap::from([("GHOST_TEST_ENV".to_string(), "yes".to_string())]),
+            heartbeat: false,
+            fingerprint: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn child_gets_its_own_group_cwd_env_and_log() {
+        let d = tempfile::tempdir().unwrap();
+        let s = spec(
+            "/bin/sh",
+            &["-c", "echo pgid=$(cut -d' ' -f5 /proc/$$/stat) cwd=$(pwd) env=$GHOST_TEST_ENV notify=${NOTIFY_SOCKET:-none}; echo err >&2"],
+        );
+        let mut c = spawn(&s, d.path(), d.path(), 1 << 20).unwrap();
+        let pid = c.id().unwrap();
+        let st = c.wait().await.unwrap();
+        assert!(st.success());
+        let out = std::fs::read_to_string(stderr_log(d.path(), "t")).unwrap();
+        assert!(out.contains(&format!("pgid={pid}")), "{out}");
+        assert!(
+            out.contains(&format!(
+                "cwd={}",
+                d.path().canonicalize().unwrap().display()
+            )),
+            "{out}"
+        );
+        assert!(out.contains("env=yes"), "{out}");
+        assert!(out.contains("notify=none"), "{out}");
+        assert!(out.contains("err"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_reported_as_missing() {
+        let d = tempfile::tempdir().unwrap();
+        match spawn(
+            &spec("/nonexistent/ghost-monitor", &[]),
+            d.path(),
+            d.path(),
+            1,
+        ) {
+            Err(SpawnError::Missing { program }) => {
+                assert_eq!(program, PathBuf::from("/nonexistent/ghost-monitor"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_log_is_rotated_before_the_start() {
+        let d = tempfile::tempdir().unwrap();
+        let log = stderr_log(d.path(), "t");
+        ghost_core::fs::durable_write(&log, &[b'x'; 100], 0o600).unwrap();
+        let mut c = spawn(
+            &spec("/bin/sh", &["-c", "echo new"]),
+            d.path(),
+            d.path(),
+            50,
+        )
+        .unwrap();
+        c.wait().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "new\n");
+        assert_eq!(
+            std::fs::read(log.with_extension("log.1")).unwrap().len(),
+            100
+        );
+    }
+}
