@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use ghost_core::queue::QueueState;
 use ghost_core::Layout;
 
+#[path = "watchdog_bench.rs"]
+mod watchdog_bench;
+
 const ROUNDS: usize = 5;
 const EXECUTOR: &str = env!("CARGO_BIN_EXE_ghost-executor");
 const BRIDGE: &str = env!("CARGO_BIN_EXE_ghost-bridge");
@@ -335,6 +338,8 @@ fn main() {
             .map(|d| d.drain.as_millis())
             .collect::<Vec<_>>()
     );
+    eprintln!("watchdog scenarios");
+    watchdog_bench::run(&mut md);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

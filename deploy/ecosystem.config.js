@@ -2,7 +2,7 @@
 // the bridge, the executor and the monitor. See docs/deploy.md.
 //
 //   pm2 start deploy/ecosystem.config.js && pm2 save
-//   pm2 stop ghostbridge      (SIGTERM; the watchdog stops its children)
+//   pm2 stop ghostbridge      (SIGINT; the watchdog stops its children)
 //   pm2 sendSignal SIGHUP ghostbridge   (reload the configuration)
 //
 // Do not also run the bridge or the executor as PM2 apps: the watchdog owns
@@ -27,10 +27,10 @@ module.exports = {
       exp_backoff_restart_delay: 1000,
       // A clean stop (exit 0) is not restarted.
       stop_exit_codes: [0],
-      // SIGTERM to the watchdog alone (treekill off): it stops its children
-      // itself, in order; the executor may need executor.shutdown_grace +
+      // PM2 stops with SIGINT, which the watchdog treats like SIGTERM. To
+      // the watchdog alone (treekill off): it stops its children itself, in
+      // order; the executor may need executor.shutdown_grace +
       // watchdog.stop_grace (30 s by default) before PM2's SIGKILL.
-      kill_signal: "SIGTERM",
       treekill: false,
       kill_timeout: 60000,
       watch: false,

@@ -268,8 +268,11 @@ fn kill_9_during_after_check_then_restart_applies_exactly_once() {
     let journal = q.sidecar_path(QueueState::Active, &name, "journal");
     let tree = env.tree("default");
     assert!(
-        wait_until(Duration::from_secs(20), || journal.exists()
-            && snapshot(&tree).len() == 21),
+        wait_until(Duration::from_secs(20), || journal.exists() && {
+            // All 21 files in place, and no temp file of a write in flight.
+            let s = snapshot(&tree);
+            s.len() == 21 && s.keys().all(|k| !k.ends_with(".tmp"))
+        }),
         "the patch never reached its after-check"
     );
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();

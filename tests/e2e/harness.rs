@@ -326,13 +326,19 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
             if e.file_name() == ".git" {
                 continue;
             }
-            let m = std::fs::symlink_metadata(&p).unwrap();
+            // A file the executor is replacing right now may vanish under us.
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if m.is_dir() {
                 walk(base, &p, out);
             } else {
                 let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
                 let bytes = if m.is_file() {
-                    std::fs::read(&p).unwrap()
+                    match std::fs::read(&p) {
+                        Ok(b) => b,
+                        Err(_) => continue,
+                    }
                 } else {
                     Vec::new()
                 };

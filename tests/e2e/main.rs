@@ -2,9 +2,9 @@
 //! [`TestEnv`] fixture; every wait is on a condition, never a bare sleep, and
 //! timings are shrunk through the configuration.
 
+mod bridge;
 mod crash;
 mod executor;
 mod ghostctl;
-mod bridge;
 mod harness;
 mod watchdog;

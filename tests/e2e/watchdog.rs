@@ -17,10 +17,12 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 /// Fast timings; only the executor runs unless a test says otherwise.
+/// (`stale_after` leaves room for a heartbeat's fsync to stall while other
+/// tests load the disk: a false hang would be a restart nobody expects.)
 const WD: &str = r#"
 [heartbeat]
 interval = "100ms"
-stale_after = "1s"
+stale_after = "3s"
 
 [watchdog]
 restart_delay = "100ms"

@@ -180,13 +180,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     );
     let mut inbox = inbox;
     let mut inbox_result: Option<Result<ghost_core::Result<()>, tokio::task::JoinError>> = None;
+    // Whether the inbox ended on its own, before anyone asked it to. (On a
+    // stop both branches below are ready at once; `select!` may pick either.)
+    let mut inbox_early = false;
     let deadline = drain_deadline(&cfg);
     let serve = async {
         tokio::pin!(server);
         tokio::select! {
             r = &mut server => return r,
             _ = shutdown.cancelled() => {}
-            r = &mut inbox => inbox_result = Some(r),
+            r = &mut inbox => {
+                inbox_early = !shutdown.is_cancelled();
+                inbox_result = Some(r);
+            }
         }
         info!(
             event = "BRIDGE_STOPPING",
@@ -204,8 +210,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
     let served = serve.await;
     stop.cancel();
 
-    // Whether the inbox ended on its own, before anyone asked it to.
-    let inbox_early = inbox_result.is_some();
     shutdown.cancel();
     let inbox_outcome = match inbox_result {
         Some(r) => r,

@@ -575,6 +575,16 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
             )?;
         }
     }
+    if to == QueueState::Stuck {
+        // Before the move: a crash in between repeats the alert (same
+        // fingerprint, deduplicated), it can never lose it.
+        let err = att
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.kind, e.message))
+            .unwrap_or_default();
+        crate::raise_alert(&ctx.layout, &ctx.target, &att.name, &id, &err);
+    }
     q.transition(&att.name, QueueState::Active, to, &att.record)?;
     let err = att
         .error
@@ -593,7 +603,6 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
         (QueueState::Stuck, _) => {
             ctx.counters.stuck.fetch_add(1, Ordering::Relaxed);
             error!(event = "PATCH_STUCK", target = %ctx.target, queue_name = %att.name, patch_id = %id, attempt = att.attempt, error = %err, "parked in .stuck/: needs a person");
-            crate::raise_alert(&ctx.layout, &ctx.target, &att.name, &id, &err);
         }
         (QueueState::Deferred, Decision::Defer(d)) => {
             ctx.counters.deferred.fetch_add(1, Ordering::Relaxed);

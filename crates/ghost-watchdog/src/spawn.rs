@@ -16,8 +16,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use nix::sys::signal::Signal;
-
 use crate::spec::ChildSpec;
 
 /// Why a spawn failed.
@@ -103,7 +101,9 @@ pub fn spawn(
     // nothing and touches no lock or memory shared with the parent's threads.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            #[cfg(target_os = "linux")]
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)?;
             // The watchdog may have died before prctl took effect: then the
             // signal will never come, so do not start at all.
             if nix::unistd::getppid() != parent {

@@ -41,8 +41,10 @@ struct Child {
     spawned_at: Option<SystemTime>,
     running_since: Option<SystemTime>,
     last_exit: Option<LastExit>,
-    /// The last time a fresh heartbeat of the current process was seen.
+    /// The last time a new heartbeat of the current process was seen.
     last_ok: Instant,
+    /// Its `updated_at` then.
+    last_beat: Option<String>,
     given_up_at: Option<SystemTime>,
     restarts_total: u64,
     last_request: Option<Request>,
@@ -63,6 +65,7 @@ impl Child {
             running_since: None,
             last_exit: None,
             last_ok: Instant::now(),
+            last_beat: None,
             given_up_at: None,
             restarts_total: 0,
             last_request: None,
@@ -90,6 +93,8 @@ struct Sup {
     last_state: Option<(String, Instant)>,
     shutting: bool,
     banner: bool,
+    /// Every child has been through its first start (running, or not).
+    settled: bool,
 }
 
 /// Run the watchdog until `shutdown`, then stop every child and return.
@@ -173,6 +178,7 @@ pub async fn run(
         last_state: None,
         shutting: false,
         banner: opts.banner,
+        settled: false,
     };
     if sup.banner {
         println!("{}", sup.banner_text());
@@ -233,7 +239,7 @@ pub async fn run(
         let now = Instant::now();
         if now >= next_poll {
             sup.poll();
-            next_poll = now + poll_interval(&sup.config);
+            next_poll = now + sup.poll_interval();
         }
         if let Some(every) = ping_every {
             if now >= next_ping {
@@ -245,6 +251,8 @@ pub async fn run(
             sup.apply(&n, Event::Tick);
         }
         sup.after_wake();
+        // A child that just started is looked at again soon.
+        next_poll = next_poll.min(Instant::now() + sup.poll_interval());
         if hard_deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
@@ -270,13 +278,6 @@ pub async fn run(
         "watchdog stopped; every child has exited"
     );
     Ok(())
-}
-
-fn poll_interval(c: &Config) -> Duration {
-    c.heartbeat
-        .interval
-        .min(Duration::from_secs(1))
-        .max(Duration::from_millis(20))
 }
 
 fn seed() -> u64 {
@@ -398,6 +399,8 @@ impl Sup {
                     Action::BudgetReset { why } => {
                         info!(event = "RESTART_BUDGET_RESET", child = name, why = ?why, "restart budget reset");
                     }
+                    // `after_wake` rewrites watchdog.json whenever its
+                    // content changed, which every such transition does.
                     Action::WriteState => {}
                 }
             }
@@ -419,6 +422,7 @@ impl Sup {
                 };
                 c.spawned_at = Some(SystemTime::now());
                 c.running_since = None;
+                c.last_beat = None;
                 c.message = None;
                 if c.restarts_total > 0 || c.last_exit.is_some() {
                     c.restarts_total += 1;
@@ -493,6 +497,27 @@ impl Sup {
         }
     }
 
+    /// How often heartbeats and requests are read: `min(heartbeat.interval,
+    /// 1 s)`, and every 100 ms while a child waits for its first heartbeat
+    /// (so that it counts as started, and READY=1 goes out, promptly).
+    fn poll_interval(&self) -> Duration {
+        let base = self
+            .config
+            .heartbeat
+            .interval
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(20));
+        if self
+            .children
+            .values()
+            .any(|c| matches!(c.st.phase, Phase::Starting { .. }))
+        {
+            base.min(Duration::from_millis(100))
+        } else {
+            base
+        }
+    }
+
     /// Read heartbeats (first heartbeat, staleness) and operator requests.
     fn poll(&mut self) {
         let stale_after = self.config.heartbeat.stale_after;
@@ -507,34 +532,32 @@ impl Sup {
                 Phase::Running { pid, .. } => (pid, true),
                 _ => continue,
             };
-            let fresh = heartbeat::read(&self.layout.heartbeat(&name))
-                .map(|hb| belongs(hb.pid, pid) && !hb.is_stale(stale_after))
-                .unwrap_or(false);
+            // A sign of life is a heartbeat of this process (or its group)
+            // that was not there at the last look. Hangs are then measured on
+            // the monotonic clock: a wall-clock step neither fakes nor hides one.
+            let beat = heartbeat::read(&self.layout.heartbeat(&name))
+                .ok()
+                .filter(|hb| belongs(hb.pid, pid));
             let c = self.children.get_mut(&name).expect("known");
-            if fresh {
-                c.last_ok = now;
-                if !running {
-                    self.apply(&name, Event::FirstHeartbeat { pid });
+            if let Some(hb) = beat {
+                if c.last_beat.as_deref() != Some(hb.updated_at.as_str()) {
+                    c.last_beat = Some(hb.updated_at);
+                    c.last_ok = now;
                 }
-            } else if running && now.duration_since(c.last_ok) > stale_after {
+                if !running {
+                    c.last_ok = now;
+                    self.apply(&name, Event::FirstHeartbeat { pid });
+                    continue;
+                }
+            }
+            if running && now.duration_since(c.last_ok) > stale_after {
                 error!(event = "CHILD_HUNG", child = %name, pid, stale_after_ms = stale_after.as_millis() as u64,
-                    "no fresh heartbeat for {}: SIGTERM to its process group", humantime::format_duration(stale_after));
+                    "no new heartbeat for {}: SIGTERM to its process group", humantime::format_duration(stale_after));
                 self.apply(&name, Event::HeartbeatStale { pid });
             }
         }
         if !self.shutting {
             self.poll_requests();
-        }
-        let status = if self.shutting {
-            "stopping"
-        } else if self.ready_sent {
-            "running"
-        } else {
-            "starting"
-        };
-        let details = self.heartbeat_details();
-        if let Err(e) = self.hb.beat(status, details) {
-            warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write heartbeat");
         }
     }
 
@@ -634,6 +657,15 @@ impl Sup {
             }
         }
         let ready = self.ready();
+        if !self.settled {
+            self.settled = ready
+                || self.children.values().all(|c| {
+                    !matches!(
+                        c.st.phase,
+                        Phase::Idle | Phase::Spawning | Phase::Starting { .. }
+                    )
+                });
+        }
         if ready && !self.ready_sent && !self.shutting {
             self.ready_sent = true;
             info!(event = "WATCHDOG_READY", "every child is running");
@@ -641,6 +673,18 @@ impl Sup {
                 println!("{}", self.ready_text());
             }
             self.notify("READY=1");
+        }
+        // Deduplicated by content: written on a change or every interval.
+        let status = if self.shutting {
+            "stopping"
+        } else if self.settled {
+            "running"
+        } else {
+            "starting"
+        };
+        let details = self.heartbeat_details();
+        if let Err(e) = self.hb.beat(status, details) {
+            warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write heartbeat");
         }
         let line = self.status();
         if line != self.status_line {
@@ -721,7 +765,7 @@ impl Sup {
                 } else {
                     "stopped"
                 }
-            } else if self.ready_sent {
+            } else if self.settled {
                 "running"
             } else {
                 "starting"
@@ -780,18 +824,19 @@ impl Sup {
                 .or_else(|| std::env::var(var).ok())
                 .filter(|v| !v.is_empty())
         };
-        let token_where = |child: &str, cfg_key: Option<&str>, var: &str, file: &str| -> String {
+        // Where each secret is, never what it is.
+        let secret_where = |child: &str, cfg_key: Option<&str>, var: &str, file: &str| -> String {
             if let Some(k) = cfg_key {
-                return format!("token from the configuration ({k})");
+                return format!("from the configuration ({k})");
             }
             if child_env(child, var).is_some() {
-                return format!("token from ${var}");
+                return format!("from ${var}");
             }
             let p = secrets.join(file);
             if p.exists() {
-                format!("token in {}", p.display())
+                p.display().to_string()
             } else {
-                format!("token in {} (created on first start)", p.display())
+                format!("{} (created on first start)", p.display())
             }
         };
         let up = |child: &str| -> &'static str {
@@ -802,24 +847,38 @@ impl Sup {
                 _ => "",
             }
         };
+        let b = &self.config.bridge;
+        let _ = writeln!(o, "  bridge     http://{}{}", b.listen, up("bridge"));
         let _ = writeln!(
             o,
-            "  bridge     http://{}  {}{}",
-            self.config.bridge.listen,
-            token_where(
+            "             token     {}",
+            secret_where(
                 "bridge",
-                self.config.bridge.token.as_ref().map(|_| "bridge.token"),
+                b.token.as_ref().map(|_| "bridge.token"),
                 "GHOST_BRIDGE_TOKEN",
                 "bridge_token"
-            ),
-            up("bridge")
+            )
         );
         let _ = writeln!(
             o,
-            "  dashboard  http://{}  {}{}",
+            "             HMAC key  {}",
+            secret_where(
+                "bridge",
+                b.hmac_key.as_ref().map(|_| "bridge.hmac_key"),
+                "GHOST_HMAC_KEY",
+                "hmac_key"
+            )
+        );
+        let _ = writeln!(
+            o,
+            "  dashboard  http://{}{}",
             self.config.monitor.listen,
-            token_where("monitor", None, "GHOST_DASHBOARD_TOKEN", "dashboard_token"),
             up("monitor")
+        );
+        let _ = writeln!(
+            o,
+            "             token     {}",
+            secret_where("monitor", None, "GHOST_DASHBOARD_TOKEN", "dashboard_token")
         );
         let _ = writeln!(
             o,
@@ -898,6 +957,14 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
             }
             c.last_exit = Some(le);
             c.running_since = None;
+        }
+        (Phase::GivenUp { .. }, _) if after == Phase::Spawning => {
+            let why = match ev {
+                Event::Tick => "after its cool-off".to_string(),
+                Event::ConfigChanged { .. } => "after a configuration change".to_string(),
+                _ => "after an operator's reset".to_string(),
+            };
+            c.resolve_on_running.get_or_insert(why);
         }
         (Phase::Spawning, Event::SpawnFailed { missing: false }) => {
             c.last_exit = Some(LastExit::new(
