@@ -339,6 +339,7 @@ fn main() {
             .collect::<Vec<_>>()
     );
     eprintln!("watchdog scenarios");
+    md.push('\n');
     watchdog_bench::run(&mut md);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
