@@ -753,27 +753,39 @@ fn compat_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// What both compatibility routes do first: the pause, the content type, the
+/// body within its limit, and JSON. `Err` is the answer already made.
+async fn compat_json(
+    st: &AppState,
+    route: &str,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<(Bytes, Value, Source), Response> {
+    let ing = &st.ingestor;
+    if ing.paused() {
+        return Err(paused_error(ing).into_response());
+    }
+    let src = source(route, peer);
+    if let Err(e) = compat_type_ok(req.headers()) {
+        return Err(refuse(ing, &src, e));
+    }
+    let bytes = read_body(req, ing, &src).await?;
+    match parse_json(&bytes) {
+        Ok(v) => Ok((bytes, v, src)),
+        Err(e) => Err(refuse(ing, &src, e)),
+    }
+}
+
 async fn post_webhook(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let ing = &st.ingestor;
-    if ing.paused() {
-        return paused_error(ing).into_response();
-    }
-    let src = source("POST /webhook", peer);
-    if let Err(e) = compat_type_ok(req.headers()) {
-        return refuse(ing, &src, e);
-    }
-    let bytes = match read_body(req, ing, &src).await {
-        Ok(b) => b,
+    let (bytes, value, src) = match compat_json(&st, "POST /webhook", peer, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let value = match parse_json(&bytes) {
-        Ok(v) => v,
-        Err(e) => return refuse(ing, &src, e),
-    };
+    let ing = &st.ingestor;
     if !value.is_object() {
         return refuse(
             ing,
@@ -794,22 +806,11 @@ async fn post_ingest_patch(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let ing = &st.ingestor;
-    if ing.paused() {
-        return paused_error(ing).into_response();
-    }
-    let src = source("POST /ingest/patch", peer);
-    if let Err(e) = compat_type_ok(req.headers()) {
-        return refuse(ing, &src, e);
-    }
-    let bytes = match read_body(req, ing, &src).await {
-        Ok(b) => b,
+    let (_, value, src) = match compat_json(&st, "POST /ingest/patch", peer, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let value = match parse_json(&bytes) {
-        Ok(v) => v,
-        Err(e) => return refuse(ing, &src, e),
-    };
+    let ing = &st.ingestor;
     let Value::Object(mut obj) = value else {
         return refuse(
             ing,
