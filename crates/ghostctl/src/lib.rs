@@ -16,6 +16,7 @@
 pub mod actions;
 pub mod entries;
 pub mod logs;
+pub mod pause;
 pub mod show;
 pub mod status;
 pub mod submit;
@@ -199,10 +200,17 @@ pub enum Command {
         /// bridge, executor, monitor, or a child under [watchdog.children]
         child: String,
     },
-    /// Override a pause: --force (not available yet: needs the watchdog)
+    /// Pause intake: the bridge answers 503 and inbox files wait (state/pause.json)
+    Pause {
+        /// Why: shown to whoever resumes
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Override a pause (the pause record is kept in state/pauses/)
     Resume {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
+        /// Required: a pause may have been set by someone else for a reason
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -219,6 +227,8 @@ impl Command {
                 | Command::Delete { .. }
                 | Command::Verify
                 | Command::Restart { .. }
+                | Command::Pause { .. }
+                | Command::Resume { .. }
         )
     }
 }
@@ -401,7 +411,24 @@ fn run(
         Command::Alerts { .. } => not_yet("alerts", "the monitor"),
         Command::Silence { .. } => not_yet("silence", "the monitor"),
         Command::Restart { child } => restart(config, child, json, out),
-        Command::Resume { .. } => not_yet("resume", "the watchdog"),
+        Command::Pause { reason } => {
+            let st = pause::pause(config, reason)?;
+            if json {
+                writeln!(out, "{}", json_line(&st)).map_err(io)?;
+            } else {
+                write!(out, "{}", pause::render(&st)).map_err(io)?;
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Resume { force } => {
+            let st = pause::resume(config, *force)?;
+            if json {
+                writeln!(out, "{}", json_line(&st)).map_err(io)?;
+            } else {
+                write!(out, "{}", pause::render(&st)).map_err(io)?;
+            }
+            Ok(EXIT_OK)
+        }
     }
 }
 

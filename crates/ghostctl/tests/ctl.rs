@@ -725,15 +725,35 @@ fn status_counts_and_heartbeats() {
 #[test]
 fn not_yet_available_commands_exit_2() {
     let env = Env::new();
-    for args in [
-        vec!["alerts"],
-        vec!["silence", "fp", "--for", "5m"],
-        vec!["resume", "--force"],
-    ] {
+    for args in [vec!["alerts"], vec!["silence", "fp", "--for", "5m"]] {
         let (code, _, err) = env.run(&args);
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains("not available yet"), "{err}");
     }
+}
+
+#[test]
+fn pause_and_resume_through_the_cli() {
+    let env = Env::new();
+    let (code, out, _) = env.run(&["resume", "--force"]);
+    assert_eq!((code, out.as_str()), (0, "not paused\n"));
+    let (code, _, err) = env.run(&["pause", "--reason", " "]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = env.run(&["pause", "--reason", "disk swap"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("intake paused"), "{out}");
+    let (code, _, err) = env.run(&["resume"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("disk swap") && err.contains("--force"),
+        "{err}"
+    );
+    let (code, out, _) = env.run(&["resume", "--force"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("resumed; the pause record is kept in"),
+        "{out}"
+    );
 }
 
 /// A `state/watchdog.json` as a running watchdog (this process) writes it,
