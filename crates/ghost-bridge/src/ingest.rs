@@ -27,7 +27,7 @@ use ghost_core::fs::DirSync;
 use ghost_core::patch::parse::{parse_patch_value, resolve_target, ParseOptions};
 use ghost_core::patch::{FieldError, PatchError, TargetSpec};
 use ghost_core::queue::{new_name, QueueState};
-use ghost_core::{md5_hex, Config, Layout, Result};
+use ghost_core::{Config, Layout, Result};
 
 /// Where a patch came from, for logs and records.
 #[derive(Debug, Clone, Serialize)]
@@ -92,21 +92,7 @@ impl Counters {
     }
 }
 
-/// The id a patch document has, as the parser gives it: its `id` (or
-/// `blockId`), else `patch-<MD5 of its canonical JSON>`.
-pub fn document_id(value: &Value) -> String {
-    for key in ["id", "blockId"] {
-        if let Some(id) = value.get(key).and_then(Value::as_str) {
-            return id.to_string();
-        }
-    }
-    format!("patch-{}", content_md5(value))
-}
-
-/// MD5 of the canonical JSON (keys sorted, no whitespace).
-pub fn content_md5(value: &Value) -> String {
-    md5_hex(&serde_json::to_vec(value).unwrap_or_default())
-}
+pub use ghost_core::queue::{content_md5, document_id};
 
 /// Validates, deduplicates and durably enqueues patches.
 pub struct Ingestor {
@@ -166,38 +152,18 @@ impl Ingestor {
     /// Scan every entry of every queue of the root (configured targets and
     /// others) for its id and content MD5.
     fn rebuild_ids(&self) -> Result<usize> {
-        let mut targets: Vec<String> = self.layout.queue_targets();
-        targets.extend(self.cfg.targets.keys().cloned());
-        targets.sort();
-        targets.dedup();
-        let mut map = HashMap::new();
-        for t in targets {
-            let q = self.layout.queue(&t);
-            for state in QueueState::ALL {
-                for name in q.list(state)? {
-                    let Ok(Some(bytes)) = ghost_core::fs::read_opt(&q.entry_path(state, &name))
-                    else {
-                        continue;
-                    };
-                    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
-                        continue;
-                    };
-                    let id = document_id(&v);
-                    let md5 = content_md5(&v);
-                    map.insert(
-                        id.clone(),
-                        Slot::Done(
-                            Queued {
-                                id,
-                                name: name.clone(),
-                                target: t.clone(),
-                            },
-                            md5,
-                        ),
-                    );
-                }
-            }
-        }
+        let known = ghost_core::queue::index_ids(&self.layout, self.cfg.targets.keys().cloned())?;
+        let map: HashMap<String, Slot> = known
+            .into_iter()
+            .map(|(id, k)| {
+                let q = Queued {
+                    id: id.clone(),
+                    name: k.name,
+                    target: k.target,
+                };
+                (id, Slot::Done(q, k.md5))
+            })
+            .collect();
         let n = map.len();
         *self.ids.lock().unwrap_or_else(|e| e.into_inner()) = map;
         Ok(n)

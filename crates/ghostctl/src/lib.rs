@@ -283,11 +283,16 @@ fn run(
                     if i.ok {
                         writeln!(
                             out,
-                            "{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}{}",
                             util::clean(&i.file),
                             i.queue_name.as_deref().unwrap_or("-"),
                             util::clean(i.patch_id.as_deref().unwrap_or("-")),
-                            i.target.as_deref().unwrap_or("-")
+                            i.target.as_deref().unwrap_or("-"),
+                            if i.duplicate {
+                                "\talready queued: nothing written"
+                            } else {
+                                ""
+                            }
                         )
                         .map_err(io)?;
                     } else {

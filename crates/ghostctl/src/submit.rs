@@ -5,6 +5,11 @@
 //! (so FIFO order is the order given). What is enqueued is the file's bytes,
 //! unchanged; the parse is only the gate.
 //!
+//! Like the bridge, `submit` deduplicates by patch id (the patch's own, or
+//! `patch-<MD5 of its canonical JSON>`) against every entry of every queue of
+//! the root: the same id with the same content is reported as already queued
+//! and nothing is written; the same id with other content is refused.
+//!
 //! Beside each new entry goes a record carrying the patch id the parse found,
 //! written *before* the entry appears in `pending/` (the queue's invariant:
 //! the record beside an entry is accurate). It lets `ls`/`show` find an entry
@@ -19,7 +24,7 @@ use tracing::info;
 
 use ghost_core::patch::parse::{parse_patch, ParseOptions};
 use ghost_core::patch::FieldError;
-use ghost_core::queue::{new_name, EntryRecord, QueueState};
+use ghost_core::queue::{content_md5, index_ids, new_name, EntryRecord, KnownEntry, QueueState};
 use ghost_core::{Config, Layout};
 
 /// The outcome for one file.
@@ -34,6 +39,9 @@ pub struct SubmitItem {
     pub patch_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The same patch was already queued: `queue_name` is that entry's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
@@ -46,6 +54,7 @@ impl SubmitItem {
             queue_name: None,
             patch_id: None,
             target: None,
+            duplicate: false,
             errors: vec![FieldError {
                 field: field.into(),
                 reason,
@@ -112,6 +121,8 @@ pub fn submit(
         targets: &specs,
         target_override: target,
     };
+    let mut known = index_ids(&layout, config.targets.keys().cloned())
+        .with_context(|| format!("cannot read the queues under {}", config.root.display()))?;
     let mut out = Vec::new();
     for file in files {
         let label = file.display().to_string();
@@ -131,11 +142,39 @@ pub fn submit(
                     queue_name: None,
                     patch_id: None,
                     target: None,
+                    duplicate: false,
                     errors: e.errors,
                 });
                 continue;
             }
         };
+        // The parse succeeded, so the bytes are JSON.
+        let md5 = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map(|v| content_md5(&v))
+            .unwrap_or_default();
+        if let Some(k) = known.get(&patch.id) {
+            if k.md5 == md5 {
+                out.push(SubmitItem {
+                    file: label,
+                    ok: true,
+                    queue_name: Some(k.name.clone()),
+                    patch_id: Some(patch.id),
+                    target: Some(k.target.clone()),
+                    duplicate: true,
+                    errors: Vec::new(),
+                });
+            } else {
+                out.push(SubmitItem::failed(
+                    &label,
+                    "id",
+                    format!(
+                        "id {:?} is already used by entry {} ({}, {}) with other content; give this patch another id",
+                        patch.id, k.name, k.target, k.state
+                    ),
+                ));
+            }
+            continue;
+        }
         let q = layout.queue(&patch.target);
         let name = new_name();
         let record = EntryRecord {
@@ -157,12 +196,22 @@ pub fn submit(
         }
         info!(event = "PATCH_SUBMITTED", target = %patch.target, queue_name = %name, patch_id = %patch.id,
               file = %label, by = %crate::util::who(), "enqueued by ghostctl submit");
+        known.insert(
+            patch.id.clone(),
+            KnownEntry {
+                target: patch.target.clone(),
+                name: name.clone(),
+                state: QueueState::Pending,
+                md5,
+            },
+        );
         out.push(SubmitItem {
             file: label,
             ok: true,
             queue_name: Some(name),
             patch_id: Some(patch.id),
             target: Some(patch.target),
+            duplicate: false,
             errors: Vec::new(),
         });
     }

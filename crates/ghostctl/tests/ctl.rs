@@ -163,8 +163,10 @@ fn submit_enqueues_valid_files_byte_identical_and_refuses_invalid_ones() {
         files[1].to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
+    // The same file again: already queued above, so reported with a fifth column.
     let line: Vec<&str> = out.trim_end().split('\t').collect();
-    assert_eq!(line.len(), 4, "{out}");
+    assert_eq!(line.len(), 5, "{out}");
+    assert_eq!(line[4], "already queued: nothing written");
     assert_eq!(
         (line[0], line[2], line[3]),
         (files[0].to_str().unwrap(), "p-one", "default")
@@ -218,8 +220,17 @@ fn submit_target_override_resolves_aliases_and_refuses_conflicts() {
     let items = env.submit(Some("web"), &[env.file("two.json", VALID2)]);
     assert!(!items[0].ok);
     assert_eq!(items[0].errors[0].field, "target");
+    // Ids are unique across targets, as in the bridge: the same patch is
+    // already queued (for default), whatever --target says now.
     let items = env.submit(Some("web"), &[f]);
-    assert!(items[0].ok);
+    assert!(items[0].ok && items[0].duplicate, "{items:?}");
+    assert_eq!(items[0].target.as_deref(), Some("default"));
+    let fresh = env.file(
+        "three.json",
+        r#"{"id": "p-web", "operations": [{"op": "write", "path": "w.txt", "content": "w\n"}]}"#,
+    );
+    let items = env.submit(Some("web"), &[fresh]);
+    assert!(items[0].ok && !items[0].duplicate, "{items:?}");
     assert_eq!(
         env.layout()
             .queue("web")
@@ -1015,4 +1026,51 @@ fn logs_filter_by_patch_and_follow() {
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(text.lines().nth(1).unwrap().contains("LATER"), "{text}");
+}
+
+#[test]
+fn submit_deduplicates_like_the_bridge() {
+    let env = Env::new();
+    let p = env.file(
+        "p.json",
+        r#"{"id": "same", "operations": [{"op": "write", "path": "a", "content": "a"}]}"#,
+    );
+    let again = env.file(
+        "again.json",
+        "{\"operations\":[{\"content\":\"a\",\"op\":\"write\",\"path\":\"a\"}],\"id\":\"same\"}",
+    );
+    let other = env.file(
+        "other.json",
+        r#"{"id": "same", "operations": [{"op": "write", "path": "a", "content": "b"}]}"#,
+    );
+    let (code, out, _) = env.run(&["submit", p.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let name = out.split('\t').nth(1).unwrap().to_string();
+    // The same patch, whitespace and key order aside: already queued, nothing written.
+    let (code, out, _) = env.run(&["submit", again.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&name) && out.contains("already queued"),
+        "{out}"
+    );
+    // The same id with other content is refused.
+    let (code, _, err) = env.run(&["submit", other.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already used by entry") && err.contains(&name),
+        "{err}"
+    );
+    // Twice in one invocation: once.
+    let anon = env.file(
+        "anon.json",
+        r#"{"operations": [{"op": "delete", "path": "z"}]}"#,
+    );
+    let (code, out, _) = env.run(&["submit", anon.to_str().unwrap(), anon.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("already queued")).count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(env.queue().list(QueueState::Pending).unwrap().len(), 2);
 }
