@@ -107,9 +107,9 @@ pub fn spawn(
             // The watchdog may have died before prctl took effect: then the
             // signal will never come, so do not start at all.
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "the watchdog exited during the spawn",
-                ));
+                // ESRCH ("no such process": the parent), built from the errno
+                // alone: nothing is allocated between fork and exec.
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
             }
             Ok(())
         });
