@@ -45,19 +45,13 @@ pub(super) fn parse_full(
         }
         Some(v) => parse_mutations(&mut ctx, v, "mutations"),
     };
-    let checks = shell_checks(&mut ctx, obj);
-    let git = final_git(&mut ctx, obj);
-    finish(
+    finish_legacy(
         ctx,
-        Parts {
-            id,
-            description,
-            operations,
-            checks,
-            max_attempts: None,
-            git,
-            format: SourceFormat::LegacyFull,
-        },
+        obj,
+        id,
+        description,
+        operations,
+        SourceFormat::LegacyFull,
     )
 }
 
@@ -168,19 +162,13 @@ pub(super) fn parse_webhook(
         ),
     }
 
-    let checks = shell_checks(&mut ctx, obj);
-    let git = final_git(&mut ctx, obj);
-    finish(
+    finish_legacy(
         ctx,
-        Parts {
-            id,
-            description,
-            operations,
-            checks,
-            max_attempts: None,
-            git,
-            format: SourceFormat::LegacyWebhook,
-        },
+        obj,
+        id,
+        description,
+        operations,
+        SourceFormat::LegacyWebhook,
     )
 }
 
@@ -303,6 +291,32 @@ fn parse_mutations(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Vec<Operation> 
         .enumerate()
         .filter_map(|(i, m)| parse_mutation(ctx, m, &format!("{field}[{i}]")))
         .collect()
+}
+
+/// What both legacy shapes end with: their shell arrays as checks, `final.git`,
+/// and the assembled patch.
+fn finish_legacy(
+    mut ctx: Ctx<'_>,
+    obj: &Map<String, Value>,
+    id: Option<String>,
+    description: Option<String>,
+    operations: Vec<Operation>,
+    format: SourceFormat,
+) -> Result<Patch, PatchError> {
+    let checks = shell_checks(&mut ctx, obj);
+    let git = final_git(&mut ctx, obj);
+    finish(
+        ctx,
+        Parts {
+            id,
+            description,
+            operations,
+            checks,
+            max_attempts: None,
+            git,
+            format,
+        },
+    )
 }
 
 fn parse_mutation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operation> {
