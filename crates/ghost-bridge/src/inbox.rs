@@ -23,8 +23,12 @@
 //!   observation of that state. Any change starts the wait again. A writer
 //!   that pauses for longer than the settle time mid-file can therefore be
 //!   taken early: such writers must use a temporary name and a rename.
-//! - Entries that are not regular files (symlinks, FIFOs, sockets) are never
-//!   opened; once settled they are moved to `.rejected/` with the reason.
+//! - Entries that are not regular files (symlinks, FIFOs, sockets, devices)
+//!   are never read; once settled they are moved to `.rejected/` with the
+//!   reason. An entry swapped for one of them after it was looked at is
+//!   caught at the open (`O_NOFOLLOW | O_NONBLOCK`, then `fstat` of the
+//!   descriptor: a regular file with the inode that was looked at, or not
+//!   read), so nothing in the inbox can block the bridge.
 //!
 //! Settled files are taken in the order they were first seen, one at a time.
 //!
@@ -104,6 +108,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::http::clip;
 use crate::ingest::{document_id, Ingestor, Outcome, Queued, Source};
 use ghost_core::fs::{durable_move, durable_remove, ensure_dir, sweep_temp_files, write_json};
 use ghost_core::Result;
@@ -471,15 +476,51 @@ enum ReadOutcome {
     Refused(Refusal),
 }
 
-/// Read at most `max` bytes; more is a refusal (the file grew past the limit).
-fn read_limited(path: &Path, max: u64) -> ReadOutcome {
-    let f = match std::fs::File::open(path) {
+/// Read at most `max` bytes of the regular file with inode `ino`; more is a
+/// refusal (the file grew past the limit).
+///
+/// The entry may have been swapped since it was looked at (a FIFO, a device
+/// or a symlink renamed over it): it is opened with `O_NOFOLLOW | O_NONBLOCK`,
+/// so that neither a symlink is followed nor a FIFO without writer blocks the
+/// open, and the descriptor itself is checked to be that regular file before
+/// a byte is read.
+fn read_limited(path: &Path, max: u64, ino: u64) -> ReadOutcome {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path);
+    let f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ReadOutcome::Gone,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return ReadOutcome::Refused((
+                "not_a_regular_file",
+                "the entry is a symbolic link; only regular files are taken".into(),
+            ))
+        }
         Err(e) => {
             return ReadOutcome::Refused(("unreadable", format!("cannot open the file: {e}")))
         }
     };
+    match f.metadata() {
+        Ok(m) if !m.file_type().is_file() => {
+            return ReadOutcome::Refused((
+                "not_a_regular_file",
+                format!(
+                    "the entry is a {}; only regular files are taken",
+                    Fingerprint::of(&m).kind
+                ),
+            ))
+        }
+        // Another file was renamed over the one looked at: observe it afresh.
+        Ok(m) if m.ino() != ino => return ReadOutcome::Gone,
+        Ok(_) => {}
+        Err(e) => {
+            return ReadOutcome::Refused(("unreadable", format!("cannot inspect the file: {e}")))
+        }
+    }
     let mut bytes = Vec::new();
     match f.take(max.saturating_add(1)).read_to_end(&mut bytes) {
         Ok(_) if bytes.len() as u64 > max => ReadOutcome::Refused(too_large(None, max)),
@@ -627,7 +668,7 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
             Ok(_) if fp.len > max => Err(too_large(Some(fp.len), max)),
             Ok(kind) => {
                 let p = path.clone();
-                match blocking(move || read_limited(&p, max)).await {
+                match blocking(move || read_limited(&p, max, fp.ino)).await {
                     None => return Taken::Retry("read_failed", "the read task failed".into()),
                     Some(ReadOutcome::Gone) => return Taken::Gone,
                     Some(ReadOutcome::Refused(r)) => Err(r),
@@ -777,11 +818,12 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
         Some(Ok(())) => {}
     }
 
-    for (block, line, reason) in &failed_blocks {
-        ing.counters
-            .extraction_failures
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(event = "EXTRACTION_FAILED", channel = "inbox", file = %fname, block, line, reason = %reason, "a fenced block could not be read as a patch");
+    // One line per file, however many blocks failed (each is in the record).
+    ing.counters
+        .extraction_failures
+        .fetch_add(failed_blocks.len() as u64, Ordering::Relaxed);
+    if let Some((block, line, reason)) = failed_blocks.first() {
+        warn!(event = "EXTRACTION_FAILED", channel = "inbox", file = %fname, blocks = failed_blocks.len(), first_block = block, first_line = line, first_reason = %clip(reason, 300), "fenced blocks could not be read as patches (each is listed in the .error.json)");
     }
     let dest_display = dest.display().to_string();
     if good {

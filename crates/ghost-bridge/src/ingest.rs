@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use ghost_core::fs::DirSync;
 use ghost_core::patch::parse::{parse_patch_value, resolve_target, ParseOptions};
@@ -231,7 +231,9 @@ impl Ingestor {
         source: &Source,
     ) -> Outcome {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        info!(event = "PATCH_RECEIVED", channel = %source.channel, source = %source.detail, "patch received");
+        // Debug: a transcript of thousands of blocks must not write thousands
+        // of lines at info; the outcome of each patch is logged below.
+        debug!(event = "PATCH_RECEIVED", channel = %source.channel, source = %source.detail, "patch received");
         let max = self.cfg.bridge.max_patch_bytes;
         let bytes =
             original.unwrap_or_else(|| serde_json::to_vec_pretty(&value).unwrap_or_default());
@@ -247,15 +249,30 @@ impl Ingestor {
                 source,
             );
         }
-        let opts = ParseOptions {
-            targets: &self.specs,
-            target_override,
+        // Validation compiles every regex of the patch: on the blocking pool,
+        // so that the async workers (and `/healthz`) keep answering.
+        let parsed = {
+            let me = Arc::clone(self);
+            let target_override = target_override.map(str::to_string);
+            tokio::task::spawn_blocking(move || {
+                let opts = ParseOptions {
+                    targets: &me.specs,
+                    target_override: target_override.as_deref(),
+                };
+                parse_patch_value(&value, &opts).map(|p| (p, content_md5(&value)))
+            })
+            .await
         };
-        let patch = match parse_patch_value(&value, &opts) {
-            Ok(p) => p,
-            Err(e) => return self.rejected(e, source),
+        let (patch, md5) = match parsed {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return self.rejected(e, source),
+            Err(e) => {
+                return self.rejected(
+                    PatchError::one("(document)", format!("validation failed: {e}")),
+                    source,
+                )
+            }
         };
-        let md5 = content_md5(&value);
         let id = patch.id.clone();
         // Take the id, or learn what already holds it.
         let tx = loop {

@@ -240,6 +240,31 @@ section!(BridgeConfig {
     /// Full rescan of the inbox, in case the watcher missed an event.
     #[serde(with = "duration")]
     inbox_scan_interval: Duration = secs(2),
+    /// A connection must deliver a request's headers within this long (and an
+    /// idle keep-alive connection is closed after it).
+    #[serde(with = "duration")]
+    header_timeout: Duration = secs(10),
+    /// A request body must arrive whole within this long (a trickle is cut off).
+    #[serde(with = "duration")]
+    body_timeout: Duration = secs(30),
+    /// Concurrent connections; more are answered 503 and closed. Clamped at
+    /// start-up below the open-file limit, keeping a reserve for the queue,
+    /// the inbox, the logs and the heartbeat.
+    max_connections: u32 = 512,
+    /// Requests per second per client address (0: no limit); more get 429.
+    rate_limit: u32 = 50,
+    /// How many requests a client may send at once above `rate_limit`.
+    rate_burst: u32 = 100,
+    /// How far the `X-Ghost-Timestamp` of a signed request may be from now.
+    #[serde(with = "duration")]
+    signature_window: Duration = secs(5 * 60),
+    /// Memory for bodies of signed requests not yet verified, all clients
+    /// together; past it such requests get 503.
+    #[serde(with = "size")]
+    unverified_body_budget: u64 = 64 << 20,
+    /// Repeated refusals are logged once per client and reason per interval, with a count.
+    #[serde(with = "duration")]
+    refusal_log_interval: Duration = secs(10),
 });
 
 section!(MonitorConfig {
@@ -638,7 +663,35 @@ impl Config {
         if self.bridge.max_patch_bytes == 0 {
             problems.push("bridge.max_patch_bytes: must be greater than zero".into());
         }
+        self.validate_bridge(problems);
         self.validate_watchdog(problems);
+    }
+
+    fn validate_bridge(&self, problems: &mut Vec<String>) {
+        let b = &self.bridge;
+        for (k, d) in [
+            ("bridge.header_timeout", b.header_timeout),
+            ("bridge.body_timeout", b.body_timeout),
+            ("bridge.signature_window", b.signature_window),
+            ("bridge.refusal_log_interval", b.refusal_log_interval),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if b.max_connections == 0 {
+            problems.push("bridge.max_connections: must be at least 1".into());
+        }
+        if b.rate_limit > 0 && b.rate_burst == 0 {
+            problems
+                .push("bridge.rate_burst: must be at least 1 when bridge.rate_limit is set".into());
+        }
+        if b.unverified_body_budget < b.max_patch_bytes {
+            problems.push(format!(
+                "bridge.unverified_body_budget: must be at least bridge.max_patch_bytes ({} bytes), or no signed patch of the largest size could be verified",
+                b.max_patch_bytes
+            ));
+        }
     }
 
     fn validate_watchdog(&self, problems: &mut Vec<String>) {
