@@ -3,6 +3,7 @@
 //! timings are shrunk through the configuration.
 
 mod bridge;
+mod bridge_attack;
 mod crash;
 mod executor;
 mod ghostctl;

@@ -167,6 +167,13 @@ pub struct BodyCheck {
 }
 
 impl BodyCheck {
+    /// The header of the first signature being verified (for refusals).
+    pub fn field(&self) -> &'static str {
+        self.pending
+            .first()
+            .map_or("X-Ghost-Signature", |p| canonical(p.header))
+    }
+
     pub fn update(&mut self, chunk: &[u8]) {
         for p in &mut self.pending {
             p.mac.update(chunk);

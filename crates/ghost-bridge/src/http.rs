@@ -317,27 +317,33 @@ async fn require_auth(
     };
     // A signature: the body is read (at most bridge.max_patch_bytes, within
     // the shared budget for unverified bodies) and hashed as it arrives.
+    // A body over that cannot be verified: the request is unauthenticated
+    // (401), answered from its declared length before a byte is read.
     let limit = bridge.max_patch_bytes;
-    let src = source(&format!("{} {route}", req.method()), peer);
-    if guard::content_length(req.headers()).is_some_and(|n| n > limit) {
-        let e = body_error(
-            BodyError::TooLarge { limit },
-            "bridge.max_patch_bytes, the most a signed request may carry; send larger bodies with the bearer token",
-            &st.ingestor,
-        );
-        return refuse(&st, peer, &src, e);
+    let too_large = |field: &str| {
+        AuthFailure {
+        field: field.to_string(),
+        reason: format!(
+            "a signed request carries at most {limit} bytes (bridge.max_patch_bytes) and this body is larger, so its signature cannot be verified; send it with `Authorization: Bearer <token>`"
+        ),
+        kind: "signed_too_large",
     }
+    };
+    let sig_field = check.field();
+    if guard::content_length(req.headers()).is_some_and(|n| n > limit) {
+        return auth_refused(&st, peer, &route, too_large(sig_field));
+    }
+    let src = source(&format!("{} {route}", req.method()), peer);
     let deadline = body_deadline(&req, &st.ingestor);
     let (parts, body) = req.into_parts();
     let read = guard::read_body(body, limit, deadline, Some((&mut check, &st.guard.budget))).await;
     let (bytes, permit) = match read {
         Ok(x) => x,
+        Err(BodyError::TooLarge { .. }) => {
+            return auth_refused(&st, peer, &route, too_large(sig_field))
+        }
         Err(e) => {
-            let e = body_error(
-                e,
-                "bridge.max_patch_bytes, the most a signed request may carry; send larger bodies with the bearer token",
-                &st.ingestor,
-            );
+            let e = body_error(e, "bridge.max_patch_bytes", &st.ingestor);
             return refuse(&st, peer, &src, e);
         }
     };

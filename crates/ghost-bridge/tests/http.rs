@@ -438,7 +438,8 @@ async fn oversized_bodies_are_413_and_wrong_types_415() {
         "{v}"
     );
     // A signed body is verified within bridge.max_patch_bytes (600 here),
-    // whether its length is declared or not.
+    // whether its length is declared or not: past it, the request is not
+    // authenticated.
     let bytes = serde_json::to_vec(&patch("mid", &"x".repeat(700))).unwrap();
     for declared in [true, false] {
         let ts = now();
@@ -462,7 +463,8 @@ async fn oversized_bodies_are_413_and_wrong_types_415() {
             .body(body)
             .unwrap();
         let (s, _, v) = e.call(r).await;
-        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+        assert_eq!(fields(&v), ["X-Ghost-Signature"], "{v}");
         assert!(v.to_string().contains("bridge.max_patch_bytes"), "{v}");
     }
     // Within the body limit but over the patch limit: refused by field.
