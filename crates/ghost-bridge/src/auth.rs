@@ -527,6 +527,16 @@ mod tests {
         );
     }
 
+    /// The documented shell recipe (`openssl dgst -sha256 -hmac`, docs/http.md)
+    /// gives this value; the format must not drift from it.
+    #[test]
+    fn v1_matches_the_documented_recipe() {
+        assert_eq!(
+            sign_v1(b"k", 1_800_000_000, "POST", "/v1/patches", br#"{"a":1}"#),
+            "v1=4110453ba922e6351a506e60bf01b3aa04601015107fcf768a883a62d35353ed"
+        );
+    }
+
     #[test]
     fn get_needs_the_bearer_token() {
         let h = v1(NOW, "GET", "/v1/patches/x", b"");

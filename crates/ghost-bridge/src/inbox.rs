@@ -1184,6 +1184,46 @@ mod tests {
         env.stop().await;
     }
 
+    /// The open that takes a file never follows a symlink, never blocks on
+    /// a FIFO (a writer-less FIFO blocks a plain open forever) and reads
+    /// only the regular file with the inode that was looked at.
+    #[test]
+    fn the_open_takes_only_the_regular_file_that_was_looked_at() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("a.json");
+        durable_write(&file, b"{}", FILE_MODE).unwrap();
+        let ino = std::fs::metadata(&file).unwrap().ino();
+        assert!(matches!(read_limited(&file, 100, ino), ReadOutcome::Bytes(b) if b == b"{}"));
+        // Another file renamed over it: observed afresh, not read.
+        assert!(matches!(
+            read_limited(&file, 100, ino + 1),
+            ReadOutcome::Gone
+        ));
+        let fifo = d.path().join("f.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = d.path().join("l.json");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for p in [fifo, link] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(match read_limited(&p, 100, ino) {
+                    ReadOutcome::Refused((kind, reason)) => Some((kind, reason)),
+                    _ => None,
+                });
+            });
+            let (kind, reason) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the open blocked")
+                .expect("refused");
+            assert_eq!(kind, "not_a_regular_file");
+            assert!(
+                reason.contains("FIFO") || reason.contains("symbolic link"),
+                "{reason}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn too_large_and_symlinks_are_rejected_unread() {
         let env = Env::start(

@@ -449,7 +449,7 @@ async fn oversized_bodies_are_413_and_wrong_types_415() {
             Body::new(Chunked(
                 bytes
                     .chunks(100)
-                    .map(|c| axum::body::Bytes::copy_from_slice(c))
+                    .map(axum::body::Bytes::copy_from_slice)
                     .collect(),
             ))
         };
