@@ -153,6 +153,7 @@ fn slow_32_mib_bodies_with_fake_signatures_are_refused_at_once_in_little_memory(
         chunked.push(s);
     }
     let rss = rss_kib(b.pid);
+    eprintln!("bridge VmRSS with 70 hostile bodies open: {rss} KiB");
     assert!(
         rss < 100 * 1024,
         "the bridge holds {rss} KiB with 70 hostile bodies open"
@@ -237,8 +238,10 @@ fn trickling_connections_are_closed_by_the_header_timeout_while_the_bridge_answe
         open == 0
     });
     let took = started.elapsed();
+    eprintln!("{N} trickling connections closed {took:?} after the first was opened");
     stop.store(true, Ordering::Relaxed);
     let (answered, failed) = good.join().unwrap();
+    eprintln!("good POSTs answered 202 during the trickle: {answered}");
     assert!(
         all_closed,
         "{} trickling connections still open after {took:?}",

@@ -118,14 +118,18 @@ pub async fn read_body(
     let started = Instant::now();
     let read = async {
         let mut body = body;
-        let mut buf: Vec<u8> = Vec::new();
+        // The chunks as they came (no doubling growth: what is held is what
+        // was sent), joined once at the end.
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total: u64 = 0;
         let mut held: Option<OwnedSemaphorePermit> = None;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Unreadable(e.to_string()))?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
-            if buf.len() as u64 + data.len() as u64 > limit {
+            total += data.len() as u64;
+            if total > limit {
                 return Err(BodyError::TooLarge { limit });
             }
             if let Some((c, budget)) = check.as_mut() {
@@ -141,9 +145,20 @@ pub async fn read_body(
                 }
                 c.update(&data);
             }
-            buf.extend_from_slice(&data);
+            chunks.push(data);
         }
-        Ok((Bytes::from(buf), held))
+        let bytes = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut buf = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+                for c in &chunks {
+                    buf.extend_from_slice(c);
+                }
+                Bytes::from(buf)
+            }
+        };
+        Ok((bytes, held))
     };
     match tokio::time::timeout_at(deadline.into(), read).await {
         Ok(r) => r,
@@ -325,6 +340,75 @@ mod tests {
         let seen = log.seen.lock().unwrap();
         assert_eq!(seen.len(), MAX_PAIRS + 1);
         assert_eq!(seen[&(None, "bad_token")].suppressed, 499);
+    }
+
+    /// A body that never completes.
+    struct Stalled;
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn hub_check(body: &[u8]) -> BodyCheck {
+        use crate::secrets::{Secret, SecretSource, Secrets};
+        let secrets = Secrets {
+            token: Secret::new("t"),
+            token_source: SecretSource::Configuration("bridge.token"),
+            hmac_key: Secret::new("k"),
+            hmac_source: SecretSource::Configuration("bridge.hmac_key"),
+        };
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            crate::auth::HUB_SIGNATURE,
+            crate::auth::sign_hub(b"k", body).parse().unwrap(),
+        );
+        match crate::auth::judge(&axum::http::Method::POST, "/", &h, &secrets, 0, 1) {
+            Ok(crate::auth::Judgement::Verify(c)) => c,
+            _ => panic!("expected a signature to verify"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_within_their_limit_deadline_and_budget() {
+        let far = Instant::now() + Duration::from_secs(30);
+        let (b, _) = read_body(Body::from("hello"), 5, far, None).await.unwrap();
+        assert_eq!(&b[..], b"hello");
+        assert!(matches!(
+            read_body(Body::from("hello!"), 5, far, None).await,
+            Err(BodyError::TooLarge { limit: 5 })
+        ));
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(matches!(
+            read_body(Body::new(Stalled), 5, soon, None).await,
+            Err(BodyError::Timeout { .. })
+        ));
+        // A verified body holds budget until the permit is dropped.
+        let budget = Budget::new(8);
+        let mut c = hub_check(b"12345");
+        let (b, permit) = read_body(Body::from("12345"), 100, far, Some((&mut c, &budget)))
+            .await
+            .unwrap();
+        assert_eq!(&b[..], b"12345");
+        assert!(c.finish().is_ok());
+        let mut c2 = hub_check(b"6789");
+        assert!(matches!(
+            read_body(Body::from("6789"), 100, far, Some((&mut c2, &budget))).await,
+            Err(BodyError::Overloaded)
+        ));
+        drop(permit);
+        let mut c3 = hub_check(b"6789");
+        read_body(Body::from("6789"), 100, far, Some((&mut c3, &budget)))
+            .await
+            .unwrap();
+        assert!(c3.finish().is_ok());
     }
 
     #[test]

@@ -889,6 +889,32 @@ listen = "not an address"
     }
 
     #[test]
+    fn bridge_limits_have_safe_defaults_and_are_checked_together() {
+        let b = Config::default().bridge;
+        assert_eq!(
+            (b.header_timeout, b.body_timeout, b.signature_window),
+            (secs(10), secs(30), secs(300))
+        );
+        assert_eq!(
+            (b.max_connections, b.rate_limit, b.rate_burst),
+            (512, 50, 100)
+        );
+        assert!(b.unverified_body_budget >= b.max_patch_bytes);
+        let text = "[bridge]\nheader_timeout = \"0s\"\nbody_timeout = \"0s\"\nmax_connections = 0\nrate_burst = 0\nunverified_body_budget = \"1MiB\"\n";
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.problems.join("\n");
+        for key in [
+            "bridge.header_timeout",
+            "bridge.body_timeout",
+            "bridge.max_connections",
+            "bridge.rate_burst",
+            "bridge.unverified_body_budget",
+        ] {
+            assert!(all.contains(key), "{key} not reported:\n{all}");
+        }
+    }
+
+    #[test]
     fn watchdog_defaults_match_the_design() {
         let w = Config::default().watchdog;
         assert_eq!(w.max_restarts, 2);
