@@ -320,18 +320,9 @@ async fn require_auth(
     // A body over that cannot be verified: the request is unauthenticated
     // (401), answered from its declared length before a byte is read.
     let limit = bridge.max_patch_bytes;
-    let too_large = |field: &str| {
-        AuthFailure {
-        field: field.to_string(),
-        reason: format!(
-            "a signed request carries at most {limit} bytes (bridge.max_patch_bytes) and this body is larger, so its signature cannot be verified; send it with `Authorization: Bearer <token>`"
-        ),
-        kind: "signed_too_large",
-    }
-    };
     let sig_field = check.field();
     if guard::content_length(req.headers()).is_some_and(|n| n > limit) {
-        return auth_refused(&st, peer, &route, too_large(sig_field));
+        return auth_refused(&st, peer, &route, signed_too_large(sig_field, limit));
     }
     let src = source(&format!("{} {route}", req.method()), peer);
     let deadline = body_deadline(&req, &st.ingestor);
@@ -340,7 +331,7 @@ async fn require_auth(
     let (bytes, permit) = match read {
         Ok(x) => x,
         Err(BodyError::TooLarge { .. }) => {
-            return auth_refused(&st, peer, &route, too_large(sig_field))
+            return auth_refused(&st, peer, &route, signed_too_large(sig_field, limit))
         }
         Err(e) => {
             let e = body_error(e, "bridge.max_patch_bytes", &st.ingestor);
@@ -354,6 +345,17 @@ async fn require_auth(
                 .await
         }
         Err(f) => auth_refused(&st, peer, &route, f),
+    }
+}
+
+/// A signed body over `limit` cannot be verified: the request is not authenticated.
+fn signed_too_large(field: &str, limit: u64) -> AuthFailure {
+    AuthFailure {
+        field: field.to_string(),
+        reason: format!(
+            "a signed request carries at most {limit} bytes (bridge.max_patch_bytes) and this body is larger, so its signature cannot be verified; send it with `Authorization: Bearer <token>`"
+        ),
+        kind: "signed_too_large",
     }
 }
 
