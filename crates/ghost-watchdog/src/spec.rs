@@ -88,11 +88,15 @@ fn resolve_command(cmd: &Path, root: &Path) -> PathBuf {
 /// The configuration sections a built-in child reads.
 fn sections(name: &str, c: &Config) -> serde_json::Value {
     match name {
+        // The executor reads `[bridge]` and `[alerts]` too: the patch size
+        // limit, and the secrets it scrubs from check output.
         "executor" => json!({
-            "targets": c.targets, "executor": c.executor, "heartbeat": c.heartbeat, "logs": c.logs,
+            "targets": c.targets, "executor": c.executor, "limits": c.limits, "bridge": c.bridge,
+            "alerts": c.alerts, "heartbeat": c.heartbeat, "logs": c.logs,
         }),
         "bridge" => json!({
-            "targets": c.targets, "bridge": c.bridge, "heartbeat": c.heartbeat, "logs": c.logs,
+            "targets": c.targets, "bridge": c.bridge, "limits": c.limits, "heartbeat": c.heartbeat,
+            "logs": c.logs,
         }),
         "monitor" => json!({
             "targets": c.targets, "executor": c.executor, "bridge": c.bridge, "monitor": c.monitor,
