@@ -171,12 +171,10 @@ fn hooks_and_fsmonitor_placed_by_hand_do_not_run_on_commit() {
         "prepare-commit-msg",
     ] {
         let p = tree.join(".git/hooks").join(hook);
-        std::fs::write(&p, &script).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ghost_core::fs::durable_write(&p, script.as_bytes(), 0o755).unwrap();
     }
     let monitor = env.dir.path().join("fsmonitor.sh");
-    std::fs::write(&monitor, &script).unwrap();
-    std::fs::set_permissions(&monitor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ghost_core::fs::durable_write(&monitor, script.as_bytes(), 0o755).unwrap();
     git(
         &tree,
         &["config", "core.fsmonitor", monitor.to_str().unwrap()],
@@ -223,7 +221,7 @@ fn setuid_setgid_and_sticky_bits_are_refused() {
     env.drain();
     assert_eq!(env.state_of("default", &seed), Some(QueueState::Done));
     // A setuid file placed by hand: a patch may not rewrite it either.
-    std::fs::write(tree.join("suid"), "x").unwrap();
+    ghost_core::fs::durable_write(&tree.join("suid"), b"x", 0o755).unwrap();
     std::fs::set_permissions(tree.join("suid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     let before = snapshot(&tree);
     let cases = [
@@ -336,6 +334,12 @@ fn a_patch_over_a_count_limit_is_refused_naming_the_limit() {
     );
 }
 
+/// `abc-def` as `abc-""def`: the same word to a shell, not the same text.
+fn split(secret: &str) -> String {
+    let (a, b) = secret.split_at(secret.len() / 2);
+    format!("{a}\"\"{b}")
+}
+
 #[test]
 fn check_output_with_a_secret_is_scrubbed_everywhere() {
     const FILE_SECRET: &str = "file-secret-7f3a9c2e41";
@@ -351,10 +355,13 @@ fn check_output_with_a_secret_is_scrubbed_everywhere() {
     let p = env.enqueue_json(
         "default",
         &json!({"operations": [{"op": "write", "path": "a", "content": "a"}],
-                "checks": {"after": [{"shell": format!(
-                    "cat '{}'; echo; echo {CONFIG_SECRET}; echo {ENV_SECRET}; echo {ENV_SECRET} >&2; exit 3",
-                    secrets.join("bridge_token").display()
-                )}]}}),
+        "checks": {"before": [{"argv": ["env"]}], "after": [{"shell": format!(
+            // Quotes split the values: the patch's own text holds none of them.
+            "cat '{}'; echo; echo {}; echo {e}; echo {e} >&2; exit 3",
+            secrets.join("bridge_token").display(),
+            split(CONFIG_SECRET),
+            e = split(ENV_SECRET)
+        )}]}}),
     );
     let out = env
         .cmd(EXECUTOR)
@@ -368,12 +375,18 @@ fn check_output_with_a_secret_is_scrubbed_everywhere() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = env.summary("default", &p);
-    assert_eq!(s["checks"][0]["exit_code"], 3, "{s}");
+    // The executor's secret variables never reach a check's environment.
+    let seen = s["checks"][0]["stdout_tail"].as_str().unwrap();
+    assert!(
+        seen.contains("GHOST_PATCH_ID=") && !seen.contains("GHOST_HMAC_KEY"),
+        "{seen}"
+    );
+    assert_eq!(s["checks"][1]["exit_code"], 3, "{s}");
     assert_eq!(
-        s["checks"][0]["stdout_tail"],
+        s["checks"][1]["stdout_tail"],
         "[redacted]\n[redacted]\n[redacted]\n"
     );
-    assert_eq!(s["checks"][0]["stderr_tail"], "[redacted]\n");
+    assert_eq!(s["checks"][1]["stderr_tail"], "[redacted]\n");
     // Nowhere in what the system wrote: summaries, queue records, logs.
     for dir in [
         env.layout().summaries("default"),
@@ -383,13 +396,6 @@ fn check_output_with_a_secret_is_scrubbed_everywhere() {
         for (path, (bytes, _)) in snapshot(&dir) {
             let text = String::from_utf8_lossy(&bytes);
             for secret in [FILE_SECRET, CONFIG_SECRET, ENV_SECRET] {
-                // The patch itself names them (it is the attacker's text).
-                if path.ends_with(".json")
-                    && text.contains("\"checks\"")
-                    && text.contains("\"operations\"")
-                {
-                    continue;
-                }
                 assert!(
                     !text.contains(secret),
                     "{secret} in {}/{path}",
@@ -465,4 +471,27 @@ fn checks_run_as_another_user_cannot_read_the_secrets() {
             .contains("Permission denied"),
         "{s}"
     );
+}
+
+#[test]
+fn the_examples_apply_with_their_configuration_and_the_defaults_run_no_commands() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let example = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let env = TestEnv::new(&std::fs::read_to_string(dir.join("ghost.toml")).unwrap());
+    let hello = env.enqueue_raw("default", &example("hello.json"));
+    let rename = env.enqueue_raw("default", &example("rename-and-edit.json"));
+    let failing = env.enqueue_raw("default", &example("failing-check.json"));
+    env.drain();
+    assert_eq!(env.state_of("default", &hello), Some(QueueState::Done));
+    assert_eq!(env.state_of("default", &rename), Some(QueueState::Done));
+    assert_eq!(env.state_of("default", &failing), Some(QueueState::Failed));
+    assert_eq!(env.summary("default", &failing)["status"], "rolled_back");
+
+    // The embedded defaults: the file changes would apply, the checks may not run.
+    let env = TestEnv::new("");
+    std::fs::remove_file(env.root.join("ghost.toml")).unwrap();
+    let hello = env.enqueue_raw("default", &example("hello.json"));
+    env.drain();
+    assert_failed_with(&env, &hello, &["test -d .", "targets.default.commands"]);
+    assert!(snapshot(&env.tree("default")).is_empty());
 }

@@ -827,6 +827,66 @@ mod tests {
         assert_eq!(c.monitor.listen, "127.0.0.1:7879");
         assert_eq!(c.watchdog.max_restarts, 2);
         assert!(c.targets.contains_key("default"));
+        // The embedded target changes files and runs nothing.
+        let t = &c.targets["default"];
+        assert_eq!(t.commands, CommandPolicy::None);
+        assert!(!t.allow_shell && !t.allow_special_modes && t.run_as.is_none());
+        assert_eq!(c.limits.max_file_bytes, 64 << 20);
+        assert_eq!(c.limits.max_staged_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn target_policy_keys_parse_and_are_checked() {
+        let text = r#"
+[targets.default]
+commands = [["cargo", "test"], ["npm", "test"]]
+protected_paths = [".github/workflows"]
+allow_special_modes = true
+run_as = "nobody"
+
+[targets.any]
+commands = "any"
+
+[limits]
+max_file_bytes = "1MiB"
+"#;
+        let c = Config::from_toml(Path::new("/r"), text, "t").unwrap();
+        assert_eq!(
+            c.targets["default"].commands,
+            CommandPolicy::Allow(vec![
+                vec!["cargo".into(), "test".into()],
+                vec!["npm".into(), "test".into()]
+            ])
+        );
+        assert_eq!(c.targets["any"].commands, CommandPolicy::Any);
+        assert_eq!(c.limits.max_file_bytes, 1 << 20);
+        let spec = c.target_specs();
+        assert!(spec[1].allow_special_modes);
+        let text = r#"
+[targets.a]
+commands = "some"
+[targets.b]
+commands = [[]]
+[targets.c]
+protected_paths = ["/etc"]
+run_as = "a:b"
+[executor]
+default_file_mode = "4755"
+[limits]
+max_file_bytes = 0
+"#;
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "targets.a.commands: \"some\": expected \"none\", \"any\"",
+            "targets.b.commands: [] is not an argv prefix",
+            "targets.c.protected_paths",
+            "targets.c.run_as",
+            "executor.default_file_mode",
+            "limits.max_file_bytes: must be greater than zero",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
     }
 
     #[test]

@@ -2018,4 +2018,89 @@ mod tests {
             check(&NESTED, &init, &ops, false)?;
         }
     }
+
+    // ---------- limits, modes, deadline ----------
+
+    fn small(max_file: u64, max_total: u64) -> StageOptions {
+        let mut o = StageOptions::new(DEF);
+        o.limits.max_file_bytes = max_file;
+        o.limits.max_staged_bytes = max_total;
+        o
+    }
+
+    #[test]
+    fn the_regex_bomb_stops_at_the_file_limit() {
+        let mut ops = vec![write("a", "a")];
+        ops.extend((0..40).map(|_| regex("a", "a", "aa", None)));
+        let e = stage_with(&ops, &MemTree::new(), &small(1 << 16, 1 << 20)).unwrap_err();
+        assert_eq!(e.kind, StageErrorKind::Limit);
+        // 2^16 bytes are fine, the 17th doubling is not.
+        assert_eq!(e.index, Some(17), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the limit is 65536 (limits.max_file_bytes)"),
+            "{e}"
+        );
+        // Group expansion is checked as the result grows.
+        let mut ops = vec![write("a", "a")];
+        ops.extend((0..40).map(|_| regex("a", "(a)", "$1$1", None)));
+        let e = stage_with(&ops, &MemTree::new(), &small(1 << 16, 1 << 20)).unwrap_err();
+        assert_eq!((e.kind, e.index), (StageErrorKind::Limit, Some(17)), "{e}");
+    }
+
+    #[test]
+    fn replace_size_and_the_patch_total_are_bounded() {
+        let tree = MemTree::new().with_file("a", "xxxx", DEF);
+        let e = stage_with(
+            &[replace("a", "x", "0123456789", 4)],
+            &tree,
+            &small(32, 1 << 20),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, StageErrorKind::Limit, "{e}");
+        let ops = [
+            write("a", "0123456789"),
+            write("b", "0123456789"),
+            write("c", "01"),
+        ];
+        let e = stage_with(&ops, &MemTree::new(), &small(16, 20)).unwrap_err();
+        assert_eq!((e.kind, e.index), (StageErrorKind::Limit, Some(2)), "{e}");
+        assert!(e.to_string().contains("limits.max_staged_bytes"), "{e}");
+        // A file deleted again no longer counts.
+        let ops = [
+            write("a", "0123456789"),
+            delete("a", None),
+            write("b", "0123456789"),
+            write("c", "0123456789"),
+        ];
+        assert!(stage_with(&ops, &MemTree::new(), &small(16, 20)).is_ok());
+    }
+
+    #[test]
+    fn special_bits_are_refused_even_when_inherited() {
+        let tree = MemTree::new().with_file("suid", "x", 0o4755);
+        for ops in [
+            vec![write_full("n", "x", Some(0o4755), None)],
+            vec![chmod("suid", 0o2755)],
+            vec![replace("suid", "x", "y", 1)],
+            vec![rename("suid", "moved")],
+        ] {
+            let e = stage(&ops, &tree, DEF).unwrap_err();
+            assert_eq!(e.kind, StageErrorKind::Refused, "{ops:?}: {e}");
+        }
+        // Deleting it, or taking the bits off, is fine.
+        assert!(stage(&[delete("suid", None)], &tree, DEF).is_ok());
+        assert!(stage(&[chmod("suid", 0o755)], &tree, DEF).is_ok());
+        let mut o = StageOptions::new(DEF);
+        o.allow_special_modes = true;
+        assert!(stage_with(&[chmod("suid", 0o6755)], &tree, &o).is_ok());
+    }
+
+    #[test]
+    fn staging_past_its_deadline_stops() {
+        let mut o = StageOptions::new(DEF);
+        o.deadline = Some(std::time::Instant::now());
+        let e = stage_with(&[write("a", "x")], &MemTree::new(), &o).unwrap_err();
+        assert_eq!(e.kind, StageErrorKind::Deadline);
+    }
 }
