@@ -193,7 +193,8 @@ pub struct Command {
 pub enum CommandKind {
     /// Run directly, no shell. Never empty.
     Argv(Vec<String>),
-    /// Run with `/bin/sh -c`; only accepted for targets with `allow_shell`.
+    /// Run with `/bin/sh -c`; only accepted for targets with `allow_shell` and
+    /// `commands = "any"` (see `policy`).
     Shell(String),
 }
 
