@@ -8,4 +8,5 @@ mod crash;
 mod executor;
 mod ghostctl;
 mod harness;
+mod security;
 mod watchdog;
