@@ -188,11 +188,11 @@ impl Ingestor {
 
     /// True while `state/pause.json` exists: the bridge then answers 503.
     pub fn paused(&self) -> bool {
-        self.pause_file().exists()
+        ghost_core::pause::is_paused(&self.layout)
     }
 
     pub fn pause_file(&self) -> PathBuf {
-        self.layout.state().join("pause.json")
+        self.layout.pause_file()
     }
 
     /// The canonical name of a target or alias, or an error naming the known ones.

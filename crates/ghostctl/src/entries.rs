@@ -130,8 +130,41 @@ pub struct ListFilter {
     pub states: Option<Vec<QueueState>>,
 }
 
-/// Entries matching `filter`, by target, then state, then arrival.
-pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlError> {
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    /// Newest first, over every target and state: by queue name, descending
+    /// (queue names are time-ordered UUID v7s, so this needs no file's content).
+    #[default]
+    Newest,
+    /// By target, then state, then queue name (within a state, the order the
+    /// executor takes them).
+    Name,
+}
+
+/// Which part of a listing to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageRequest {
+    pub sort: SortOrder,
+    /// Entries to skip.
+    pub offset: usize,
+    /// At most this many; `None`: every one.
+    pub limit: Option<usize>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<EntryInfo>,
+    /// Entries matching the filter, over all pages.
+    pub total: usize,
+    pub offset: usize,
+}
+
+/// One page of the entries matching `filter`. Only names are listed and
+/// sorted; the records and files are read for the entries on the page alone,
+/// so a page costs the same with 100 entries or 100,000.
+pub fn list_page(config: &Config, filter: &ListFilter, req: PageRequest) -> Result<Page, CtlError> {
     let layout = Layout::new(&config.root);
     let targets = match &filter.target {
         Some(t) => vec![target_name(config, t)?],
@@ -141,23 +174,47 @@ pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlE
         .states
         .clone()
         .unwrap_or_else(|| DEFAULT_LS_STATES.to_vec());
-    let mut out = Vec::new();
-    for t in &targets {
+    // (target index, state index, name): the `Name` order as built.
+    let mut keys: Vec<(usize, usize, String)> = Vec::new();
+    for (ti, t) in targets.iter().enumerate() {
         let q = layout.queue(t);
-        for s in QueueState::ALL.into_iter().filter(|s| states.contains(s)) {
-            for name in q.list(s)? {
-                out.push(entry_info(&q, s, &name));
+        for (si, s) in QueueState::ALL.into_iter().enumerate() {
+            if states.contains(&s) {
+                keys.extend(q.list(s)?.into_iter().map(|n| (ti, si, n)));
             }
         }
     }
-    Ok(out)
+    if req.sort == SortOrder::Newest {
+        keys.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+    }
+    let total = keys.len();
+    let end = match req.limit {
+        Some(l) => req.offset.saturating_add(l).min(total),
+        None => total,
+    };
+    let start = req.offset.min(end);
+    let entries = keys[start..end]
+        .iter()
+        .map(|(ti, si, name)| entry_info(&layout.queue(&targets[*ti]), QueueState::ALL[*si], name))
+        .collect();
+    Ok(Page {
+        entries,
+        total,
+        offset: start,
+    })
+}
+
+/// Every entry matching `filter`, by target, then state, then arrival.
+pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlError> {
+    let req = PageRequest {
+        sort: SortOrder::Name,
+        ..PageRequest::default()
+    };
+    Ok(list_page(config, filter, req)?.entries)
 }
 
 fn is_name_like(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    ghost_core::text::is_name(id)
 }
 
 /// Resolve an operator's ID (queue name, patch id, or unique queue-name prefix)

@@ -776,7 +776,7 @@ fn fake_watchdog(env: &Env, children: serde_json::Value) {
         "started_at": now, "updated_at": now, "version": "0.1.0", "config": "embedded defaults",
         "children": children,
     });
-    ghost_core::fs::write_json(&ghost_watchdog::state::state_path(&env.layout()), &st).unwrap();
+    ghost_core::fs::write_json(&env.layout().watchdog_state(), &st).unwrap();
     ghost_core::heartbeat::HeartbeatWriter::new(
         &env.layout(),
         "watchdog",
@@ -809,7 +809,7 @@ fn restart_writes_a_request_for_a_running_watchdog() {
     let (code, _, err) = env.run(&["restart", "executor"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no watchdog is running"), "{err}");
-    let dir = ghost_watchdog::state::requests_dir(&env.layout());
+    let dir = env.layout().watchdog_requests();
     assert!(!dir.join("executor.json").exists());
     // A live watchdog: the request is written, durably, naming who asked.
     fake_watchdog(&env, serde_json::json!({}));
@@ -820,12 +820,12 @@ fn restart_writes_a_request_for_a_running_watchdog() {
         out.contains(&format!("pid {}", std::process::id())),
         "{out}"
     );
-    let reqs = ghost_watchdog::state::pending_requests(&env.layout());
+    let reqs = ghost_core::watchdog::pending_requests(&env.layout());
     assert_eq!(reqs.len(), 1);
     let r = reqs[0].1.as_ref().unwrap();
     assert_eq!(
-        (r.child.as_str(), r.action.as_str()),
-        ("executor", "restart")
+        (r.child.as_str(), r.action),
+        ("executor", ghost_core::watchdog::RequestAction::Restart)
     );
     assert!(r.by.contains("uid "), "{}", r.by);
     let (code, out, _) = env.run(&["restart", "bridge", "--json"]);
@@ -834,11 +834,11 @@ fn restart_writes_a_request_for_a_running_watchdog() {
     assert_eq!(v["child"], "bridge");
     assert_eq!(v["watchdog_pid"], std::process::id());
     // A stopped watchdog does not count as running.
-    let mut st = ghost_watchdog::state::read_state(&env.layout())
+    let mut st = ghost_core::watchdog::read_state(&env.layout())
         .unwrap()
         .unwrap();
-    st.status = "stopped".into();
-    ghost_core::fs::write_json(&ghost_watchdog::state::state_path(&env.layout()), &st).unwrap();
+    st.status = ghost_core::watchdog::WatchdogStatus::Stopped;
+    ghost_core::watchdog::write_state(&env.layout(), &st).unwrap();
     assert_eq!(env.run(&["restart", "executor"]).0, 1);
 }
 

@@ -11,10 +11,12 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use ghost_core::cli::EXIT_OK;
 
 use ghost_core::queue::QueueState;
 use ghost_core::{Config, Layout};
@@ -22,6 +24,12 @@ use ghost_core::{Config, Layout};
 use crate::entries::{all_targets, entry_info};
 use crate::util::clean;
 use crate::CtlError;
+
+/// `ghostctl logs`; `-f` runs until the process is interrupted.
+pub fn run(config: &Config, opts: LogsOptions, out: &mut dyn Write) -> Result<u8, CtlError> {
+    logs(config, &opts, out, &|| false)?;
+    Ok(EXIT_OK)
+}
 
 /// How often `-f` looks for new lines.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -37,11 +45,11 @@ pub struct LogsOptions {
 }
 
 /// The current (not rotated) log file of each component: `logs/<component>.log`.
-pub fn log_files(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
+pub fn log_files(layout: &Layout, component: Option<&str>) -> Vec<(String, PathBuf)> {
     if let Some(c) = component {
-        return vec![(c.to_string(), dir.join(format!("{c}.log")))];
+        return vec![(c.to_string(), layout.log_file(c))];
     }
-    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(layout.logs())
         .into_iter()
         .flatten()
         .flatten()
@@ -221,15 +229,16 @@ pub fn logs(
             )));
         }
     }
-    let dir = Layout::new(&config.root).logs();
+    let layout = Layout::new(&config.root);
+    let dir = layout.logs();
     let ids = opts.patch.as_deref().map(|p| ids_for(config, p));
-    let mut tails: Vec<(String, Tail)> = log_files(&dir, opts.component.as_deref())
+    let mut tails: Vec<(String, Tail)> = log_files(&layout, opts.component.as_deref())
         .into_iter()
         .map(|(c, p)| (c, Tail::new(p)))
         .collect();
     if !opts.follow && tails.iter().all(|(_, t)| !t.path.exists()) {
         let what = match &opts.component {
-            Some(c) => format!("no log file {}", dir.join(format!("{c}.log")).display()),
+            Some(c) => format!("no log file {}", layout.log_file(c).display()),
             None => format!("no log files in {}", dir.display()),
         };
         return Err(CtlError::Failed(what));
@@ -258,7 +267,7 @@ pub fn logs(
     while !stop() {
         std::thread::sleep(FOLLOW_POLL);
         if opts.component.is_none() {
-            for (c, p) in log_files(&dir, None) {
+            for (c, p) in log_files(&layout, None) {
                 if !tails.iter().any(|(k, _)| *k == c) {
                     tails.push((c, Tail::new(p)));
                 }
