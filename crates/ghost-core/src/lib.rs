@@ -4,11 +4,14 @@
 //! atomic renames.
 
 pub mod cli;
+pub mod admit;
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod fs;
 pub mod hash;
 pub mod heartbeat;
+pub mod ids;
 pub mod layout;
 pub mod logging;
 pub mod patch;
