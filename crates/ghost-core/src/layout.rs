@@ -35,6 +35,10 @@ impl Layout {
     pub fn queue_root(&self) -> PathBuf {
         self.root.join("queue")
     }
+    /// The root's durable id index, one file per patch id (`crate::ids`).
+    pub fn ids(&self) -> PathBuf {
+        self.queue_root().join(".ids")
+    }
     pub fn queue(&self, target: &str) -> Queue {
         Queue::new(self.queue_root().join(target), target)
     }

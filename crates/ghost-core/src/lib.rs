@@ -8,11 +8,14 @@
 
 pub mod alert;
 pub mod cli;
+pub mod admit;
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod fs;
 pub mod hash;
 pub mod heartbeat;
+pub mod ids;
 pub mod layout;
 pub mod logging;
 pub mod patch;

@@ -88,13 +88,9 @@ impl EntryInfo {
     }
 }
 
-/// The `id` (or legacy `blockId`) in a patch file, if it is JSON with one.
+/// The patch id of a stored entry, by the one rule ([`ghost_core::entry::stored_id`]).
 pub fn id_from_file(path: &std::path::Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    ["id", "blockId"]
-        .iter()
-        .find_map(|k| v.get(k).and_then(|x| x.as_str()).map(str::to_string))
+    ghost_core::entry::stored_id(&std::fs::read(path).ok()?)
 }
 
 /// Everything known about entry `name` in `state`. Tolerates an entry that
