@@ -47,12 +47,10 @@ pub struct Located {
     pub patch_id: Option<String>,
 }
 
-/// True for a string that can be a queue name (never a path).
+/// True for a string that can be a queue name (never a path): the one name
+/// rule, [`crate::text::is_name`].
 pub fn is_queue_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::text::is_name(s)
 }
 
 /// Describe entry `name` in `state` of queue `q`, reading its id.

@@ -173,7 +173,10 @@ mod tests {
         assert_eq!(ensure(&layout).unwrap(), Some(2));
         assert_eq!(ensure(&layout).unwrap(), None);
         let rec = read(&layout, "b").unwrap().unwrap();
-        assert_eq!((rec.target.as_str(), rec.name.as_str()), ("web", a.as_str()));
+        assert_eq!(
+            (rec.target.as_str(), rec.name.as_str()),
+            ("web", a.as_str())
+        );
         assert_eq!(rec.md5, stored_md5(&bom).unwrap());
         let anon_id = stored_id(br#"{"operations": []}"#).unwrap();
         assert_eq!(lookup(&layout, &anon_id).unwrap().unwrap().name, anon);

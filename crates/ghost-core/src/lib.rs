@@ -1,14 +1,15 @@
 //! ghost-core: what every ghostbridge process shares. It owns the disk (`fs`),
 //! the data-root layout, configuration, the patch model, and every file more
 //! than one process reads or writes, one module per kind: the queue and its
-//! records ([`queue`]), summaries, heartbeats, the watchdog's state and
+//! records ([`queue`]), an entry's id and the one lookup ([`entry`]), the id
+//! index ([`ids`]), summaries, heartbeats, the watchdog's state and
 //! requests ([`watchdog`]), the intake pause ([`pause`]), alerts ([`alert`])
 //! and the secret locations ([`secrets`]). Processes coordinate only through
 //! these files and atomic renames.
 
+pub mod admit;
 pub mod alert;
 pub mod cli;
-pub mod admit;
 pub mod config;
 pub mod entry;
 pub mod error;

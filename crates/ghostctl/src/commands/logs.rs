@@ -18,10 +18,8 @@ use serde_json::Value;
 
 use ghost_core::cli::EXIT_OK;
 
-use ghost_core::queue::QueueState;
 use ghost_core::{Config, Layout};
 
-use crate::entries::{all_targets, entry_info};
 use crate::util::clean;
 use crate::CtlError;
 
@@ -63,30 +61,15 @@ pub fn log_files(layout: &Layout, component: Option<&str>) -> Vec<(String, PathB
     out
 }
 
-/// The values a line's `patch_id` or `queue_name` may have to match `id`.
+/// The values a line's `patch_id` or `queue_name` may have to match `id`:
+/// `id` itself, and the queue names and patch ids of the entries the root's
+/// one lookup finds for it.
 pub fn ids_for(config: &Config, id: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::from([id.to_string()]);
     let layout = Layout::new(&config.root);
-    for t in all_targets(config) {
-        let q = layout.queue(&t);
-        for s in QueueState::ALL {
-            for name in q.list(s).unwrap_or_default() {
-                if name == id {
-                    if let Some(p) = entry_info(&q, s, &name).patch_id {
-                        ids.insert(p);
-                    }
-                } else if q
-                    .read_record(s, &name)
-                    .ok()
-                    .and_then(|r| r.patch_id)
-                    .or_else(|| crate::entries::id_from_file(&q.entry_path(s, &name)))
-                    .as_deref()
-                    == Some(id)
-                {
-                    ids.insert(name);
-                }
-            }
-        }
+    for e in ghost_core::entry::find_all(&layout, id).unwrap_or_default() {
+        ids.insert(e.name);
+        ids.extend(e.patch_id);
     }
     ids
 }
