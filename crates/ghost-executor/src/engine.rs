@@ -566,7 +566,7 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
         // beside the summaries, where no queue move or retry can drop it.
         let j = ctx.journal_path(&att.name);
         if let Ok(Some(bytes)) = ghost_core::fs::read_opt(&j) {
-            let dir = ctx.layout.summaries(&ctx.target).join(".journals");
+            let dir = ctx.layout.kept_journals(&ctx.target);
             ghost_core::fs::ensure_dir(&dir)?;
             ghost_core::fs::durable_write(
                 &dir.join(format!("{}.json", att.name)),
@@ -661,8 +661,8 @@ pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     let mut stale = q.sweep(Duration::from_secs(60), max_age)?;
     for dir in [
         summaries.clone(),
-        summaries.join(".backup"),
-        summaries.join(".journals"),
+        ctx.layout.summary_backups(&ctx.target),
+        ctx.layout.kept_journals(&ctx.target),
     ] {
         stale.extend(ghost_core::fs::sweep_temp_files(&dir, max_age));
     }
