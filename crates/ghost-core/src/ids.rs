@@ -82,17 +82,12 @@ pub fn lookup(layout: &Layout, id: &str) -> Result<Option<Located>> {
         .filter(|e| e.patch_id.as_deref() == Some(id)))
 }
 
-/// The index's temp files older than this are a crashed writer's.
-const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// Make sure the index exists: on a root from before it, build it from every
 /// entry (once, under the `ids` lock, published with one rename). Returns the
-/// number of records when it was built now. Also clears temp files a crashed
-/// admission left in the index.
+/// number of records when it was built now.
 pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
     let dir = layout.ids();
     if dir.is_dir() {
-        fs::sweep_temp_files(&dir, TEMP_MAX_AGE);
         return Ok(None);
     }
     let _lock = fs::LockFile::acquire(&layout.lock("ids"))?;
