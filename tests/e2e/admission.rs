@@ -341,7 +341,10 @@ fn id_less_and_bom_patches_are_found_by_ghostctl_by_their_ids() {
     let failed = env.list("default", QueueState::Failed);
     assert_eq!(failed.len(), 1);
     ctl_ok(&env, &["retry", &anon_id]);
-    assert_eq!(env.state_of("default", &failed[0]), Some(QueueState::Pending));
+    assert_eq!(
+        env.state_of("default", &failed[0]),
+        Some(QueueState::Pending)
+    );
     ctl_ok(&env, &["delete", &anon_id, "--reason", "done with it"]);
     ctl_ok(&env, &["delete", "bom-found", "--reason", "done with it"]);
     assert_eq!(env.list("default", QueueState::Trash).len(), 3);

@@ -99,30 +99,11 @@ pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).map_err(|e| Error::io("remove", &scratch, e))?;
     }
-    let records = scan(layout)?;
-    let files = records.into_iter().map(|r| {
-        (
-            format!("{}.json", crate::md5_hex(r.id.as_bytes())),
-            encode(&r),
-        )
-    });
     fs::ensure_dir(&layout.queue_root())?;
-    let n = fs::write_dir_batch(&scratch, files)?;
-    fs::durable_move(&scratch, &dir)?;
-    info!(
-        event = "ID_INDEX_BUILT",
-        entries = n,
-        "built the id index from the entries of a root that had none"
-    );
-    Ok(Some(n))
-}
-
-/// One record per patch id found in the entries: the first entry of an id in
-/// the order targets (by name), states ([`QueueState::ALL`]), queue names.
-/// Entries that are not JSON have no id and are passed over.
-fn scan(layout: &Layout) -> Result<Vec<IdRecord>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
+    let mut batch = fs::BatchDir::create(&scratch)?;
+    // Streamed: no per-entry state is held, however many entries there are.
+    // The first entry of an id wins, in the order targets (by name), states
+    // ([`QueueState::ALL`]), queue names. Entries that are not JSON have no id.
     for t in layout.queue_targets() {
         let q = layout.queue(&t);
         for state in QueueState::ALL {
@@ -133,18 +114,25 @@ fn scan(layout: &Layout) -> Result<Vec<IdRecord>> {
                 let (Some(id), Some(md5)) = (stored_id(&bytes), stored_md5(&bytes)) else {
                     continue;
                 };
-                if seen.insert(id.clone()) {
-                    out.push(IdRecord {
-                        id,
-                        md5,
-                        target: t.clone(),
-                        name,
-                    });
-                }
+                let file = format!("{}.json", crate::md5_hex(id.as_bytes()));
+                let rec = IdRecord {
+                    id,
+                    md5,
+                    target: t.clone(),
+                    name,
+                };
+                batch.add(&file, &encode(&rec))?;
             }
         }
     }
-    Ok(out)
+    let n = batch.finish()?;
+    fs::durable_move(&scratch, &dir)?;
+    info!(
+        event = "ID_INDEX_BUILT",
+        entries = n,
+        "built the id index from the entries of a root that had none"
+    );
+    Ok(Some(n))
 }
 
 #[cfg(test)]
@@ -168,7 +156,10 @@ mod tests {
         assert_eq!(ensure(&layout).unwrap(), Some(2));
         assert_eq!(ensure(&layout).unwrap(), None);
         let rec = read(&layout, "b").unwrap().unwrap();
-        assert_eq!((rec.target.as_str(), rec.name.as_str()), ("web", a.as_str()));
+        assert_eq!(
+            (rec.target.as_str(), rec.name.as_str()),
+            ("web", a.as_str())
+        );
         assert_eq!(rec.md5, stored_md5(&bom).unwrap());
         let anon_id = stored_id(br#"{"operations": []}"#).unwrap();
         assert_eq!(lookup(&layout, &anon_id).unwrap().unwrap().name, anon);

@@ -3,8 +3,8 @@
 //! summaries and logging. Processes coordinate only through these files and
 //! atomic renames.
 
-pub mod cli;
 pub mod admit;
+pub mod cli;
 pub mod config;
 pub mod entry;
 pub mod error;
