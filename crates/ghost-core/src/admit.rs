@@ -222,7 +222,7 @@ impl Admission {
             held.dedup();
             let _locks: Vec<LockFile> = held
                 .iter()
-                .map(|t| LockFile::acquire(&layout.lock(&format!("admit-{t}"))))
+                .map(|t| LockFile::acquire_brief(&layout.lock(&format!("admit-{t}"))))
                 .collect::<Result<_>>()?;
             let now = ids::read(layout, &rec.id)?;
             let stale = match &now {

@@ -361,15 +361,21 @@ pub struct LockFile {
 impl LockFile {
     /// Take the lock or fail at once with [`Error::Locked`] naming the holder's pid.
     pub fn try_acquire(path: &Path) -> Result<LockFile> {
-        Self::acquire_with(path, FlockArg::LockExclusiveNonblock)
+        Self::acquire_with(path, FlockArg::LockExclusiveNonblock, true)
     }
 
     /// Wait for the lock.
     pub fn acquire(path: &Path) -> Result<LockFile> {
-        Self::acquire_with(path, FlockArg::LockExclusive)
+        Self::acquire_with(path, FlockArg::LockExclusive, true)
     }
 
-    fn acquire_with(path: &Path, arg: FlockArg) -> Result<LockFile> {
+    /// Wait for a lock held only for a moment (admission), without writing
+    /// the holder's pid: that would cost a write and an fsync per holding.
+    pub fn acquire_brief(path: &Path) -> Result<LockFile> {
+        Self::acquire_with(path, FlockArg::LockExclusive, false)
+    }
+
+    fn acquire_with(path: &Path, arg: FlockArg, record_pid: bool) -> Result<LockFile> {
         if let Some(dir) = path.parent() {
             ensure_dir(dir)?;
         }
@@ -384,9 +390,11 @@ impl LockFile {
         match Flock::lock(file, arg) {
             Ok(mut lock) => {
                 // Record our pid for whoever finds the lock taken. Informational only.
-                let _ = lock.set_len(0);
-                let _ = writeln!(&mut *lock, "{}", std::process::id());
-                let _ = lock.sync_data();
+                if record_pid {
+                    let _ = lock.set_len(0);
+                    let _ = writeln!(&mut *lock, "{}", std::process::id());
+                    let _ = lock.sync_data();
+                }
                 Ok(LockFile {
                     _lock: lock,
                     path: path.to_path_buf(),
