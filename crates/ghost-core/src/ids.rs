@@ -22,9 +22,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::entry::{locate, stored_id, stored_md5, Located};
+use crate::entry::{locate, Located};
 use crate::error::{Error, Result};
 use crate::fs;
+use crate::patch::parse::{canonical_md5, document_id, document_value};
 use crate::queue::QueueState;
 use crate::Layout;
 
@@ -111,9 +112,11 @@ pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
                 let Ok(Some(bytes)) = fs::read_opt(&q.entry_path(state, &name)) else {
                     continue;
                 };
-                let (Some(id), Some(md5)) = (stored_id(&bytes), stored_md5(&bytes)) else {
+                // Parsed once: the same as `stored_id` and `stored_md5`.
+                let Ok(value) = document_value(&bytes) else {
                     continue;
                 };
+                let (id, md5) = (document_id(&value), canonical_md5(&value));
                 let file = format!("{}.json", crate::md5_hex(id.as_bytes()));
                 let rec = IdRecord {
                     id,
@@ -138,6 +141,7 @@ pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::{stored_id, stored_md5};
 
     #[test]
     fn an_older_root_gets_its_index_once_and_lookups_use_it() {
