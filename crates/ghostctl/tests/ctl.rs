@@ -1057,7 +1057,7 @@ fn submit_deduplicates_like_the_bridge() {
     let (code, _, err) = env.run(&["submit", other.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("already used by entry") && err.contains(&name),
+        err.contains("already used by queue entry") && err.contains(&name),
         "{err}"
     );
     // Twice in one invocation: once.
