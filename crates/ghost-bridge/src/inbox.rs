@@ -75,7 +75,7 @@
 //! # When nothing is decided
 //!
 //! While the bridge is paused (`state/pause.json`), or when an item meets a
-//! full queue (`Busy`) or a failed write (`Failed`), the file is left in the
+//! full queue (`Full`) or a failed write (`Failed`), the file is left in the
 //! inbox untouched and tried again one scan interval later (items already
 //! queued come back as duplicates). Each such reason is logged once per file.
 //! If writing the record or moving the original fails, the record is removed
@@ -108,9 +108,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::http::clip;
 use crate::ingest::{document_id, Ingestor, Outcome, Queued, Source};
 use ghost_core::fs::{durable_move, durable_remove, ensure_dir, sweep_temp_files, write_json};
+use ghost_core::text::clip;
 use ghost_core::Result;
 
 /// Name endings that mark a file still being written (compared case-insensitively).
@@ -733,15 +733,12 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
                         m.insert("error".into(), json!("conflict"));
                         m.insert(
                             "reason".into(),
-                            json!(format!(
-                                "the id is already used by queue entry {} (target {}) with other content; use the same content or a new id",
-                                existing.name, existing.target
-                            )),
+                            json!(crate::ingest::conflict_reason(&id, &existing)),
                         );
                         m.insert("existing".into(), json!(existing));
                         errors.push(Value::Object(m));
                     }
-                    Outcome::Busy { target, depth } => {
+                    Outcome::Full { target, depth } => {
                         return Taken::Retry(
                             "busy",
                             format!(
