@@ -186,13 +186,21 @@ impl Ingestor {
         out
     }
 
-    /// True while `state/pause.json` exists: the bridge then answers 503.
+    /// True while intake is paused: `state/pause.json` (the operator) or an
+    /// executor's log pause (`state/log-pause.json`, not overridden). The
+    /// bridge then answers 503.
     pub fn paused(&self) -> bool {
-        self.pause_file().exists()
+        self.layout.state().join("pause.json").exists()
+            || ghost_core::logging::pause::log_paused(&self.layout)
     }
 
+    /// The file that makes intake paused (the operator's first).
     pub fn pause_file(&self) -> PathBuf {
-        self.layout.state().join("pause.json")
+        let op = self.layout.state().join("pause.json");
+        if !op.exists() && ghost_core::logging::pause::log_paused(&self.layout) {
+            return ghost_core::logging::pause::pause_path(&self.layout);
+        }
+        op
     }
 
     /// The canonical name of a target or alias, or an error naming the known ones.

@@ -83,22 +83,53 @@ pub fn pause(config: &Config, reason: &str) -> Result<PauseState, CtlError> {
 }
 
 /// Override a pause (`force` is required: someone or something set it).
+///
+/// An executor's log pause (its log cannot be written) is overridden too: the
+/// override is recorded in `state/log-pause-override.json` for that outage
+/// and in the audit log; the executor claims patches again.
 pub fn resume(config: &Config, force: bool) -> Result<PauseState, CtlError> {
     let layout = Layout::new(&config.root);
-    let Some(existing) = current(&layout)? else {
+    let log_paused = ghost_core::logging::pause::log_paused(&layout);
+    let existing = current(&layout)?;
+    if existing.is_none() && !log_paused {
         return Ok(PauseState {
             paused: false,
             changed: false,
             record: None,
             kept_as: None,
         });
-    };
+    }
     if !force {
+        let causes: Vec<String> = ghost_core::logging::pause::causes(&layout)
+            .iter()
+            .map(|c| c.describe())
+            .collect();
         return Err(CtlError::Usage(format!(
             "intake is paused ({}); `ghostctl resume --force` overrides the pause",
-            existing
+            causes.join("; ")
         )));
     }
+    let mut log_override = None;
+    if log_paused {
+        let o = ghost_core::logging::pause::write_override(&layout, &who())
+            .map_err(|e| CtlError::Failed(e.to_string()))?;
+        if let Some(o) = &o {
+            info!(event = "OPERATOR_ACTION", action = "resume_log_pause", by = %o.overridden_by, failing_since = %o.failing_since, "the executor's log pause overridden");
+        }
+        log_override = o;
+    }
+    let Some(existing) = existing else {
+        return Ok(PauseState {
+            paused: false,
+            changed: true,
+            record: serde_json::to_value(&log_override).ok(),
+            kept_as: Some(
+                ghost_core::logging::pause::override_path(&layout)
+                    .display()
+                    .to_string(),
+            ),
+        });
+    };
     let mut kept = existing.clone();
     if let Value::Object(m) = &mut kept {
         m.insert("resumed_by".into(), Value::String(who()));

@@ -66,25 +66,25 @@ pub fn raise(layout: &Layout, a: &AlertText<'_>) -> bool {
     let inbox_ok = match crate::fs::ensure_dir(&inbox).and_then(|_| crate::fs::write_json(&file, &v)) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("ghost {}: cannot raise an alert in {}: {e}", a.component, inbox.display());
+            eprintln!("{}: cannot raise an alert in {}: {e}", super::writer::program(a.component), inbox.display());
             false
         }
     };
     let mut line_ok = true;
     if a.severity == "critical" {
         let word = if a.status == "resolved" { "RESOLVED" } else { "CRITICAL" };
-        let line = format!("{at} {word} ghost-{}: {}: {}", a.component, a.title, a.message);
+        let line = format!("{at} {word} {}: {}: {}", super::writer::program(a.component), a.title, a.message);
         if let Err(e) = append_critical_line(layout, &line) {
             eprintln!(
-                "ghost {}: cannot append to {}: {e}",
-                a.component,
+                "{}: cannot append to {}: {e}",
+                super::writer::program(a.component),
                 critical_alert_path(layout).display()
             );
             line_ok = false;
         }
     }
     if !inbox_ok && !line_ok {
-        eprintln!("ghost {}: ALERT {}: {}: {}", a.component, a.severity, a.title, a.message);
+        eprintln!("{}: ALERT {}: {}: {}", super::writer::program(a.component), a.severity, a.title, a.message);
     }
     inbox_ok || line_ok
 }

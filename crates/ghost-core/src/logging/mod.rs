@@ -15,6 +15,7 @@
 pub mod fallback;
 pub mod health;
 pub mod ledger;
+pub mod pause;
 pub mod rotate;
 pub mod writer;
 

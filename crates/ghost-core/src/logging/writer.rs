@@ -455,8 +455,8 @@ impl Writer {
             if !failing.fallback_warned {
                 failing.fallback_warned = true;
                 eprintln!(
-                    "ghost-{}: cannot write the fallback log {} either; log lines are being lost",
-                    self.component,
+                    "{}: cannot write the fallback log {} either; log lines are being lost",
+                    program(&self.component),
                     self.fallback_path.display()
                 );
             }
@@ -523,14 +523,14 @@ impl Writer {
         self.health
             .set_failing(now, Some(self.fallback_path.clone()), error.clone());
         eprintln!(
-            "ghost-{}: cannot write the log ({error}); lines go to {} until it can be written again",
-            self.component,
+            "{}: cannot write the log ({error}); lines go to {} until it can be written again",
+            program(&self.component),
             self.fallback_path.display()
         );
         let line = self.own_line(
             "ERROR",
             "LOG_PRIMARY_FAILED",
-            &format!("cannot write {}: {error}", self.primary_path.display()),
+            &format!("cannot write the log: {error}"),
             json!({ "error": error, "primary_path": self.primary_path.display().to_string() }),
         );
         self.write_fallback(line.as_bytes(), 1);
@@ -541,7 +541,7 @@ impl Writer {
                 severity: "critical",
                 status: "firing",
                 component: &self.component,
-                title: format!("ghost-{} cannot write its log", self.component),
+                title: format!("{} cannot write its log", program(&self.component)),
                 message: format!(
                     "{error}. Lines go to {} until {} can be written again; retried every {}. An executor stops claiming patches after {} of this.",
                     self.fallback_path.display(),
@@ -607,7 +607,7 @@ impl Writer {
                         severity: "critical",
                         status: "resolved",
                         component: &self.component,
-                        title: format!("ghost-{} writes its log again", self.component),
+                        title: format!("{} writes its log again", program(&self.component)),
                         message: format!(
                             "{} can be written again; {to_fallback} line(s) from the outage are in {}",
                             self.primary_path.display(),
@@ -797,6 +797,15 @@ impl Writer {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+/// The program a component is (`executor` → `ghost-executor`, `ghostctl` stays).
+pub fn program(component: &str) -> String {
+    if component.starts_with("ghost") {
+        component.to_string()
+    } else {
+        format!("ghost-{component}")
     }
 }
 
