@@ -177,6 +177,12 @@ pub enum Command {
         /// Only the last N lines of what is there already
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<usize>,
+        /// Only lines of this level or more severe (error, warn, info, debug, trace)
+        #[arg(long, value_name = "L")]
+        level: Option<String>,
+        /// Only lines with this correlation_id
+        #[arg(long, value_name = "ID")]
+        correlation_id: Option<String>,
     },
     /// Alerts (not available yet: needs the monitor)
     Alerts {
@@ -401,6 +407,8 @@ fn run(
             component,
             patch,
             lines,
+            level,
+            correlation_id,
         } => {
             let opts = logs::LogsOptions {
                 follow: *follow,
@@ -408,6 +416,8 @@ fn run(
                 patch: patch.clone(),
                 lines: *lines,
                 json,
+                level: level.clone(),
+                correlation_id: correlation_id.clone(),
             };
             // `-f` runs until the process is interrupted.
             logs::logs(config, &opts, out, &|| false)?;

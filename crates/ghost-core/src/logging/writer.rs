@@ -353,10 +353,8 @@ impl Writer {
             &format!("{n} log line(s) were lost (the log writer was behind or no log file could be written)"),
             json!({ "dropped": n, "dropped_total": self.health.dropped_lines() }),
         );
-        let before = self.health.dropped_lines();
         self.push_line(line.as_bytes());
-        self.flush_buf();
-        if self.health.dropped_lines() > before {
+        if !self.flush_buf() {
             // Not written either: report it (and itself) next time.
             self.health.return_unreported(n);
         }
@@ -380,9 +378,10 @@ impl Writer {
         }
     }
 
-    fn flush_buf(&mut self) {
+    /// Write the batch; false when it reached no file (and was counted as dropped).
+    fn flush_buf(&mut self) -> bool {
         if self.buf.is_empty() {
-            return;
+            return true;
         }
         let buf = std::mem::take(&mut self.buf);
         let lines = std::mem::take(&mut self.buf_lines);
@@ -401,11 +400,10 @@ impl Writer {
                 }
             }
         };
-        if !written {
-            self.write_fallback(&buf, lines);
-        }
+        let ok = written || self.write_fallback(&buf, lines);
         self.buf = buf;
         self.buf.clear();
+        ok
     }
 
     fn write_primary(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -433,7 +431,7 @@ impl Writer {
         }
     }
 
-    fn write_fallback(&mut self, buf: &[u8], lines: u64) {
+    fn write_fallback(&mut self, buf: &[u8], lines: u64) -> bool {
         if self.fallback.is_none() {
             self.fallback = self.open_fallback().ok();
         }
@@ -461,6 +459,7 @@ impl Writer {
                 );
             }
         }
+        ok
     }
 
     fn open_fallback(&self) -> io::Result<File> {
@@ -533,7 +532,7 @@ impl Writer {
             &format!("cannot write the log: {error}"),
             json!({ "error": error, "primary_path": self.primary_path.display().to_string() }),
         );
-        self.write_fallback(line.as_bytes(), 1);
+        let _ = self.write_fallback(line.as_bytes(), 1);
         fallback::raise(
             &self.layout,
             &AlertText {
