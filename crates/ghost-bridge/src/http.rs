@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use ghost_core::patch::FieldError;
 use ghost_core::queue::QueueState;
+use ghost_core::text::clip;
 
 use crate::auth::{self, AuthFailure};
 use crate::ingest::{document_id, field_error, Ingestor, Outcome, Queued, Source};
@@ -125,17 +126,6 @@ fn retry_after_secs(ing: &Ingestor) -> u64 {
         .as_secs_f64()
         .ceil()
         .max(1.0) as u64
-}
-
-/// A string cut to `max` characters, for echoing client input back.
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max).collect();
-        t.push('…');
-        t
-    }
 }
 
 fn body_error(rej: BytesRejection, ing: &Ingestor) -> ApiError {
@@ -844,14 +834,6 @@ async fn post_ingest_patch(
     ingest_single(ing, patch, None, &src).await
 }
 
-/// True for a string that can be a queue name (never a path).
-fn is_queue_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Find an entry by patch id (the ingestor's index, then a scan of every
 /// queue, for entries submitted by others since start-up) or by queue name.
 fn find_entry(ing: &Ingestor, key: &str) -> Option<(QueueState, Queued)> {
@@ -870,7 +852,7 @@ fn find_entry(ing: &Ingestor, key: &str) -> Option<(QueueState, Queued)> {
             .ok()
             .map(|v| document_id(&v))
     };
-    if is_queue_name(key) {
+    if ghost_core::text::is_name(key) {
         for t in &targets {
             let q = layout.queue(t);
             if let Some(state) = q.find(key) {

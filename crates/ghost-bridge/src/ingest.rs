@@ -190,13 +190,13 @@ impl Ingestor {
     /// executor's log pause (`state/log-pause.json`, not overridden). The
     /// bridge then answers 503.
     pub fn paused(&self) -> bool {
-        self.layout.state().join("pause.json").exists()
+        ghost_core::pause::is_paused(&self.layout)
             || ghost_core::logging::pause::log_paused(&self.layout)
     }
 
     /// The file that makes intake paused (the operator's first).
     pub fn pause_file(&self) -> PathBuf {
-        let op = self.layout.state().join("pause.json");
+        let op = self.layout.pause_file();
         if !op.exists() && ghost_core::logging::pause::log_paused(&self.layout) {
             return ghost_core::logging::pause::pause_path(&self.layout);
         }

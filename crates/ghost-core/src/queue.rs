@@ -168,9 +168,14 @@ pub struct OperatorAction {
 /// Everything known about an entry besides its patch: the sidecar record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryRecord {
-    /// The patch id, once known (set at the first claim).
+    /// The patch id: set at admission, and again at each claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_id: Option<String>,
+    /// MD5 of the patch's canonical JSON when it was admitted: the executor
+    /// refuses an entry whose bytes no longer match (a hand edit). Absent in
+    /// entries from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_md5: Option<String>,
     /// Attempts started so far (the current one included while active).
     #[serde(default)]
     pub attempts: u32,
@@ -391,22 +396,7 @@ impl Queue {
     }
 }
 
-/// The id a patch document has, as the parser gives it: its `id` (or legacy
-/// `blockId`), else `patch-<MD5 of its canonical JSON>`.
-pub fn document_id(value: &serde_json::Value) -> String {
-    for key in ["id", "blockId"] {
-        if let Some(id) = value.get(key).and_then(serde_json::Value::as_str) {
-            return id.to_string();
-        }
-    }
-    format!("patch-{}", content_md5(value))
-}
-
-/// MD5 of a patch document's canonical JSON (keys sorted, no whitespace): what
-/// "the same content" means for deduplication.
-pub fn content_md5(value: &serde_json::Value) -> String {
-    crate::md5_hex(&serde_json::to_vec(value).unwrap_or_default())
-}
+pub use crate::patch::parse::{canonical_md5 as content_md5, document_id};
 
 /// Where a patch id is, and with what content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -436,16 +426,19 @@ pub fn index_ids(
                 let Ok(Some(bytes)) = fs::read_opt(&q.entry_path(state, &name)) else {
                     continue;
                 };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                let (Some(id), Some(md5)) = (
+                    crate::entry::stored_id(&bytes),
+                    crate::entry::stored_md5(&bytes),
+                ) else {
                     continue;
                 };
                 map.insert(
-                    document_id(&v),
+                    id,
                     KnownEntry {
                         target: t.clone(),
                         name,
                         state,
-                        md5: content_md5(&v),
+                        md5,
                     },
                 );
             }

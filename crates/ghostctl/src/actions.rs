@@ -2,7 +2,8 @@
 //!
 //! Each is one [`Queue::transition`] carrying the entry's record with an
 //! [`OperatorAction`] appended, so the record says who did what, when and why.
-//! Rules (DESIGN.md, "Who may move what"):
+//! Rules (docs/operations.md, "Intervene"; the README's queue tour says who
+//! moves what):
 //!
 //! | action  | from                              | to        |
 //! |---------|-----------------------------------|-----------|
@@ -19,6 +20,8 @@
 //! promote a deferred one). Only one rename can win; when ours loses, the
 //! entry is reported where it is now and the action fails (exit 1).
 
+use std::io::Write;
+
 use serde::Serialize;
 use tracing::info;
 
@@ -27,7 +30,7 @@ use ghost_core::{Config, Layout};
 
 use crate::entries::{find, EntryInfo};
 use crate::util::{clean, who};
-use crate::CtlError;
+use crate::{io, json_text, CtlError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -168,6 +171,43 @@ pub fn act(
         by,
         notes,
     })
+}
+
+/// The verbs' shared `run`: act, then print what was done (and notes on stderr).
+pub fn run(
+    config: &Config,
+    action: Action,
+    id: &str,
+    reason: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CtlError> {
+    let done = act(config, action, id, reason)?;
+    if json {
+        writeln!(out, "{}", json_text(&done)).map_err(io)?;
+        return Ok(ghost_core::cli::EXIT_OK);
+    }
+    let verb = match action {
+        Action::Retry => "retried",
+        Action::Hold => "held",
+        Action::Release => "released",
+        Action::Delete => "deleted",
+    };
+    writeln!(
+        out,
+        "{verb} {} (patch {}, target {}): {}/ -> {}/",
+        done.queue_name,
+        clean(done.patch_id.as_deref().unwrap_or("-")),
+        done.target,
+        done.from.dir_name(),
+        done.to.dir_name()
+    )
+    .map_err(io)?;
+    for n in &done.notes {
+        let _ = writeln!(err, "note: {n}");
+    }
+    Ok(ghost_core::cli::EXIT_OK)
 }
 
 /// Copy every sidecar of the entry but its record into `to`; with

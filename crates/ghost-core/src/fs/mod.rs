@@ -154,6 +154,87 @@ fn write_synced_temp(
     result
 }
 
+/// A file written and fsynced under a temp name, not yet published: the two
+/// halves of a durable write, for a caller that must decide under a lock
+/// whether and where to publish it. Removed on drop unless published.
+#[derive(Debug)]
+pub struct Staged {
+    path: Option<PathBuf>,
+}
+
+impl Staged {
+    /// Write `bytes` to a new temp file in `tmp_dir` (named after `hint`) with
+    /// `mode`, and fsync it.
+    pub fn write(tmp_dir: &Path, hint: &str, bytes: &[u8], mode: u32) -> Result<Staged> {
+        let mut out = None;
+        write_synced_temp(tmp_dir, Path::new(hint), bytes, mode, |tmp| {
+            out = Some(tmp.to_path_buf());
+            Ok(())
+        })?;
+        Ok(Staged { path: out })
+    }
+
+    /// Rename onto `dest`, failing with `AlreadyExists` (and keeping the temp
+    /// file) if `dest` exists. The caller fsyncs `dest`'s directory.
+    pub fn publish_new(&mut self, dest: &Path) -> Result<()> {
+        let tmp = self.path.as_deref().expect("published once");
+        rename_noreplace(tmp, dest)?;
+        self.path = None;
+        Ok(())
+    }
+
+    /// Rename onto `dest`, replacing what is there. The caller fsyncs
+    /// `dest`'s directory.
+    pub fn publish_over(&mut self, dest: &Path) -> Result<()> {
+        let tmp = self.path.as_deref().expect("published once");
+        rename_raw(tmp, dest)?;
+        self.path = None;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// True when an error is "the destination exists" (from [`Staged::publish_new`]
+/// or [`durable_move`]).
+pub fn is_already_exists(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+}
+
+/// Create directory `dir` (which must not exist) holding `files`, durably as a
+/// whole: every file is written without its own fsync, then one `syncfs` makes
+/// them all durable, then the directory is fsynced. For large derived sets
+/// (the id index built from an older root), where one fsync per file would
+/// take minutes; the caller publishes `dir` with one rename.
+pub fn write_dir_batch<I>(dir: &Path, files: I) -> Result<usize>
+where
+    I: IntoIterator<Item = (String, Vec<u8>)>,
+{
+    ensure_dir(dir)?;
+    let mut n = 0;
+    for (name, bytes) in files {
+        let p = dir.join(&name);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&p)
+            .ctx("create", &p)?;
+        f.write_all(&bytes).ctx("write", &p)?;
+        n += 1;
+    }
+    let d = File::open(dir).ctx("open directory", dir)?;
+    nix::unistd::syncfs(&d).map_err(|e| Error::io("syncfs", dir, io::Error::from(e)))?;
+    d.sync_all().ctx("fsync directory", dir)?;
+    Ok(n)
+}
+
 #[allow(clippy::disallowed_methods)] // this is the durable helper
 fn rename_raw(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {

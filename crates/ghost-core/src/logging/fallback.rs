@@ -11,8 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
+use crate::alert::{Alert, AlertSource, AlertStatus, Severity};
 use crate::layout::Layout;
 
 /// The fallback directory for a data root.
@@ -23,68 +22,38 @@ pub fn default_dir(root: &Path) -> PathBuf {
         .join("logs")
 }
 
-/// `alerts/CRITICAL_ALERT`, the file a person reads.
-pub fn critical_alert_path(layout: &Layout) -> PathBuf {
-    layout.alerts().join("CRITICAL_ALERT")
-}
-
-/// An alert in the shape the monitor consumes (`docs/formats.md`, "Alert files").
-pub struct AlertText<'a> {
-    pub fingerprint: String,
-    pub severity: &'a str,
-    /// `firing` or `resolved`.
-    pub status: &'a str,
-    pub component: &'a str,
-    pub title: String,
-    pub message: String,
-    /// Extra fields (merged into the JSON object).
-    pub extra: Value,
+/// The `source` of an alert a component raises.
+pub fn source(component: &str) -> AlertSource {
+    serde_json::from_value(serde_json::Value::String(component.to_string()))
+        .unwrap_or(AlertSource::Unknown)
 }
 
 /// Drop the alert into `alerts/inbox/`; a critical one (or its resolution)
 /// also gets a line in `alerts/CRITICAL_ALERT`. Returns false, after saying
 /// so on stderr, when neither could be written.
-pub fn raise(layout: &Layout, a: &AlertText<'_>) -> bool {
-    let at = crate::time::now_rfc3339();
-    let mut v = json!({
-        "fingerprint": a.fingerprint,
-        "severity": a.severity,
-        "status": a.status,
-        "source": a.component,
-        "title": a.title,
-        "message": a.message,
-        "component": a.component,
-        "at": at,
-    });
-    if let (Value::Object(m), Value::Object(extra)) = (&mut v, &a.extra) {
-        for (k, x) in extra {
-            m.insert(k.clone(), x.clone());
-        }
-    }
-    let inbox = layout.alerts_inbox();
-    let file = inbox.join(format!("{}.json", crate::queue::new_name()));
-    let inbox_ok = match crate::fs::ensure_dir(&inbox).and_then(|_| crate::fs::write_json(&file, &v)) {
-        Ok(()) => true,
+pub fn raise(layout: &Layout, component: &str, a: &Alert) -> bool {
+    let program = super::writer::program(component);
+    let inbox_ok = match crate::alert::write(layout, a) {
+        Ok(_) => true,
         Err(e) => {
-            eprintln!("{}: cannot raise an alert in {}: {e}", super::writer::program(a.component), inbox.display());
+            eprintln!("{program}: cannot raise an alert in {}: {e}", layout.alerts_inbox().display());
             false
         }
     };
     let mut line_ok = true;
-    if a.severity == "critical" {
-        let word = if a.status == "resolved" { "RESOLVED" } else { "CRITICAL" };
-        let line = format!("{at} {word} {}: {}: {}", super::writer::program(a.component), a.title, a.message);
+    if a.severity == Severity::Critical {
+        let word = match a.status {
+            AlertStatus::Resolved => "RESOLVED",
+            AlertStatus::Firing => "CRITICAL",
+        };
+        let line = format!("{} {word} {program}: {}: {}", a.at, a.title, a.message);
         if let Err(e) = append_critical_line(layout, &line) {
-            eprintln!(
-                "{}: cannot append to {}: {e}",
-                super::writer::program(a.component),
-                critical_alert_path(layout).display()
-            );
+            eprintln!("{program}: cannot append to {}: {e}", layout.critical_alert().display());
             line_ok = false;
         }
     }
     if !inbox_ok && !line_ok {
-        eprintln!("{}: ALERT {}: {}: {}", super::writer::program(a.component), a.severity, a.title, a.message);
+        eprintln!("{program}: ALERT {:?}: {}: {}", a.severity, a.title, a.message);
     }
     inbox_ok || line_ok
 }
@@ -92,7 +61,7 @@ pub fn raise(layout: &Layout, a: &AlertText<'_>) -> bool {
 /// Append one line (control characters replaced) to `alerts/CRITICAL_ALERT`,
 /// created 0600, and fsync it.
 pub fn append_critical_line(layout: &Layout, line: &str) -> std::io::Result<()> {
-    let path = critical_alert_path(layout);
+    let path = layout.critical_alert();
     let mut clean: String = line
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -128,25 +97,20 @@ mod tests {
     fn a_critical_alert_reaches_the_inbox_and_critical_alert() {
         let d = tempfile::tempdir().unwrap();
         let l = Layout::new(d.path());
-        assert!(raise(
-            &l,
-            &AlertText {
-                fingerprint: "log_write_failed:executor".into(),
-                severity: "critical",
-                status: "firing",
-                component: "executor",
-                title: "t".into(),
-                message: "line\nbreak".into(),
-                extra: json!({"fallback_path": "/f"}),
-            }
-        ));
-        let files: Vec<_> = std::fs::read_dir(l.alerts_inbox()).unwrap().flatten().collect();
+        let a = Alert {
+            component: Some("executor".into()),
+            fallback_path: Some("/f".into()),
+            ..Alert::new("log_write_failed:executor", Severity::Critical, source("executor"), "t", "line\nbreak")
+        };
+        assert!(raise(&l, "executor", &a));
+        let files = crate::alert::inbox(&l).unwrap();
         assert_eq!(files.len(), 1);
-        let v: Value = crate::fs::read_json(&files[0].path()).unwrap();
-        assert_eq!(v["fingerprint"], "log_write_failed:executor");
+        assert_eq!(crate::alert::read(&files[0]).unwrap(), a);
+        let v: serde_json::Value = crate::fs::read_json(&files[0]).unwrap();
         assert_eq!(v["fallback_path"], "/f");
         assert_eq!(v["source"], "executor");
-        let text = std::fs::read_to_string(critical_alert_path(&l)).unwrap();
+        assert_eq!(source("unit"), AlertSource::Unknown);
+        let text = std::fs::read_to_string(l.critical_alert()).unwrap();
         assert!(text.ends_with("CRITICAL ghost-executor: t: line break\n"), "{text}");
     }
 }

@@ -51,9 +51,9 @@ pub fn override_path(layout: &Layout) -> PathBuf {
     layout.state().join("log-pause-override.json")
 }
 
-/// The operator's intake pause file.
+/// The operator's intake pause file (`crate::pause`).
 pub fn operator_pause_path(layout: &Layout) -> PathBuf {
-    layout.state().join("pause.json")
+    layout.pause_file()
 }
 
 pub fn read(layout: &Layout) -> Option<LogPause> {

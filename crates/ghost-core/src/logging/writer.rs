@@ -29,7 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::fallback::{self, AlertText};
+use super::fallback;
+use crate::alert::{Alert, AlertStatus, Severity};
 use super::health::LogHealth;
 use super::ledger::{self, RapidWindow, Reason, RotationRecord};
 use super::rotate;
@@ -533,28 +534,26 @@ impl Writer {
             json!({ "error": error, "primary_path": self.primary_path.display().to_string() }),
         );
         let _ = self.write_fallback(line.as_bytes(), 1);
-        fallback::raise(
-            &self.layout,
-            &AlertText {
-                fingerprint: fingerprint_failed(&self.component),
-                severity: "critical",
-                status: "firing",
-                component: &self.component,
-                title: format!("{} cannot write its log", program(&self.component)),
-                message: format!(
+        let alert = Alert {
+            component: Some(self.component.clone()),
+            error: Some(error.clone()),
+            primary_path: Some(self.primary_path.display().to_string()),
+            fallback_path: Some(self.fallback_path.display().to_string()),
+            ..Alert::new(
+                fingerprint_failed(&self.component),
+                Severity::Critical,
+                fallback::source(&self.component),
+                format!("{} cannot write its log", program(&self.component)),
+                format!(
                     "{error}. Lines go to {} until {} can be written again; retried every {}. An executor stops claiming patches after {} of this.",
                     self.fallback_path.display(),
                     self.primary_path.display(),
                     humantime::format_duration(retry),
                     humantime::format_duration(self.cfg.pause_after),
                 ),
-                extra: json!({
-                    "error": error,
-                    "primary_path": self.primary_path.display().to_string(),
-                    "fallback_path": self.fallback_path.display().to_string(),
-                }),
-            },
-        );
+            )
+        };
+        fallback::raise(&self.layout, &self.component, &alert);
     }
 
     fn try_recover(&mut self) {
@@ -599,22 +598,24 @@ impl Writer {
                 }
                 self.health.set_ok();
                 self.last_sync = Instant::now();
-                fallback::raise(
-                    &self.layout,
-                    &AlertText {
-                        fingerprint: fingerprint_failed(&self.component),
-                        severity: "critical",
-                        status: "resolved",
-                        component: &self.component,
-                        title: format!("{} writes its log again", program(&self.component)),
-                        message: format!(
+                let alert = Alert {
+                    status: AlertStatus::Resolved,
+                    component: Some(self.component.clone()),
+                    fallback_path: Some(self.fallback_path.display().to_string()),
+                    lines_in_fallback: Some(to_fallback),
+                    ..Alert::new(
+                        fingerprint_failed(&self.component),
+                        Severity::Critical,
+                        fallback::source(&self.component),
+                        format!("{} writes its log again", program(&self.component)),
+                        format!(
                             "{} can be written again; {to_fallback} line(s) from the outage are in {}",
                             self.primary_path.display(),
                             self.fallback_path.display()
                         ),
-                        extra: json!({ "fallback_path": self.fallback_path.display().to_string(), "lines_in_fallback": to_fallback }),
-                    },
-                );
+                    )
+                };
+                fallback::raise(&self.layout, &self.component, &alert);
             }
             Err(e) => {
                 let e = self.describe(&e);
@@ -757,21 +758,21 @@ impl Writer {
             self.buf_lines += 1;
         }
         if let Some(n) = self.rapid.record(now, self.cfg.rapid_rotations_per_hour) {
-            fallback::raise(
-                &self.layout,
-                &AlertText {
-                    fingerprint: format!("log_rapid_rotation:{}", self.component),
-                    severity: "warning",
-                    status: "firing",
-                    component: &self.component,
-                    title: format!("the {} log rotates too often", self.component),
-                    message: format!(
+            let alert = Alert {
+                component: Some(self.component.clone()),
+                rotations_in_hour: Some(n as u32),
+                ..Alert::new(
+                    format!("log_rapid_rotation:{}", self.component),
+                    Severity::Warning,
+                    fallback::source(&self.component),
+                    format!("the {} log rotates too often", self.component),
+                    format!(
                         "{n} rotations of logs/{}.log within an hour (more than {}); something is logging in a loop, or logs.max_bytes is too small",
                         self.component, self.cfg.rapid_rotations_per_hour
                     ),
-                    extra: json!({ "rotations_in_hour": n, "limit": self.cfg.rapid_rotations_per_hour }),
-                },
-            );
+                )
+            };
+            fallback::raise(&self.layout, &self.component, &alert);
         }
     }
 

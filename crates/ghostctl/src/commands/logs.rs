@@ -20,12 +20,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use ghost_core::queue::QueueState;
+use ghost_core::cli::EXIT_OK;
+
 use ghost_core::{Config, Layout};
 
-use crate::entries::{all_targets, entry_info};
 use crate::util::clean;
 use crate::CtlError;
+
+/// `ghostctl logs`; `-f` runs until the process is interrupted.
+pub fn run(config: &Config, opts: LogsOptions, out: &mut dyn Write) -> Result<u8, CtlError> {
+    logs(config, &opts, out, &|| false)?;
+    Ok(EXIT_OK)
+}
 
 /// How often `-f` looks for new lines.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -94,7 +100,15 @@ fn read_whole(path: &Path) -> Vec<Line> {
 }
 
 /// The current (not rotated) log file of each component: `logs/<component>.log`.
-pub fn log_files(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
+pub fn log_files(layout: &Layout, component: Option<&str>) -> Vec<(String, PathBuf)> {
+    if let Some(c) = component {
+        return vec![(c.to_string(), layout.log_file(c))];
+    }
+    log_files_in(&layout.logs(), None)
+}
+
+/// The same for another directory (the fallback directory).
+fn log_files_in(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
     if let Some(c) = component {
         return vec![(c.to_string(), dir.join(format!("{c}.log")))];
     }
@@ -112,30 +126,15 @@ pub fn log_files(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> 
     out
 }
 
-/// The values a line's `patch_id` or `queue_name` may have to match `id`.
+/// The values a line's `patch_id` or `queue_name` may have to match `id`:
+/// `id` itself, and the queue names and patch ids of the entries the root's
+/// one lookup finds for it.
 pub fn ids_for(config: &Config, id: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::from([id.to_string()]);
     let layout = Layout::new(&config.root);
-    for t in all_targets(config) {
-        let q = layout.queue(&t);
-        for s in QueueState::ALL {
-            for name in q.list(s).unwrap_or_default() {
-                if name == id {
-                    if let Some(p) = entry_info(&q, s, &name).patch_id {
-                        ids.insert(p);
-                    }
-                } else if q
-                    .read_record(s, &name)
-                    .ok()
-                    .and_then(|r| r.patch_id)
-                    .or_else(|| crate::entries::id_from_file(&q.entry_path(s, &name)))
-                    .as_deref()
-                    == Some(id)
-                {
-                    ids.insert(name);
-                }
-            }
-        }
+    for e in ghost_core::entry::find_all(&layout, id).unwrap_or_default() {
+        ids.insert(e.name);
+        ids.extend(e.patch_id);
     }
     ids
 }
@@ -329,7 +328,8 @@ pub fn logs(
         })?),
         None => None,
     };
-    let dir = Layout::new(&config.root).logs();
+    let layout = Layout::new(&config.root);
+    let dir = layout.logs();
     let fallback_dir = config
         .logs
         .fallback_dir
@@ -340,7 +340,7 @@ pub fn logs(
         max_severity,
         correlation_id: opts.correlation_id.clone(),
     };
-    let mut tails: Vec<(String, Tail)> = log_files(&dir, opts.component.as_deref())
+    let mut tails: Vec<(String, Tail)> = log_files(&layout, opts.component.as_deref())
         .into_iter()
         .map(|(c, p)| {
             let t = Tail::rotating(&c, p);
@@ -349,7 +349,7 @@ pub fn logs(
         .collect();
     // What went to the fallback directory while logs/ could not be written.
     let fallback_key = |c: &str| format!("{c} (fallback)");
-    for (c, p) in log_files(&fallback_dir, opts.component.as_deref()) {
+    for (c, p) in log_files_in(&fallback_dir, opts.component.as_deref()) {
         if p.exists() {
             tails.push((fallback_key(&c), Tail::new(p)));
         }
@@ -366,7 +366,7 @@ pub fn logs(
         .collect();
     if !opts.follow && rotated.is_empty() && tails.iter().all(|(_, t)| !t.path.exists()) {
         let what = match &opts.component {
-            Some(c) => format!("no log file {}", dir.join(format!("{c}.log")).display()),
+            Some(c) => format!("no log file {}", layout.log_file(c).display()),
             None => format!("no log files in {}", dir.display()),
         };
         return Err(CtlError::Failed(what));
@@ -397,13 +397,13 @@ pub fn logs(
     while !stop() {
         std::thread::sleep(FOLLOW_POLL);
         if opts.component.is_none() {
-            for (c, p) in log_files(&dir, None) {
+            for (c, p) in log_files(&layout, None) {
                 if !tails.iter().any(|(k, _)| *k == c) {
                     let t = Tail::rotating(&c, p);
                     tails.push((c, t));
                 }
             }
-            for (c, p) in log_files(&fallback_dir, None) {
+            for (c, p) in log_files_in(&fallback_dir, None) {
                 let k = fallback_key(&c);
                 if !tails.iter().any(|(x, _)| *x == k) {
                     tails.push((k, Tail::new(p)));

@@ -1,0 +1,88 @@
+//! One module per `ghostctl` verb. Each has a `run` that does the work,
+//! prints the answer (a table, or JSON with `--json`) and returns the exit
+//! code; [`dispatch`] only picks the module.
+
+pub mod alerts;
+pub mod delete;
+pub mod hold;
+pub mod logs;
+pub mod ls;
+pub mod pause;
+pub mod release;
+pub mod restart;
+pub mod resume;
+pub mod retry;
+pub mod show;
+pub mod silence;
+pub mod status;
+pub mod submit;
+pub mod verify;
+
+use std::io::Write;
+
+use ghost_core::Config;
+
+use crate::{Command, CtlArgs, CtlError};
+
+/// Run the verb `args` names.
+pub fn dispatch(
+    config: &Config,
+    args: &CtlArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CtlError> {
+    let json = args.json;
+    match &args.command {
+        Command::Submit { target, files } => {
+            submit::run(config, target.as_deref(), files, json, out, err)
+        }
+        Command::Ls {
+            state,
+            target,
+            paging,
+        } => ls::run(config, state, target.as_deref(), paging, json, out, err),
+        Command::Show { id } => show::run(config, id, json, out),
+        Command::Status => status::run(config, json, out),
+        Command::Retry { id, reason } => retry::run(config, id, reason.as_deref(), json, out, err),
+        Command::Hold { id, reason } => hold::run(config, id, reason.as_deref(), json, out, err),
+        Command::Release { id, reason } => {
+            release::run(config, id, reason.as_deref(), json, out, err)
+        }
+        Command::Delete { id, reason } => {
+            delete::run(config, id, reason.as_deref(), json, out, err)
+        }
+        Command::Verify => verify::run(config, json, out),
+        Command::Logs {
+            follow,
+            component,
+            patch,
+            lines,
+            level,
+            correlation_id,
+        } => logs::run(
+            config,
+            logs::LogsOptions {
+                follow: *follow,
+                component: component.clone(),
+                patch: patch.clone(),
+                lines: *lines,
+                json,
+                level: level.clone(),
+                correlation_id: correlation_id.clone(),
+            },
+            out,
+        ),
+        Command::Alerts { .. } => alerts::run(),
+        Command::Silence { .. } => silence::run(),
+        Command::Restart { child } => restart::run(config, child, json, out),
+        Command::Pause { reason } => pause::run(config, reason, json, out),
+        Command::Resume { force } => resume::run(config, *force, json, out),
+    }
+}
+
+/// The answer to a verb that needs a component that does not exist yet.
+pub(crate) fn not_yet(cmd: &str, needs: &str) -> Result<u8, CtlError> {
+    Err(CtlError::Usage(format!(
+        "`ghostctl {cmd}` is not available yet (needs {needs})"
+    )))
+}
