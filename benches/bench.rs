@@ -249,7 +249,9 @@ fn main() {
         let md = match old.find(head) {
             Some(i) => {
                 let rest = &old[i + head.len()..];
-                let end = rest.find("\n## ").map_or(old.len(), |j| i + head.len() + j + 1);
+                let end = rest
+                    .find("\n## ")
+                    .map_or(old.len(), |j| i + head.len() + j + 1);
                 format!("{}{section}{}", &old[..i], &old[end..])
             }
             None => format!("{}\n{section}", old.trim_end()),

@@ -35,7 +35,15 @@ fn emit(dispatch: &tracing::Dispatch) -> Vec<Duration> {
                     tracing::dispatcher::with_default(&d, || {
                         for i in 0..PER_THREAD {
                             let start = Instant::now();
-                            tracing::info!(event = "PATCH_APPLIED", target = "default", patch_id = "p-0123456789", attempt = 1u64, t = t as u64, i = i as u64, "applied {i}");
+                            tracing::info!(
+                                event = "PATCH_APPLIED",
+                                target = "default",
+                                patch_id = "p-0123456789",
+                                attempt = 1u64,
+                                t = t as u64,
+                                i = i as u64,
+                                "applied {i}"
+                            );
                             times.push(start.elapsed());
                         }
                     });
@@ -165,7 +173,10 @@ pub fn run(md: &mut String) {
     let _ = writeln!(md, "## Logging: writer thread against tracing-appender\n");
     let _ = writeln!(md, "{THREADS} threads log {PER_THREAD} events each (one `info!` with six fields) through a `tracing` subscriber whose only layer writes JSON lines to a file on the temp directory; both writers get a channel of {CAPACITY} lines and drop when it is full. Ours is `ghost_core::logging` (formats on the caller's thread, writes batches of whole lines with one `write(2)` on a dedicated thread, counts drops); the other is `tracing-appender`'s non-blocking writer over its daily rolling file appender with `tracing-subscriber`'s JSON formatter. Lines/s counts lines that reached the file, from the first event until the writer has stopped; caller time is what one `info!` costs the thread that logs it. Median of {ROUNDS} rounds, alternating.\n");
     let _ = writeln!(md, "| writer | lines written of {total} (median) | lines/s | caller p50 | caller p99 |\n|---|---|---|---|---|");
-    for (name, s) in [("ghost_core::logging", &a), ("tracing-appender non-blocking rolling", &b)] {
+    for (name, s) in [
+        ("ghost_core::logging", &a),
+        ("tracing-appender non-blocking rolling", &b),
+    ] {
         let _ = writeln!(
             md,
             "| {name} | {} | **{:.0}** | {:.2} µs | **{:.2} µs** |",
@@ -175,5 +186,10 @@ pub fn run(md: &mut String) {
             s.p99.as_secs_f64() * 1e6
         );
     }
-    let _ = writeln!(md, "\nRatio (ours / tracing-appender): lines/s {:.2}, caller p99 {:.2} (below 1 is faster).\n", a.lines_per_sec / b.lines_per_sec, a.p99.as_secs_f64() / b.p99.as_secs_f64());
+    let _ = writeln!(
+        md,
+        "\nRatio (ours / tracing-appender): lines/s {:.2}, caller p99 {:.2} (below 1 is faster).\n",
+        a.lines_per_sec / b.lines_per_sec,
+        a.p99.as_secs_f64() / b.p99.as_secs_f64()
+    );
 }

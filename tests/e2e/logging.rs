@@ -138,7 +138,10 @@ fn a_full_logs_filesystem_falls_back_alerts_pauses_and_resumes_without_losing_a_
     env.spawn_executor();
     assert!(wait_until(WAIT, || has_event(&primary, "EXECUTOR_STARTED")));
     let a = write_patch(&env, "a");
-    assert!(wait_until(WAIT, || done(&env, &a)), "applies while the log works");
+    assert!(
+        wait_until(WAIT, || done(&env, &a)),
+        "applies while the log works"
+    );
 
     let filler = fill(&logs);
     // The log's last page may still take a few lines: apply patches until
@@ -148,16 +151,25 @@ fn a_full_logs_filesystem_falls_back_alerts_pauses_and_resumes_without_losing_a_
     for i in 0..50 {
         let id = format!("b{i}");
         let b = write_patch(&env, &id);
-        assert!(wait_until(WAIT, || done(&env, &b)), "the patch in flight is not held up");
+        assert!(
+            wait_until(WAIT, || done(&env, &b)),
+            "the patch in flight is not held up"
+        );
         applied.push((b, id));
         if has_event(&fb, "LOG_PRIMARY_FAILED") {
             break;
         }
     }
-    assert!(wait_until(WAIT, || has_event(&fb, "PATCH_APPLIED")), "lines went to the fallback");
+    assert!(
+        wait_until(WAIT, || has_event(&fb, "PATCH_APPLIED")),
+        "lines went to the fallback"
+    );
     assert!(alert_with(&env, "log_write_failed:executor", "firing"));
     let crit = std::fs::read_to_string(env.layout().alerts().join("CRITICAL_ALERT")).unwrap();
-    assert!(crit.contains("CRITICAL ghost-executor: ghost-executor cannot write its log"), "{crit}");
+    assert!(
+        crit.contains("CRITICAL ghost-executor: ghost-executor cannot write its log"),
+        "{crit}"
+    );
 
     // After pause_after the executor claims nothing new, and says so.
     assert!(wait_until(WAIT, || heartbeat_status(&env).as_deref() == Some("paused")));
@@ -165,14 +177,21 @@ fn a_full_logs_filesystem_falls_back_alerts_pauses_and_resumes_without_losing_a_
     assert!(pause.exists());
     let hb = ghost_core::heartbeat::read(&env.layout().heartbeat("executor")).unwrap();
     assert_eq!(hb.details["logs"]["primary_ok"], false);
-    assert_eq!(hb.details["logs"]["fallback_path"], fb.display().to_string());
+    assert_eq!(
+        hb.details["logs"]["fallback_path"],
+        fb.display().to_string()
+    );
     let status = env.ghostctl(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("intake paused") && text.contains("cannot write its log"), "{text}");
+    assert!(
+        text.contains("intake paused") && text.contains("cannot write its log"),
+        "{text}"
+    );
     assert!(text.contains("LOG FAILING"), "{text}");
     let c = write_patch(&env, "c");
     assert!(
-        holds_for(Duration::from_millis(800), || env.state_of("default", &c) == Some(QueueState::Pending)),
+        holds_for(Duration::from_millis(800), || env.state_of("default", &c)
+            == Some(QueueState::Pending)),
         "a paused executor claims nothing"
     );
 
@@ -182,8 +201,13 @@ fn a_full_logs_filesystem_falls_back_alerts_pauses_and_resumes_without_losing_a_
     assert!(wait_until(WAIT, || !pause.exists()));
     assert!(wait_until(WAIT, || has_event(&primary, "EXECUTOR_RESUMED")));
     assert!(has_event(&primary, "LOG_PRIMARY_RECOVERED"));
-    assert!(wait_until(WAIT, || alert_with(&env, "log_write_failed:executor", "resolved")));
-    assert!(wait_until(WAIT, || heartbeat_status(&env).as_deref() == Some("running")));
+    assert!(wait_until(WAIT, || alert_with(
+        &env,
+        "log_write_failed:executor",
+        "resolved"
+    )));
+    assert!(wait_until(WAIT, || heartbeat_status(&env).as_deref()
+        == Some("running")));
     applied.push((c, "c".into()));
     for (name, id) in &applied {
         assert!(done(&env, name), "{id}");
@@ -207,11 +231,19 @@ fn a_read_only_logs_directory_pauses_the_executor_until_resume_force_or_recovery
     env.spawn_executor();
     let fb = fallback.join("executor.log");
     assert!(wait_until(WAIT, || has_event(&fb, "EXECUTOR_STARTED")));
-    assert!(lines(&fb)[0]["error"].as_str().unwrap().contains("Read-only"), "{:?}", lines(&fb)[0]);
+    assert!(
+        lines(&fb)[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Read-only"),
+        "{:?}",
+        lines(&fb)[0]
+    );
     assert!(alert_with(&env, "log_write_failed:executor", "firing"));
     assert!(wait_until(WAIT, || heartbeat_status(&env).as_deref() == Some("paused")));
     let a = write_patch(&env, "a");
-    assert!(holds_for(Duration::from_millis(800), || env.state_of("default", &a)
+    assert!(holds_for(Duration::from_millis(800), || env
+        .state_of("default", &a)
         == Some(QueueState::Pending)));
 
     // Without --force, resume refuses and names the cause.
@@ -220,18 +252,39 @@ fn a_read_only_logs_directory_pauses_the_executor_until_resume_force_or_recovery
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write its log"));
     // The operator overrides: recorded, and the executor claims again.
     let out = env.ghostctl(&["resume", "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(env.layout().state().join("log-pause-override.json").exists());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env
+        .layout()
+        .state()
+        .join("log-pause-override.json")
+        .exists());
     assert!(wait_until(WAIT, || done(&env, &a)));
-    assert!(wait_until(WAIT, || has_event(&fallback.join("ghostctl.log"), "OPERATOR_ACTION")),
-        "the override is in the audit log (on the fallback, as logs/ is read-only)");
-    assert!(wait_until(WAIT, || heartbeat_status(&env).as_deref() == Some("running")));
+    assert!(
+        wait_until(WAIT, || has_event(
+            &fallback.join("ghostctl.log"),
+            "OPERATOR_ACTION"
+        )),
+        "the override is in the audit log (on the fallback, as logs/ is read-only)"
+    );
+    assert!(wait_until(WAIT, || heartbeat_status(&env).as_deref()
+        == Some("running")));
 
     // The filesystem becomes writable: the primary log is used again.
     fs.remount("rw");
     let primary = logs.join("executor.log");
-    assert!(wait_until(WAIT, || has_event(&primary, "LOG_PRIMARY_RECOVERED")));
-    assert!(wait_until(WAIT, || alert_with(&env, "log_write_failed:executor", "resolved")));
+    assert!(wait_until(WAIT, || has_event(
+        &primary,
+        "LOG_PRIMARY_RECOVERED"
+    )));
+    assert!(wait_until(WAIT, || alert_with(
+        &env,
+        "log_write_failed:executor",
+        "resolved"
+    )));
     let b = write_patch(&env, "b");
     assert!(wait_until(WAIT, || done(&env, &b)));
     assert!(wait_until(WAIT, || has_event(&primary, "PATCH_APPLIED")));

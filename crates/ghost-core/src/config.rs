@@ -631,7 +631,8 @@ impl Config {
             problems.push("logs.max_bytes: must be greater than zero".into());
         }
         if self.logs.keep == 0 {
-            problems.push("logs.keep: must be at least 1 (the rotated file is the only copy)".into());
+            problems
+                .push("logs.keep: must be at least 1 (the rotated file is the only copy)".into());
         }
         if let Some(d) = &self.logs.fallback_dir {
             if !d.is_absolute() {

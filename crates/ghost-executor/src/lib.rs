@@ -202,8 +202,16 @@ fn decide_log_pause(
             if let Err(e) = log_pause::clear(layout) {
                 error!(event = "LOG_PAUSE_WRITE_FAILED", error = %e, "cannot remove state/log-pause.json");
             }
-            let why = if over { "overridden by the operator" } else { "the log works again" };
-            info!(event = "EXECUTOR_RESUMED", reason = why, "claiming patches again");
+            let why = if over {
+                "overridden by the operator"
+            } else {
+                "the log works again"
+            };
+            info!(
+                event = "EXECUTOR_RESUMED",
+                reason = why,
+                "claiming patches again"
+            );
             *paused = None;
         }
         _ => {}
@@ -333,7 +341,11 @@ pub async fn run(
                 )
                 .await;
                 details["log_pause"] = json!(paused);
-                let status = if paused.is_some() { "paused" } else { "running" };
+                let status = if paused.is_some() {
+                    "paused"
+                } else {
+                    "running"
+                };
                 if let Err(e) = hb.beat(status, details) {
                     warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write heartbeat");
                 }

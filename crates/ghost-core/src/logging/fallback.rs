@@ -36,7 +36,10 @@ pub fn raise(layout: &Layout, component: &str, a: &Alert) -> bool {
     let inbox_ok = match crate::alert::write(layout, a) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("{program}: cannot raise an alert in {}: {e}", layout.alerts_inbox().display());
+            eprintln!(
+                "{program}: cannot raise an alert in {}: {e}",
+                layout.alerts_inbox().display()
+            );
             false
         }
     };
@@ -48,12 +51,18 @@ pub fn raise(layout: &Layout, component: &str, a: &Alert) -> bool {
         };
         let line = format!("{} {word} {program}: {}: {}", a.at, a.title, a.message);
         if let Err(e) = append_critical_line(layout, &line) {
-            eprintln!("{program}: cannot append to {}: {e}", layout.critical_alert().display());
+            eprintln!(
+                "{program}: cannot append to {}: {e}",
+                layout.critical_alert().display()
+            );
             line_ok = false;
         }
     }
     if !inbox_ok && !line_ok {
-        eprintln!("{program}: ALERT {:?}: {}: {}", a.severity, a.title, a.message);
+        eprintln!(
+            "{program}: ALERT {:?}: {}: {}",
+            a.severity, a.title, a.message
+        );
     }
     inbox_ok || line_ok
 }
@@ -100,7 +109,13 @@ mod tests {
         let a = Alert {
             component: Some("executor".into()),
             fallback_path: Some("/f".into()),
-            ..Alert::new("log_write_failed:executor", Severity::Critical, source("executor"), "t", "line\nbreak")
+            ..Alert::new(
+                "log_write_failed:executor",
+                Severity::Critical,
+                source("executor"),
+                "t",
+                "line\nbreak",
+            )
         };
         assert!(raise(&l, "executor", &a));
         let files = crate::alert::inbox(&l).unwrap();
@@ -111,6 +126,9 @@ mod tests {
         assert_eq!(v["source"], "executor");
         assert_eq!(source("unit"), AlertSource::Unknown);
         let text = std::fs::read_to_string(l.critical_alert()).unwrap();
-        assert!(text.ends_with("CRITICAL ghost-executor: t: line break\n"), "{text}");
+        assert!(
+            text.ends_with("CRITICAL ghost-executor: t: line break\n"),
+            "{text}"
+        );
     }
 }

@@ -61,10 +61,7 @@ impl LogHealth {
         LogHealthReport {
             primary_ok: s.failing_since.is_none(),
             failing_since: s.failing_since.map(crate::time::rfc3339),
-            fallback_path: s
-                .fallback_path
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            fallback_path: s.fallback_path.as_ref().map(|p| p.display().to_string()),
             dropped_lines: self.dropped_lines(),
             rotations: self.0.rotations.load(Ordering::Relaxed),
             last_error: s.last_error.clone(),
@@ -131,7 +128,11 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         h.set_failing(t0, Some("/x/logs".into()), "ENOSPC".into());
         // A second failure keeps the first time: the outage started then.
-        h.set_failing(t0 + Duration::from_secs(5), Some("/x/logs".into()), "EIO".into());
+        h.set_failing(
+            t0 + Duration::from_secs(5),
+            Some("/x/logs".into()),
+            "EIO".into(),
+        );
         h.add_dropped(3);
         h.add_rotation();
         let r = h.clone().report();
@@ -140,12 +141,19 @@ mod tests {
         assert_eq!(r.fallback_path.as_deref(), Some("/x/logs"));
         assert_eq!(r.last_error.as_deref(), Some("EIO"));
         assert_eq!((r.dropped_lines, r.rotations), (3, 1));
-        assert_eq!(h.failing_for(t0 + Duration::from_secs(9)), Some(Duration::from_secs(9)));
+        assert_eq!(
+            h.failing_for(t0 + Duration::from_secs(9)),
+            Some(Duration::from_secs(9))
+        );
         assert_eq!(h.take_unreported(), 3);
         assert_eq!(h.take_unreported(), 0);
         h.set_ok();
         assert!(h.primary_ok());
         assert_eq!(h.failing_for(t0), None);
-        assert_eq!(h.dropped_lines(), 3, "the count of lost lines never goes back");
+        assert_eq!(
+            h.dropped_lines(),
+            3,
+            "the count of lost lines never goes back"
+        );
     }
 }

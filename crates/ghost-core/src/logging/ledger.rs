@@ -82,9 +82,7 @@ pub fn read_tail(logs_dir: &Path, tail_bytes: u64) -> Vec<RotationRecord> {
     if start > 0 {
         lines.next();
     }
-    lines
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    lines.filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 /// Rotations of one component within the sliding hour, and whether the

@@ -189,9 +189,7 @@ impl LogGuard {
 
     /// Wait until every line logged so far is written and synced.
     pub fn flush(&self, timeout: Duration) -> bool {
-        self.writer
-            .as_ref()
-            .is_none_or(|w| w.sink().flush(timeout))
+        self.writer.as_ref().is_none_or(|w| w.sink().flush(timeout))
     }
 }
 

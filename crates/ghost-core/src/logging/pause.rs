@@ -95,7 +95,11 @@ pub fn write_override(layout: &Layout, by: &str) -> Result<Option<LogPauseOverri
 
 /// The executor's decision, a pure function of what it knows: pause while its
 /// log has failed longer than `pause_after`, unless that outage is overridden.
-pub fn should_pause(failing_for: Option<Duration>, pause_after: Duration, overridden: bool) -> bool {
+pub fn should_pause(
+    failing_for: Option<Duration>,
+    pause_after: Duration,
+    overridden: bool,
+) -> bool {
     failing_for.is_some_and(|f| f > pause_after) && !overridden
 }
 
@@ -174,7 +178,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let l = Layout::new(d.path());
         assert!(causes(&l).is_empty());
-        assert_eq!(write_override(&l, "op").unwrap(), None, "nothing to override");
+        assert_eq!(
+            write_override(&l, "op").unwrap(),
+            None,
+            "nothing to override"
+        );
         let p = LogPause {
             component: "executor".into(),
             pid: 1,
@@ -192,12 +200,21 @@ mod tests {
         let c = causes(&l);
         assert_eq!(c.len(), 2);
         assert!(c[0].describe().contains("disk swap"));
-        assert!(c[1].describe().contains("cannot write its log since 2026-01-02T03:04:05.000Z"));
+        assert!(c[1]
+            .describe()
+            .contains("cannot write its log since 2026-01-02T03:04:05.000Z"));
         write_override(&l, "op").unwrap().unwrap();
         assert!(overridden(&l, &p.failing_since));
         assert_eq!(causes(&l).len(), 1, "the log pause is overridden");
         // A new outage is not covered by the old override.
-        write(&l, &LogPause { failing_since: "later".into(), ..p }).unwrap();
+        write(
+            &l,
+            &LogPause {
+                failing_since: "later".into(),
+                ..p
+            },
+        )
+        .unwrap();
         assert_eq!(causes(&l).len(), 2);
         clear(&l).unwrap();
         assert_eq!(causes(&l).len(), 1);

@@ -182,7 +182,11 @@ mod tests {
         let a = free_name(d.path(), "x", t);
         crate::fs::durable_write(&a, b"1\n", 0o600).unwrap();
         let b = free_name(d.path(), "x", t);
-        assert!(b.ends_with("x.20260102T030405.678Z-1.log"), "{}", b.display());
+        assert!(
+            b.ends_with("x.20260102T030405.678Z-1.log"),
+            "{}",
+            b.display()
+        );
         crate::fs::durable_write(&b, b"2\n", 0o600).unwrap();
         let gz = compress(&a).unwrap();
         assert!(!a.exists());

@@ -22,7 +22,12 @@ fn logs_config(f: impl FnOnce(&mut LogsConfig)) -> LogsConfig {
     c
 }
 
-fn start_with(root: &Path, logs: LogsConfig, clock: Arc<dyn Clock>, capacity: usize) -> WriterHandle {
+fn start_with(
+    root: &Path,
+    logs: LogsConfig,
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+) -> WriterHandle {
     let mut cfg = WriterConfig::new("unit", root, &logs);
     cfg.capacity = capacity;
     writer::start(cfg, clock).unwrap()
@@ -45,7 +50,11 @@ fn log_n(w: &WriterHandle, from: usize, n: usize) {
 fn lines_of(path: &Path) -> Vec<Value> {
     let bytes = rotate::read_log(path).unwrap();
     let text = String::from_utf8(bytes).unwrap();
-    assert!(text.is_empty() || text.ends_with('\n'), "{}: last line cut", path.display());
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{}: last line cut",
+        path.display()
+    );
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
         .collect()
@@ -140,15 +149,23 @@ fn rotates_by_size_with_a_ledger_record_per_rotation() {
         assert!(!r.compressed);
     }
     // Every line exactly once, in order, across the files.
-    assert_eq!(test_indices(&all_lines(d.path())), (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        test_indices(&all_lines(d.path())),
+        (0..100).collect::<Vec<_>>()
+    );
     let recs = ledger::read_tail(&logs, 1 << 20);
     assert_eq!(recs.len(), rotated.len());
-    assert!(recs.iter().all(|r| r.reason == ledger::Reason::Size && r.component == "unit"));
+    assert!(recs
+        .iter()
+        .all(|r| r.reason == ledger::Reason::Size && r.component == "unit"));
     let names: Vec<String> = rotated
         .iter()
         .map(|r| r.path.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(recs.iter().map(|r| r.rotated.clone()).collect::<Vec<_>>(), names);
+    assert_eq!(
+        recs.iter().map(|r| r.rotated.clone()).collect::<Vec<_>>(),
+        names
+    );
     assert_eq!(w.health().report().rotations, rotated.len() as u64);
 }
 
@@ -202,14 +219,28 @@ fn purge_keeps_exactly_keep_compressed_files() {
     assert_eq!(r.len(), 10, "{r:?}");
     assert!(r.iter().all(|r| r.compressed));
     let recs = ledger::read_tail(&logs, 1 << 20);
-    assert!(recs.len() > 10, "more rotations than kept files: {}", recs.len());
+    assert!(
+        recs.len() > 10,
+        "more rotations than kept files: {}",
+        recs.len()
+    );
     assert!(recs.iter().all(|r| r.rotated.ends_with(".log.gz")));
     // The kept files are the newest, and what they hold is the end of the run.
-    assert_eq!(recs[recs.len() - 10..].iter().map(|r| r.rotated.clone()).collect::<Vec<_>>(),
-        r.iter().map(|r| r.path.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>());
+    assert_eq!(
+        recs[recs.len() - 10..]
+            .iter()
+            .map(|r| r.rotated.clone())
+            .collect::<Vec<_>>(),
+        r.iter()
+            .map(|r| r.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    );
     let idx = test_indices(&all_lines(d.path()));
     assert_eq!(*idx.last().unwrap(), 119);
-    assert!(idx.windows(2).all(|w| w[1] == w[0] + 1), "no gap within what is kept");
+    assert!(
+        idx.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap within what is kept"
+    );
 }
 
 #[test]
@@ -259,7 +290,13 @@ fn four_threads_of_100k_lines_never_tear_or_interleave() {
             s.spawn(move || {
                 tracing::dispatcher::with_default(&sub, || {
                     for i in 0..100_000u64 {
-                        tracing::info!(event = "TEST", t, i, pad = "some text to make the line longer", "line {i} of thread {t}");
+                        tracing::info!(
+                            event = "TEST",
+                            t,
+                            i,
+                            pad = "some text to make the line longer",
+                            "line {i} of thread {t}"
+                        );
                     }
                 });
             });
@@ -284,7 +321,10 @@ fn four_threads_of_100k_lines_never_tear_or_interleave() {
     // Nothing lost without being counted, and every count reported in the log.
     assert_eq!(seen.len() as u64 + dropped, 400_000, "{per_thread:?}");
     assert_eq!(reported_drops, dropped);
-    assert!(rotate::list(&d.path().join("logs"), "unit").len() > 1, "rotated meanwhile");
+    assert!(
+        rotate::list(&d.path().join("logs"), "unit").len() > 1,
+        "rotated meanwhile"
+    );
 }
 
 #[test]
@@ -328,7 +368,10 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
     let h = w.health().report();
     assert!(!h.primary_ok);
     assert!(h.failing_since.is_some());
-    assert_eq!(h.fallback_path.as_deref(), Some(fb.join("unit.log").to_str().unwrap()));
+    assert_eq!(
+        h.fallback_path.as_deref(),
+        Some(fb.join("unit.log").to_str().unwrap())
+    );
     assert!(h.last_error.unwrap().contains("removed"));
     let fallback = lines_of(&fb.join("unit.log"));
     assert_eq!(fallback[0]["event"], "LOG_PRIMARY_FAILED");
@@ -336,9 +379,15 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
     let a = alerts(d.path());
     assert_eq!(a.len(), 1);
     assert_eq!(a[0]["fingerprint"], "log_write_failed:unit");
-    assert_eq!((a[0]["severity"].as_str(), a[0]["status"].as_str()), (Some("critical"), Some("firing")));
+    assert_eq!(
+        (a[0]["severity"].as_str(), a[0]["status"].as_str()),
+        (Some("critical"), Some("firing"))
+    );
     let crit = std::fs::read_to_string(d.path().join("alerts/CRITICAL_ALERT")).unwrap();
-    assert!(crit.contains("CRITICAL ghost-unit: ghost-unit cannot write its log"), "{crit}");
+    assert!(
+        crit.contains("CRITICAL ghost-unit: ghost-unit cannot write its log"),
+        "{crit}"
+    );
     assert_eq!(h.dropped_lines, 0);
     drop(w);
 
@@ -350,16 +399,25 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
         }),
     );
     assert!(w.sink().flush(WAIT));
-    assert!(w.health().primary_ok(), "the directory is recreated at the start");
+    assert!(
+        w.health().primary_ok(),
+        "the directory is recreated at the start"
+    );
     std::fs::remove_dir_all(d.path().join("logs")).unwrap();
     log_n(&w, 3, 1);
     assert!(w.sink().flush(WAIT));
-    assert!(wait_until(|| w.health().primary_ok()), "recovers within the retry interval");
+    assert!(
+        wait_until(|| w.health().primary_ok()),
+        "recovers within the retry interval"
+    );
     log_n(&w, 4, 1);
     assert!(w.sink().flush(WAIT));
     let primary = lines_of(&d.path().join("logs/unit.log"));
     assert_eq!(primary[0]["event"], "LOG_PRIMARY_RECOVERED");
-    assert_eq!(primary[0]["lines_in_fallback"], 2, "the failure line and line 3");
+    assert_eq!(
+        primary[0]["lines_in_fallback"], 2,
+        "the failure line and line 3"
+    );
     assert_eq!(test_indices(&primary), [4]);
     assert_eq!(test_indices(&lines_of(&fb.join("unit.log"))), [1, 2, 3]);
     let resolved: Vec<Value> = alerts(d.path())
@@ -369,5 +427,8 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0]["fingerprint"], "log_write_failed:unit");
     let crit = std::fs::read_to_string(d.path().join("alerts/CRITICAL_ALERT")).unwrap();
-    assert!(crit.contains("RESOLVED ghost-unit: ghost-unit writes its log again"), "{crit}");
+    assert!(
+        crit.contains("RESOLVED ghost-unit: ghost-unit writes its log again"),
+        "{crit}"
+    );
 }

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::fallback;
-use crate::alert::{Alert, AlertStatus, Severity};
 use super::health::LogHealth;
 use super::ledger::{self, RapidWindow, Reason, RotationRecord};
 use super::rotate;
+use crate::alert::{Alert, AlertStatus, Severity};
 use crate::config::LogsConfig;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -420,12 +420,18 @@ impl Writer {
             }
             Ok(n) => {
                 // Cut the partial line off again, unless someone else wrote since.
-                if p.file.metadata().is_ok_and(|m| m.len() == p.size + n as u64) {
+                if p.file
+                    .metadata()
+                    .is_ok_and(|m| m.len() == p.size + n as u64)
+                {
                     let _ = p.file.set_len(p.size);
                 }
                 Err(io::Error::new(
                     io::ErrorKind::WriteZero,
-                    format!("short write ({n} of {} bytes; the disk is probably full)", buf.len()),
+                    format!(
+                        "short write ({n} of {} bytes; the disk is probably full)",
+                        buf.len()
+                    ),
                 ))
             }
             Err(e) => Err(e),
@@ -632,7 +638,11 @@ impl Writer {
                     let _ = f.sync_data();
                 }
             }
-            if self.failing.as_ref().is_some_and(|f| Instant::now() >= f.next_retry) {
+            if self
+                .failing
+                .as_ref()
+                .is_some_and(|f| Instant::now() >= f.next_retry)
+            {
                 self.try_recover();
             }
             return;

@@ -74,7 +74,12 @@ impl Filter {
         if !l.matches(self.ids.as_ref()) {
             return false;
         }
-        let field = |k: &str| l.json.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str);
+        let field = |k: &str| {
+            l.json
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+        };
         if let Some(max) = self.max_severity {
             if field("level").and_then(severity).is_none_or(|s| s > max) {
                 return false;
@@ -239,15 +244,15 @@ impl Tail {
     /// What was added to the file we were reading before it was rotated: the
     /// rotated file with our inode, or (compressed meanwhile) the newest one.
     fn rest_of_rotated(&mut self) -> Vec<Line> {
-        let (Some(c), Some(dir), Some(ino)) =
-            (&self.component, self.path.parent(), self.ino)
+        let (Some(c), Some(dir), Some(ino)) = (&self.component, self.path.parent(), self.ino)
         else {
             return Vec::new();
         };
         let rotated = ghost_core::logging::rotate::list(dir, c);
-        let same = rotated.iter().rev().find(|r| {
-            std::fs::metadata(&r.path).is_ok_and(|m| m.ino() == ino)
-        });
+        let same = rotated
+            .iter()
+            .rev()
+            .find(|r| std::fs::metadata(&r.path).is_ok_and(|m| m.ino() == ino));
         let Some(r) = same.or(rotated.last()) else {
             return Vec::new();
         };
