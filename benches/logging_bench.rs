@@ -74,9 +74,11 @@ fn count_lines(dir: &Path) -> usize {
 }
 
 fn ours(dir: &Path) -> Run {
-    let mut logs = ghost_core::config::LogsConfig::default();
-    logs.max_bytes = 1 << 40; // no rotation: tracing-appender's rolls daily
-    logs.fallback_dir = Some(dir.join("fallback"));
+    let logs = ghost_core::config::LogsConfig {
+        max_bytes: 1 << 40, // no rotation: tracing-appender's rolls daily
+        fallback_dir: Some(dir.join("fallback")),
+        ..Default::default()
+    };
     let mut cfg = WriterConfig::new("bench", dir, &logs);
     cfg.capacity = CAPACITY;
     let start = Instant::now();
