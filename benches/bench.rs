@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use ghost_core::queue::QueueState;
 use ghost_core::Layout;
 
+#[path = "logging_bench.rs"]
+mod logging_bench;
 #[path = "watchdog_bench.rs"]
 mod watchdog_bench;
 
@@ -236,6 +238,28 @@ fn main() {
         eprintln!("benchmarks: run with `cargo bench --bench bench`");
         return;
     }
+    // `cargo bench --bench bench -- --bench logging`: only the logging
+    // section, replaced in the existing docs/benchmarks.md.
+    if std::env::args().any(|a| a == "logging") {
+        let mut section = String::new();
+        logging_bench::run(&mut section);
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+        let old = std::fs::read_to_string(&out).unwrap_or_default();
+        let head = "## Logging: writer thread against tracing-appender";
+        let md = match old.find(head) {
+            Some(i) => {
+                let rest = &old[i + head.len()..];
+                let end = rest
+                    .find("\n## ")
+                    .map_or(old.len(), |j| i + head.len() + j + 1);
+                format!("{}{section}{}", &old[..i], &old[end..])
+            }
+            None => format!("{}\n{section}", old.trim_end()),
+        };
+        ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
+        print!("{section}");
+        return;
+    }
     let base = tempfile::tempdir().unwrap();
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
@@ -341,6 +365,9 @@ fn main() {
     eprintln!("watchdog scenarios");
     md.push('\n');
     watchdog_bench::run(&mut md);
+    eprintln!("logging scenarios");
+    md.push('\n');
+    logging_bench::run(&mut md);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

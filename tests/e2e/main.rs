@@ -9,5 +9,6 @@ mod crash;
 mod executor;
 mod ghostctl;
 mod harness;
+mod logging;
 mod security;
 mod watchdog;

@@ -102,13 +102,21 @@ impl Ingestor {
             .collect()
     }
 
-    /// True while `state/pause.json` exists: the bridge then answers 503.
+    /// True while intake is paused: `state/pause.json` (the operator) or an
+    /// executor's log pause (`state/log-pause.json`, not overridden). The
+    /// bridge then answers 503.
     pub fn paused(&self) -> bool {
         ghost_core::pause::is_paused(self.layout())
+            || ghost_core::logging::pause::log_paused(self.layout())
     }
 
+    /// The file that makes intake paused (the operator's first).
     pub fn pause_file(&self) -> PathBuf {
-        self.layout().pause_file()
+        let op = self.layout().pause_file();
+        if !op.exists() && ghost_core::logging::pause::log_paused(self.layout()) {
+            return ghost_core::logging::pause::pause_path(self.layout());
+        }
+        op
     }
 
     /// The canonical name of a target or alias, or an error naming the known ones.

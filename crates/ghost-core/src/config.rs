@@ -194,12 +194,23 @@ section!(HeartbeatConfig {
 });
 
 section!(LogsConfig {
+    /// A log file is rotated before it would grow past this size …
     #[serde(with = "size")] max_bytes: u64 = 5 << 20,
+    /// … or once its first line is this old, whichever comes first.
     #[serde(with = "duration")] max_age: Duration = secs(7 * 24 * 3600),
+    /// Rotated files kept per component; older ones are purged.
     keep: u32 = 10,
+    /// More rotations of one component than this within a sliding hour raise an alert.
     rapid_rotations_per_hour: u32 = 3,
+    /// An executor whose primary log has failed this long stops claiming patches.
     #[serde(with = "duration")] pause_after: Duration = secs(30),
+    /// Where lines go while `logs/` cannot be written (default: under the
+    /// system temporary directory, `ghostbridge-<hash of the root>/logs`).
     fallback_dir: Option<PathBuf> = None,
+    /// Gzip rotated files.
+    compress: bool = true,
+    /// While on the fallback, how often the primary log is tried again.
+    #[serde(with = "duration")] retry_interval: Duration = secs(5),
 });
 
 section!(ExecutorConfig {
@@ -683,9 +694,26 @@ impl Config {
             ("executor.stuck_after", e.stuck_after),
             ("heartbeat.interval", self.heartbeat.interval),
             ("heartbeat.stale_after", self.heartbeat.stale_after),
+            ("logs.max_age", self.logs.max_age),
+            ("logs.retry_interval", self.logs.retry_interval),
         ] {
             if d.is_zero() {
                 problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if self.logs.max_bytes == 0 {
+            problems.push("logs.max_bytes: must be greater than zero".into());
+        }
+        if self.logs.keep == 0 {
+            problems
+                .push("logs.keep: must be at least 1 (the rotated file is the only copy)".into());
+        }
+        if let Some(d) = &self.logs.fallback_dir {
+            if !d.is_absolute() {
+                problems.push(format!(
+                    "logs.fallback_dir: {} must be an absolute path (ideally on another filesystem than the root)",
+                    d.display()
+                ));
             }
         }
         match parse_mode(&e.default_file_mode) {

@@ -11,8 +11,9 @@ pub mod git;
 pub mod journal;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use serde_json::json;
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 
 use ghost_core::fs::LockFile;
 use ghost_core::heartbeat::HeartbeatWriter;
+use ghost_core::logging::pause::{self as log_pause, LogPause};
 use ghost_core::queue::QueueState;
 use ghost_core::{Config, Layout};
 
@@ -86,11 +88,21 @@ async fn worker(
     opts: RunOptions,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
+    log_paused: Arc<AtomicBool>,
 ) {
     let scan = ctx.cfg.executor.scan_interval;
     loop {
         if shutdown.is_cancelled() {
             break;
+        }
+        // Our log cannot be written: claim nothing new until it can (the
+        // heartbeat task decides; see ghost_core::logging::pause).
+        if log_paused.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
         }
         // Anything in active/ that this (sequential) worker is not processing is
         // an orphan of an error or a crash: resolve it the way start-up does.
@@ -149,6 +161,60 @@ async fn worker(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {}
         }
+    }
+}
+
+/// Pause or resume claiming by the health of our log (called every heartbeat tick).
+fn decide_log_pause(
+    layout: &Layout,
+    pause_after: Duration,
+    paused: &mut Option<LogPause>,
+    flag: &AtomicBool,
+) {
+    let Some(health) = ghost_core::logging::health() else {
+        return;
+    };
+    let report = health.report();
+    let over = report
+        .failing_since
+        .as_deref()
+        .is_some_and(|f| log_pause::overridden(layout, f));
+    let want = log_pause::should_pause(health.failing_for(SystemTime::now()), pause_after, over);
+    match (want, paused.is_some()) {
+        (true, false) => {
+            let p = LogPause {
+                component: "executor".into(),
+                pid: std::process::id(),
+                paused_at: ghost_core::time::now_rfc3339(),
+                failing_since: report.failing_since.clone().unwrap_or_default(),
+                error: report.last_error.clone(),
+                fallback_path: report.fallback_path.clone(),
+            };
+            flag.store(true, Ordering::Relaxed);
+            if let Err(e) = log_pause::write(layout, &p) {
+                error!(event = "LOG_PAUSE_WRITE_FAILED", error = %e, "cannot record the log pause");
+            }
+            warn!(event = "EXECUTOR_PAUSED", failing_since = %p.failing_since, pause_after = ?pause_after, "the log cannot be written: claiming no new patches until it can");
+            *paused = Some(p);
+        }
+        (false, true) => {
+            flag.store(false, Ordering::Relaxed);
+            if let Err(e) = log_pause::clear(layout) {
+                error!(event = "LOG_PAUSE_WRITE_FAILED", error = %e, "cannot remove state/log-pause.json");
+            }
+            let why = if over {
+                "overridden by the operator"
+            } else {
+                "the log works again"
+            };
+            info!(
+                event = "EXECUTOR_RESUMED",
+                reason = why,
+                "claiming patches again"
+            );
+            *paused = None;
+        }
+        _ => {}
     }
 }
 
@@ -246,6 +312,11 @@ pub async fn run(
         }
     }
 
+    // A log pause left by a crashed executor means nothing now.
+    if let Err(e) = log_pause::clear(&layout) {
+        warn!(error = %e, "cannot remove a stale state/log-pause.json");
+    }
+    let log_paused = Arc::new(AtomicBool::new(false));
     let hard_stop = CancellationToken::new();
     {
         let (s, h, grace) = (
@@ -269,6 +340,7 @@ pub async fn run(
                 opts,
                 shutdown.clone(),
                 hard_stop.clone(),
+                log_paused.clone(),
             ))
         })
         .collect();
@@ -281,14 +353,24 @@ pub async fn run(
             done.clone(),
             cfg.heartbeat.interval.min(Duration::from_secs(1)),
         );
+        let (layout, log_paused, pause_after) =
+            (layout.clone(), log_paused.clone(), cfg.logs.pause_after);
         tokio::spawn(async move {
+            let mut paused: Option<LogPause> = None;
             loop {
+                decide_log_pause(&layout, pause_after, &mut paused, &log_paused);
                 let (c2, k2) = (ctxs.clone(), counters.clone());
-                let details = blocking(
+                let mut details = blocking(
                     move || json!({"queues": queue_stats(&c2), "counters": k2.snapshot()}),
                 )
                 .await;
-                if let Err(e) = hb.beat("running", details) {
+                details["log_pause"] = json!(paused);
+                let status = if paused.is_some() {
+                    "paused"
+                } else {
+                    "running"
+                };
+                if let Err(e) = hb.beat(status, details) {
                     warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write heartbeat");
                 }
                 tokio::select! {
@@ -308,6 +390,8 @@ pub async fn run(
         let details = json!({"queues": queue_stats(&ctxs), "counters": counters.snapshot()});
         let _ = hb.beat("stopped", details);
     }
+    // A stopped executor pauses nothing.
+    let _ = log_pause::clear(&layout);
     info!(event = "EXECUTOR_STOPPED", counters = %counters.snapshot(), "executor stopped");
     Ok(())
 }

@@ -60,6 +60,8 @@ pub fn dispatch(
             component,
             patch,
             lines,
+            level,
+            correlation_id,
         } => logs::run(
             config,
             logs::LogsOptions {
@@ -68,6 +70,8 @@ pub fn dispatch(
                 patch: patch.clone(),
                 lines: *lines,
                 json,
+                level: level.clone(),
+                correlation_id: correlation_id.clone(),
             },
             out,
         ),
