@@ -633,6 +633,8 @@ pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     for p in stale {
         info!(event = "STALE_FILE_REMOVED", target = %ctx.target, path = %p.display(), "removed a stale temp or orphan file");
     }
+    // An unfinished batch first: it leaves its members as single ones.
+    crate::batch::recover(ctx)?;
     let names = q.list(QueueState::Active)?;
     for name in &names {
         recover_one(ctx, name)?;

@@ -5,6 +5,7 @@
 //! a `notify` watcher reports arrivals and wakes the workers, and a periodic
 //! rescan covers events the watcher drops. Idle, nothing runs but the timers.
 
+pub mod batch;
 pub mod command;
 pub mod decision;
 pub mod due;
@@ -104,6 +105,42 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("blocking task panicked")
 }
 
+/// Apply the due entries `due` (oldest first): as a batch when two or more
+/// qualify, else the first on its own. False when the tree was busy.
+fn step(
+    ctx: &TargetCtx,
+    list: &std::sync::Mutex<due::DueList>,
+    due: &[String],
+    hard_stop: &CancellationToken,
+) -> Result<bool, ghost_core::Error> {
+    let forget = |names: &[String]| {
+        let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
+        for n in names {
+            l.forget(n);
+        }
+    };
+    if batch::worth_trying(ctx, due.len()) {
+        match batch::process(ctx, due)? {
+            batch::Batched::Done(n) if n > 0 => {
+                // Claimed: not due here any more (an entry put back into
+                // pending/ is reported by the watcher).
+                forget(&due[..n]);
+                return Ok(true);
+            }
+            batch::Batched::Busy => return Ok(false),
+            batch::Batched::Done(_) | batch::Batched::Single => {}
+        }
+    }
+    let name = &due[0];
+    let r = engine::process_one(ctx, name, hard_stop);
+    if matches!(r, Ok(Some(_))) || !ctx.queue.entry_path(QueueState::Pending, name).exists() {
+        // Claimed, or moved meanwhile.
+        forget(std::slice::from_ref(name));
+        return Ok(true);
+    }
+    r.map(|o| o.is_some())
+}
+
 /// One target's worker: claims its due entries oldest first, one at a time.
 /// The due list lives in memory ([`due`]); the directories are listed only at
 /// start, every `executor.scan_interval`, and when the watcher overflowed.
@@ -162,36 +199,22 @@ async fn worker(
         if let Err(e) = refreshed {
             warn!(target = %ctx.target, error = %e, "could not list the queue; retrying at the next scan");
         }
-        let l = list.clone();
-        let (first, next_due) = blocking(move || {
+        let (l, batch_max) = (list.clone(), ctx.cfg.executor.batch_max as usize);
+        let (due_now, next_due) = blocking(move || {
             let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
             let (ready, next) = l.due_deferred(std::time::SystemTime::now());
             for name in ready {
                 l.promote(&name);
             }
-            (l.first(1).pop(), next)
+            (l.first(batch_max), next)
         })
         .await;
-        if let Some(name) = first {
+        if !due_now.is_empty() {
             let (c, h, l) = (ctx.clone(), hard_stop.clone(), list.clone());
-            let pause = match blocking(move || {
-                let r = engine::process_one(&c, &name, &h);
-                let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
-                if matches!(r, Ok(Some(_)))
-                    || !c.queue.entry_path(QueueState::Pending, &name).exists()
-                {
-                    // Claimed, or moved meanwhile: not due here any more (an
-                    // entry put back into pending/ is reported by the watcher).
-                    l.forget(&name);
-                    return Ok(Some(()));
-                }
-                r.map(|o| o.map(|_| ()))
-            })
-            .await
-            {
-                Ok(Some(())) => false,
+            let pause = match blocking(move || step(&c, &l, &due_now, &h)).await {
+                Ok(true) => false,
                 // Not claimed: the tree is busy. Look again soon.
-                Ok(None) => true,
+                Ok(false) => true,
                 Err(e) => {
                     error!(event = "EXECUTOR_ERROR", target = %ctx.target, error = %e, "processing failed; the entry is resolved by recovery");
                     look_for_orphans = true;
@@ -374,6 +397,6 @@ pub async fn run(
             json!({"queues": queue_stats(&ctxs, &inboxes), "counters": counters.snapshot()});
         let _ = hb.beat("stopped", details);
     }
-    info!(event = "EXECUTOR_STOPPED", counters = %counters.snapshot(), "executor stopped");
+    info!(event = "EXECUTOR_STOPPED", counters = %counters.snapshot(), fsyncs = ghost_core::fs::fsync_count(), "executor stopped");
     Ok(())
 }
