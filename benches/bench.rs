@@ -192,6 +192,7 @@ fn main() {
         eprintln!("benchmarks: run with `cargo bench --bench bench`");
         return;
     }
+    let quick = std::env::var_os("GHOST_BENCH_QUICK").is_some_and(|v| v != "0");
     let base = tempfile::tempdir().unwrap();
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
@@ -203,6 +204,9 @@ fn main() {
         sh("nproc"),
         sh("uname -sr")
     );
+    if quick {
+        let _ = writeln!(md, "**Quick mode** (`GHOST_BENCH_QUICK=1`): one round, smaller counts (500-patch drains, 10,000 entries of history, 5 s of idling), pueue not installed when absent. A smoke run: the full run is `cargo bench --bench bench` without it.\n");
+    }
 
     // Raw durable writes, interleaved with every other measurement's rounds.
     let mut raw = Vec::new();
@@ -213,7 +217,6 @@ fn main() {
 
     // Bridge ingest: closed loop at 1, 8, 32 clients; open loop at 200/s.
     let levels = [1usize, 8, 32];
-    let quick = std::env::var_os("GHOST_BENCH_QUICK").is_some_and(|v| v != "0");
     let rounds = if quick { 1 } else { ROUNDS };
     let mut ingest: Vec<(usize, Vec<Duration>, Vec<Duration>)> = levels
         .iter()

@@ -341,7 +341,7 @@ fn idle_family(base: &Path, idle: Duration, history: usize) -> Vec<(String, f64,
 /// pueue, if installed (or installable): `n` shell tasks that each write
 /// their file durably, with `parallel` at a time. `None` when pueue is
 /// unavailable, with the reason.
-fn pueue(base: &Path, n: usize, parallel: usize) -> Result<Duration, String> {
+fn pueue(base: &Path, n: usize, parallel: usize, install: bool) -> Result<Duration, String> {
     let bin = |name: &str| -> Option<PathBuf> {
         let home = std::env::var_os("HOME").map(PathBuf::from)?;
         let cargo = home.join(".cargo/bin").join(name);
@@ -355,6 +355,9 @@ fn pueue(base: &Path, n: usize, parallel: usize) -> Result<Duration, String> {
             .filter(|o| o.status.success())
             .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
     };
+    if bin("pueued").is_none() && !install {
+        return Err("pueue is not installed (the quick mode does not install it)".into());
+    }
     if bin("pueued").is_none() {
         eprintln!("pueue is not installed: running `cargo install --locked pueue`");
         let ok = Command::new("cargo")
@@ -510,9 +513,13 @@ pub fn run(md: &mut String, base: &Path, raw_rate: f64, sizes: &Sizes) {
     let idle_hist = idle_family(d.path(), Duration::from_secs(5), sizes.history);
     eprintln!("idle done");
     let d = tempfile::tempdir_in(base).unwrap();
-    let pueue_serial = pueue(d.path(), sizes.pueue, 1);
+    let install = sizes.rounds > 1;
+    let pueue_serial = pueue(d.path(), sizes.pueue, 1, install);
     let d = tempfile::tempdir_in(base).unwrap();
-    let pueue_par = pueue(d.path(), sizes.pueue, 8);
+    let pueue_par = match &pueue_serial {
+        Ok(_) => pueue(d.path(), sizes.pueue, 8, install),
+        Err(e) => Err(e.clone()),
+    };
     eprintln!("pueue done");
 
     let wall = |v: &[DrainResult]| median(v.iter().map(|d| d.wall).collect());

@@ -336,14 +336,13 @@ pub fn stage(group: &mut crate::fs::WriteGroup, dir: &Path, summary: &Summary) -
     let md = render_markdown(summary, &json_md5).into_bytes();
     let md_md5 = md5_hex(&md);
     crate::fs::ensure_dir(&dir.join(".backup"))?;
-    for (path, bytes) in [
-        (&files.json, &json),
-        (&files.md, &md),
-        (&files.backup_json, &json),
-        (&files.backup_md, &md),
-    ] {
-        group.stage(path, bytes, FILE_MODE)?;
-    }
+    group.stage(&files.json, &json, FILE_MODE)?;
+    group.stage(&files.md, &md, FILE_MODE)?;
+    // The backups repeat the main files, which are durable: their content is
+    // not fsynced. After a power cut one may be short; `ghostctl verify`
+    // compares the copies and repairs the bad one from the good.
+    group.stage_copy(&files.backup_json, &json, FILE_MODE)?;
+    group.stage_copy(&files.backup_md, &md, FILE_MODE)?;
     Ok(Written { json_md5, md_md5 })
 }
 

@@ -51,6 +51,8 @@ struct Staged {
     tmp: PathBuf,
     dest: PathBuf,
     file: File,
+    /// Fsynced at [`WriteGroup::sync`]; false for a redundant copy.
+    durable: bool,
     published: bool,
 }
 
@@ -69,6 +71,19 @@ impl WriteGroup {
 
     /// Write `bytes` with `mode` to a temp file beside `dest`; its index.
     pub fn stage(&mut self, dest: &Path, bytes: &[u8], mode: u32) -> Result<usize> {
+        self.stage_with(dest, bytes, mode, true)
+    }
+
+    /// Like [`WriteGroup::stage`] for a redundant copy of a file that is
+    /// itself written durably (a backup): its name is published and its
+    /// directory fsynced with the group, but its content is not fsynced, so
+    /// after a power cut it may be short; whoever reads it must check it
+    /// against the original (summaries carry their MD5s for that).
+    pub fn stage_copy(&mut self, dest: &Path, bytes: &[u8], mode: u32) -> Result<usize> {
+        self.stage_with(dest, bytes, mode, false)
+    }
+
+    fn stage_with(&mut self, dest: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<usize> {
         let dir = super::parent_of(dest);
         let name = dest
             .file_name()
@@ -93,6 +108,7 @@ impl WriteGroup {
                     tmp,
                     dest: dest.to_path_buf(),
                     file,
+                    durable,
                     published: false,
                 });
                 self.synced = false;
@@ -116,7 +132,11 @@ impl WriteGroup {
 
     /// Make the content of every staged file durable.
     pub fn sync(&mut self) -> Result<()> {
-        let todo: Vec<&Staged> = self.staged.iter().filter(|s| !s.published).collect();
+        let todo: Vec<&Staged> = self
+            .staged
+            .iter()
+            .filter(|s| !s.published && s.durable)
+            .collect();
         sync_concurrently(&todo, |s| {
             super::note_fsync();
             s.file.sync_all().ctx("fsync", &s.tmp)
