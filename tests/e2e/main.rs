@@ -9,4 +9,5 @@ mod executor;
 mod ghostctl;
 mod harness;
 mod idle;
+mod security;
 mod watchdog;

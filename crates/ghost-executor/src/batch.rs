@@ -40,7 +40,7 @@ use tracing::{error, info, warn};
 use ghost_core::fs::tree::{Tree, TreeGroup};
 use ghost_core::fs::WriteGroup;
 use ghost_core::patch::parse::{parse_patch, ParseOptions};
-use ghost_core::patch::stage::{stage, Entry, FileData, Staged, TreeView};
+use ghost_core::patch::stage::{stage_with, Entry, FileData, StageOptions, Staged, TreeView};
 use ghost_core::patch::{Patch, RelPath};
 use ghost_core::queue::{AttemptRecord, Claim, EntryRecord, QueueState};
 use ghost_core::summary::{self, ExecutorInfo, FileSummary, OpSummary, Summary, SummaryStatus};
@@ -139,6 +139,10 @@ fn load(ctx: &TargetCtx, name: &str) -> Option<(EntryRecord, Patch)> {
         },
     )
     .ok()?;
+    // Over a limit: runs on its own, where it fails with its reason.
+    if ghost_core::patch::validate_limits(&patch, &ctx.cfg.limits).is_err() {
+        return None;
+    }
     let alone = !patch.checks.before.is_empty()
         || !patch.checks.after.is_empty()
         || patch.git.is_some()
@@ -164,12 +168,21 @@ pub fn process(ctx: &TargetCtx, names: &[String]) -> Result<Batched> {
         files: BTreeMap::new(),
         dirs: Default::default(),
     };
+    // The same staging rules as a patch on its own ([limits], modes), with
+    // the deadline of the batch's first claim.
+    let opts = StageOptions {
+        default_file_mode: ctx.cfg.default_file_mode(),
+        allow_special_modes: ctx.target_cfg.allow_special_modes,
+        target: ctx.target.clone(),
+        limits: ctx.cfg.limits.clone(),
+        deadline: Some(Instant::now() + ctx.cfg.executor.stuck_after),
+    };
     let mut cands: Vec<Candidate> = Vec::new();
     for name in names {
         let Some((record, patch)) = load(ctx, name) else {
             break;
         };
-        let Ok(staged) = stage(&patch.operations, &ov, ctx.cfg.default_file_mode()) else {
+        let Ok(staged) = stage_with(&patch.operations, &ov, &opts) else {
             // Runs on its own next, and fails alone there.
             break;
         };

@@ -25,8 +25,8 @@ use tracing::{error, info, warn};
 use ghost_core::config::TargetConfig;
 use ghost_core::fs::tree::Tree;
 use ghost_core::patch::parse::{parse_patch, ParseOptions};
-use ghost_core::patch::stage::{stage, StageErrorKind};
-use ghost_core::patch::{Patch, RelPath, TargetSpec};
+use ghost_core::patch::stage::{stage_with, StageErrorKind, StageOptions};
+use ghost_core::patch::{validate_limits, Patch, RelPath, TargetSpec};
 use ghost_core::queue::{AttemptRecord, Claim, EntryRecord, Queue, QueueState, Reason};
 use ghost_core::summary::{
     self, CheckSummary, ErrorSummary, ExecutorInfo, FileSummary, GitSummary, OpSummary,
@@ -35,7 +35,7 @@ use ghost_core::summary::{
 use ghost_core::time::{now_rfc3339, rfc3339};
 use ghost_core::{Config, Layout, Result};
 
-use crate::command::{self, CmdFailure, Limits};
+use crate::command::{self, CmdFailure, Limits, RunAs, Scrubber};
 
 /// A crash window: with the `failpoints` feature and `FAILPOINTS=<name>=return`,
 /// the process aborts here, as a `kill -9` or a power cut would stop it. The
@@ -77,6 +77,8 @@ pub struct TargetCtx {
     pub tree_path: PathBuf,
     pub specs: Vec<TargetSpec>,
     pub counters: Arc<Counters>,
+    /// The target's `run_as` user, resolved at start-up.
+    pub run_as: Option<RunAs>,
 }
 
 impl TargetCtx {
@@ -91,6 +93,7 @@ impl TargetCtx {
             layout,
             cfg,
             counters,
+            run_as: None,
         }
     }
 
@@ -268,6 +271,11 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
     };
     att.max_attempts = patch.max_attempts.unwrap_or(ctx.cfg.executor.max_attempts);
     att.record.patch_id = Some(patch.id.clone());
+    if let Err(e) = validate_limits(&patch, &ctx.cfg.limits) {
+        att.patch = Some(patch);
+        att.fail("limit", e.to_string());
+        return Outcome::Permanent;
+    }
     let deadline = att.started + ctx.cfg.executor.stuck_after;
     let env = command::environment(&ctx.target_cfg.env, &patch.id, &ctx.target);
     att.patch = Some(patch);
@@ -281,11 +289,15 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         }
     };
     let cancelled = || hard_stop.is_cancelled();
+    // Read per patch: the bridge may have generated its secrets since.
+    let scrub = Scrubber::gather(&ctx.cfg, &ctx.layout);
     let limits = Limits {
         timeout: ctx.cfg.executor.command_timeout,
         deadline,
         cancelled: &cancelled,
         tail_bytes: ctx.cfg.executor.output_tail_bytes as usize,
+        run_as: ctx.run_as.as_ref(),
+        scrub: &scrub,
     };
 
     // Checks before: the tree is untouched, nothing to undo.
@@ -293,7 +305,15 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         return outcome;
     }
 
-    let staged = match stage(&patch.operations, &tree, ctx.cfg.default_file_mode()) {
+    // Staging is CPU work inside the patch's deadline, bounded by [limits].
+    let opts = StageOptions {
+        default_file_mode: ctx.cfg.default_file_mode(),
+        allow_special_modes: ctx.target_cfg.allow_special_modes,
+        target: ctx.target.clone(),
+        limits: ctx.cfg.limits.clone(),
+        deadline: Some(deadline),
+    };
+    let staged = match stage_with(&patch.operations, &tree, &opts) {
         Ok(s) => s,
         Err(e) => {
             let (outcome, kind) = match e.kind {
@@ -301,6 +321,9 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
                 StageErrorKind::Precondition => (Outcome::Permanent, "precondition"),
                 StageErrorKind::DiffDoesNotApply => (Outcome::Permanent, "diff_does_not_apply"),
                 StageErrorKind::Conflict => (Outcome::Permanent, "conflict"),
+                StageErrorKind::Limit => (Outcome::Permanent, "limit"),
+                StageErrorKind::Refused => (Outcome::Permanent, "refused"),
+                StageErrorKind::Deadline => (Outcome::StuckTimeout, "stuck_timeout"),
             };
             att.fail(kind, e.to_string());
             return outcome;

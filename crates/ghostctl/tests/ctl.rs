@@ -270,6 +270,7 @@ fn submit_legacy_fixtures() {
         t.aliases = vec!["DEV".into(), "ghost-system".into()];
         t.legacy_root = Some("/tmp".into());
         t.allow_shell = true;
+        t.commands = ghost_core::patch::CommandPolicy::Any;
     });
     let items = env.submit(None, &files);
     let ok: Vec<bool> = items.iter().map(|i| i.ok).collect();
