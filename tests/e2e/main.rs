@@ -2,6 +2,7 @@
 //! [`TestEnv`] fixture; every wait is on a condition, never a bare sleep, and
 //! timings are shrunk through the configuration.
 
+mod admission;
 mod batch;
 mod bridge;
 mod crash;

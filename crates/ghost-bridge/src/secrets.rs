@@ -9,6 +9,7 @@
 //! where it came from (a path, "environment", "configuration") is ever shown.
 
 use ghost_core::config::ConfigSecret;
+use ghost_core::secrets::SecretKind;
 use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -20,13 +21,13 @@ use ghost_core::fs::{durable_write, read_opt, FILE_MODE};
 use ghost_core::{Config, Error, Layout, Result};
 
 /// Environment variable for the bearer token.
-pub const TOKEN_ENV: &str = "GHOST_BRIDGE_TOKEN";
+pub const TOKEN_ENV: &str = SecretKind::BridgeToken.env_var();
 /// Environment variable for the HMAC key.
-pub const HMAC_ENV: &str = "GHOST_HMAC_KEY";
+pub const HMAC_ENV: &str = SecretKind::HmacKey.env_var();
 /// File name of the generated bearer token in `state/secrets/`.
-pub const TOKEN_FILE: &str = "bridge_token";
+pub const TOKEN_FILE: &str = SecretKind::BridgeToken.file_name();
 /// File name of the generated HMAC key in `state/secrets/`.
-pub const HMAC_FILE: &str = "hmac_key";
+pub const HMAC_FILE: &str = SecretKind::HmacKey.file_name();
 
 /// A secret value. Its `Debug` is redacted and it has no `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -110,20 +111,19 @@ pub fn load_with_env(
     layout: &Layout,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Secrets> {
-    let dir = layout.secrets();
     let (token, token_source) = load_one(
         cfg.bridge.token.as_ref().map(ConfigSecret::expose),
         "bridge.token",
         env(TOKEN_ENV),
         TOKEN_ENV,
-        &dir.join(TOKEN_FILE),
+        &layout.secret(SecretKind::BridgeToken),
     )?;
     let (hmac_key, hmac_source) = load_one(
         cfg.bridge.hmac_key.as_ref().map(ConfigSecret::expose),
         "bridge.hmac_key",
         env(HMAC_ENV),
         HMAC_ENV,
-        &dir.join(HMAC_FILE),
+        &layout.secret(SecretKind::HmacKey),
     )?;
     Ok(Secrets {
         token,

@@ -609,12 +609,7 @@ impl Config {
         }
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for (name, t) in &self.targets {
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !crate::text::is_name(name) {
                 problems.push(format!(
                     "targets.{name}: a target name is 1 to 64 characters of letters, digits, '-' and '_' (it names directories)"
                 ));

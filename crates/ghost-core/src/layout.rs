@@ -1,5 +1,8 @@
-//! The data root's directory layout (DESIGN.md, "The data root"). Created on
-//! first start with mode 0700; nothing else in the code spells these names.
+//! The data root's directory layout (docs/formats.md and the README's queue tour).
+//! Created on first start with mode 0700. Every path under the root is spelled
+//! here and nowhere else: the other crates, and the typed file modules of this
+//! one ([`crate::watchdog`], [`crate::pause`], [`crate::alert`],
+//! [`crate::secrets`]), ask `Layout` for it.
 
 use std::path::{Path, PathBuf};
 
@@ -32,17 +35,57 @@ impl Layout {
     pub fn queue_root(&self) -> PathBuf {
         self.root.join("queue")
     }
+    /// The root's durable id index, one file per patch id (`crate::ids`).
+    pub fn ids(&self) -> PathBuf {
+        self.queue_root().join(".ids")
+    }
     pub fn queue(&self, target: &str) -> Queue {
         Queue::new(self.queue_root().join(target), target)
     }
+    /// `summaries/`: one directory per target below it.
+    pub fn summaries_root(&self) -> PathBuf {
+        self.root.join("summaries")
+    }
     pub fn summaries(&self, target: &str) -> PathBuf {
-        self.root.join("summaries").join(target)
+        self.summaries_root().join(target)
+    }
+    /// `summaries/<target>/.backup/`: the second copy of each summary.
+    pub fn summary_backups(&self, target: &str) -> PathBuf {
+        self.summaries(target).join(".backup")
+    }
+    /// `summaries/<target>/.journals/`: undo journals kept for a person.
+    pub fn kept_journals(&self, target: &str) -> PathBuf {
+        self.summaries(target).join(".journals")
     }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// `logs/<component>.log`: a component's JSON-lines log.
+    pub fn log_file(&self, component: &str) -> PathBuf {
+        self.logs().join(format!("{component}.log"))
+    }
+    /// `logs/<child>.stderr.log`: what a watchdog child wrote to stdout and stderr.
+    pub fn child_output_log(&self, child: &str) -> PathBuf {
+        self.logs().join(format!("{child}.stderr.log"))
+    }
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
+    }
+    /// `state/pause.json`: while it exists, intake is paused.
+    pub fn pause_file(&self) -> PathBuf {
+        self.state().join("pause.json")
+    }
+    /// `state/pauses/`: lifted pauses, kept.
+    pub fn pauses(&self) -> PathBuf {
+        self.state().join("pauses")
+    }
+    /// `state/watchdog.json`: the watchdog's view of its children.
+    pub fn watchdog_state(&self) -> PathBuf {
+        self.state().join("watchdog.json")
+    }
+    /// `state/watchdog/requests/`: operators' requests to the watchdog.
+    pub fn watchdog_requests(&self) -> PathBuf {
+        self.state().join("watchdog").join("requests")
     }
     pub fn heartbeats(&self) -> PathBuf {
         self.state().join("heartbeats")
@@ -59,11 +102,19 @@ impl Layout {
     pub fn secrets(&self) -> PathBuf {
         self.state().join("secrets")
     }
+    /// `state/secrets/<file>` of one secret.
+    pub fn secret(&self, kind: crate::secrets::SecretKind) -> PathBuf {
+        crate::secrets::path(self, kind)
+    }
     pub fn alerts(&self) -> PathBuf {
         self.root.join("alerts")
     }
     pub fn alerts_inbox(&self) -> PathBuf {
         self.alerts().join("inbox")
+    }
+    /// `alerts/CRITICAL_ALERT`: one line per critical alert, for a person.
+    pub fn critical_alert(&self) -> PathBuf {
+        self.alerts().join("CRITICAL_ALERT")
     }
     pub fn workspaces(&self) -> PathBuf {
         self.root.join("workspaces")
@@ -86,7 +137,7 @@ impl Layout {
         }
         for t in targets {
             self.queue(t).create()?;
-            ensure_dir(&self.summaries(t).join(".backup"))?;
+            ensure_dir(&self.summary_backups(t))?;
         }
         Ok(())
     }

@@ -1,20 +1,32 @@
 //! ghost-core: what every ghostbridge process shares. It owns the disk (`fs`),
-//! the data-root layout, configuration, the patch model, the queue, heartbeats,
-//! summaries and logging. Processes coordinate only through these files and
-//! atomic renames.
+//! the data-root layout, configuration, the patch model, and every file more
+//! than one process reads or writes, one module per kind: the queue and its
+//! records ([`queue`]), an entry's id and the one lookup ([`entry`]), the id
+//! index ([`ids`]), summaries, heartbeats, the watchdog's state and
+//! requests ([`watchdog`]), the intake pause ([`pause`]), alerts ([`alert`])
+//! and the secret locations ([`secrets`]). Processes coordinate only through
+//! these files and atomic renames.
 
+pub mod admit;
+pub mod alert;
 pub mod cli;
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod fs;
 pub mod hash;
 pub mod heartbeat;
+pub mod ids;
 pub mod layout;
 pub mod logging;
 pub mod patch;
+pub mod pause;
 pub mod queue;
+pub mod secrets;
 pub mod summary;
+pub mod text;
 pub mod time;
+pub mod watchdog;
 
 pub use config::Config;
 pub use error::{Error, Result};

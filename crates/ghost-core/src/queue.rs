@@ -172,9 +172,14 @@ pub struct OperatorAction {
 /// Everything known about an entry besides its patch: the sidecar record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryRecord {
-    /// The patch id, once known (set at the first claim).
+    /// The patch id: set at admission, and again at each claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_id: Option<String>,
+    /// MD5 of the patch's canonical JSON when it was admitted: the executor
+    /// refuses an entry whose bytes no longer match (a hand edit). Absent in
+    /// entries from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_md5: Option<String>,
     /// Attempts started so far (the current one included while active).
     #[serde(default)]
     pub attempts: u32,
@@ -393,68 +398,7 @@ impl Queue {
     }
 }
 
-/// The id a patch document has, as the parser gives it: its `id` (or legacy
-/// `blockId`), else `patch-<MD5 of its canonical JSON>`.
-pub fn document_id(value: &serde_json::Value) -> String {
-    for key in ["id", "blockId"] {
-        if let Some(id) = value.get(key).and_then(serde_json::Value::as_str) {
-            return id.to_string();
-        }
-    }
-    format!("patch-{}", content_md5(value))
-}
-
-/// MD5 of a patch document's canonical JSON (keys sorted, no whitespace): what
-/// "the same content" means for deduplication.
-pub fn content_md5(value: &serde_json::Value) -> String {
-    crate::md5_hex(&serde_json::to_vec(value).unwrap_or_default())
-}
-
-/// Where a patch id is, and with what content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownEntry {
-    pub target: String,
-    pub name: String,
-    pub state: QueueState,
-    pub md5: String,
-}
-
-/// Every entry of every queue under the root (the targets with a queue
-/// directory, plus `targets`), by patch id. Entries that are not JSON are
-/// passed over. This reads every entry: it is for start-up and the CLI.
-pub fn index_ids(
-    layout: &crate::Layout,
-    targets: impl IntoIterator<Item = String>,
-) -> Result<std::collections::HashMap<String, KnownEntry>> {
-    let mut all = layout.queue_targets();
-    all.extend(targets);
-    all.sort();
-    all.dedup();
-    let mut map = std::collections::HashMap::new();
-    for t in all {
-        let q = layout.queue(&t);
-        for state in QueueState::ALL {
-            for name in q.list(state)? {
-                let Ok(Some(bytes)) = fs::read_opt(&q.entry_path(state, &name)) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                map.insert(
-                    document_id(&v),
-                    KnownEntry {
-                        target: t.clone(),
-                        name,
-                        state,
-                        md5: content_md5(&v),
-                    },
-                );
-            }
-        }
-    }
-    Ok(map)
-}
+pub use crate::patch::parse::{canonical_md5 as content_md5, document_id};
 
 /// Count of entries per state.
 pub fn counts(q: &Queue) -> Result<std::collections::BTreeMap<String, usize>> {
@@ -534,32 +478,6 @@ mod tests {
         // The record written ahead is an orphan the sweep clears.
         let removed = q.sweep(Duration::ZERO, Duration::from_secs(3600)).unwrap();
         assert_eq!(removed.len(), 1);
-    }
-
-    #[test]
-    fn ids_index_every_entry_by_patch_id() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = crate::Layout::new(d.path());
-        layout.create(["default", "web"]).unwrap();
-        let a = layout
-            .queue("default")
-            .enqueue(br#"{"id": "a", "operations": []}"#)
-            .unwrap();
-        let b = layout
-            .queue("web")
-            .enqueue(br#"{ "operations" : [] }"#)
-            .unwrap();
-        layout.queue("web").enqueue(b"not json").unwrap();
-        let idx = index_ids(&layout, Vec::new()).unwrap();
-        assert_eq!(idx.len(), 2);
-        assert_eq!(idx["a"].name, a);
-        let anon: serde_json::Value = serde_json::json!({"operations": []});
-        let k = &idx[&document_id(&anon)];
-        assert_eq!(
-            (k.target.as_str(), k.name.as_str(), k.state),
-            ("web", b.as_str(), QueueState::Pending)
-        );
-        assert_eq!(k.md5, content_md5(&anon));
     }
 
     #[test]

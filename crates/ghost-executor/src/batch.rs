@@ -131,6 +131,13 @@ fn load(ctx: &TargetCtx, name: &str) -> Option<(EntryRecord, Patch)> {
     if bytes.len() as u64 > ctx.cfg.bridge.max_patch_bytes {
         return None;
     }
+    let record = q.read_record(QueueState::Pending, name).ok()?;
+    // Edited since admission: runs on its own, where it fails with its reason.
+    if let Some(expected) = record.content_md5.as_deref() {
+        if ghost_core::entry::stored_md5(&bytes).as_deref() != Some(expected) {
+            return None;
+        }
+    }
     let patch = parse_patch(
         &bytes,
         &ParseOptions {
@@ -150,7 +157,6 @@ fn load(ctx: &TargetCtx, name: &str) -> Option<(EntryRecord, Patch)> {
     if alone {
         return None;
     }
-    let record = q.read_record(QueueState::Pending, name).ok()?;
     Some((record, patch))
 }
 
@@ -476,8 +482,7 @@ pub fn recover(ctx: &TargetCtx) -> Result<()> {
             warn!(event = "BATCH_JOURNAL_UNREADABLE", target = %ctx.target, error = %e, "unreadable batch journal; moving it aside");
             let aside = ctx
                 .layout
-                .summaries(&ctx.target)
-                .join(".journals")
+                .kept_journals(&ctx.target)
                 .join(format!("batch-{}.json", ghost_core::queue::new_name()));
             ghost_core::fs::ensure_dir(aside.parent().expect("has a parent"))?;
             ghost_core::fs::durable_write(&aside, &bytes, ghost_core::fs::FILE_MODE)?;

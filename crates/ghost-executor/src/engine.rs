@@ -157,6 +157,7 @@ fn outcome_label(o: Outcome) -> &'static str {
 
 fn hint_for(to: QueueState, spent: bool, kind: &str) -> &'static str {
     match (to, kind) {
+        (QueueState::Failed, "edited") => "the entry was changed after it was queued and is not applied as edited: submit the change as a new patch (with a new id), then `ghostctl delete --reason …` this one",
         (QueueState::Failed, _) => "the patch cannot apply as it is: fix the patch or the tree, then `ghostctl retry`, or `ghostctl delete --reason …`",
         (_, "stuck_timeout") => "the patch ran longer than executor.stuck_after; fix what hangs (see its checks), then `ghostctl retry`",
         (_, "rollback_unverified") => "the working tree may differ from its state before the patch: compare it with the journal kept in summaries/<target>/.journals/<name>.json, then `ghostctl retry` or `ghostctl delete`",
@@ -257,6 +258,18 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
             ),
         );
         return Outcome::Permanent;
+    }
+    // Admission recorded the content's MD5: an entry edited by hand since is
+    // not what was accepted (and its id may now name other content).
+    if let Some(expected) = att.record.content_md5.as_deref() {
+        if ghost_core::entry::stored_md5(&bytes).as_deref() != Some(expected) {
+            att.fail(
+                "edited",
+                "the entry's content changed after it was queued (its MD5 no longer matches the one \
+                 recorded at admission); it is not applied as edited: submit the change as a new patch",
+            );
+            return Outcome::Permanent;
+        }
     }
     let opts = ParseOptions {
         targets: &ctx.specs,
@@ -589,7 +602,7 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
         // beside the summaries, where no queue move or retry can drop it.
         let j = ctx.journal_path(&att.name);
         if let Ok(Some(bytes)) = ghost_core::fs::read_opt(&j) {
-            let dir = ctx.layout.summaries(&ctx.target).join(".journals");
+            let dir = ctx.layout.kept_journals(&ctx.target);
             ghost_core::fs::ensure_dir(&dir)?;
             ghost_core::fs::durable_write(
                 &dir.join(format!("{}.json", att.name)),
@@ -648,8 +661,8 @@ pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     let mut stale = q.sweep(Duration::from_secs(60), max_age)?;
     for dir in [
         summaries.clone(),
-        summaries.join(".backup"),
-        summaries.join(".journals"),
+        ctx.layout.summary_backups(&ctx.target),
+        ctx.layout.kept_journals(&ctx.target),
     ] {
         stale.extend(ghost_core::fs::sweep_temp_files(&dir, max_age));
     }

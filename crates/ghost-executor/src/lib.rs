@@ -59,21 +59,8 @@ pub enum ExecError {
 
 /// Drop an alert for the monitor into `alerts/inbox/` (see docs/formats.md).
 pub fn raise_alert(layout: &Layout, target: &str, name: &str, patch_id: &str, message: &str) {
-    let alert = json!({
-        "fingerprint": format!("patch_stuck:{target}:{name}"),
-        "severity": "critical",
-        "source": "executor",
-        "title": format!("patch {patch_id} is stuck on target {target}"),
-        "message": message,
-        "target": target,
-        "queue_name": name,
-        "patch_id": patch_id,
-        "at": ghost_core::time::now_rfc3339(),
-    });
-    let path = layout
-        .alerts_inbox()
-        .join(format!("{}.json", ghost_core::queue::new_name()));
-    if let Err(e) = ghost_core::fs::write_json(&path, &alert) {
+    let alert = ghost_core::alert::Alert::patch_stuck(target, name, patch_id, message);
+    if let Err(e) = ghost_core::alert::write(layout, &alert) {
         error!(event = "ALERT_WRITE_FAILED", error = %e, "could not raise an alert");
     }
 }

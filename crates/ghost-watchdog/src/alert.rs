@@ -2,8 +2,9 @@
 //! resolution when the child runs again.
 //!
 //! Two copies, so that a person learns of it with or without the monitor:
-//! - a JSON file in `alerts/inbox/` (the shape every process uses; the
-//!   monitor correlates and delivers it), fingerprint `watchdog_gave_up:<child>`;
+//! - a [`ghost_core::alert::Alert`] in `alerts/inbox/` (the one shape every
+//!   process uses; the monitor correlates and delivers it), fingerprint
+//!   `watchdog_gave_up:<child>`;
 //! - one human-readable line appended to `alerts/CRITICAL_ALERT` (created
 //!   0600), fsynced: `<time> CRITICAL ghost-watchdog: …` and later
 //!   `<time> RESOLVED ghost-watchdog: …`. The file only grows; a person reads,
@@ -14,12 +15,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use serde_json::json;
 use tracing::error;
 
+use ghost_core::alert::{Alert, AlertSource, AlertStatus, Severity};
+use ghost_core::watchdog::ExitCause;
 use ghost_core::Layout;
-
-use crate::state::critical_alert_path;
 
 /// What the alert says about the child.
 #[derive(Debug, Clone)]
@@ -29,8 +29,8 @@ pub struct GaveUp<'a> {
     pub window: std::time::Duration,
     /// `code 1`, `SIGKILL`, …
     pub last_exit: String,
-    /// Why the last process ended: `exited`, `hang`, …
-    pub cause: &'a str,
+    /// Why the last process ended.
+    pub cause: Option<ExitCause>,
     /// The end of the child's stderr log, for the cause.
     pub stderr_tail: String,
     pub stderr_log: &'a Path,
@@ -60,25 +60,25 @@ pub fn raise(layout: &Layout, g: &GaveUp<'_>) {
         "{} failed again after {} restart(s) within {window} (last: {}, {}); {then}. Its output is in {}.",
         g.child,
         g.restarts,
-        g.cause,
+        g.cause.map(ExitCause::as_str).unwrap_or("-"),
         g.last_exit,
         g.stderr_log.display()
     );
-    let alert = json!({
-        "fingerprint": fingerprint(g.child),
-        "severity": "critical",
-        "status": "firing",
-        "source": "watchdog",
-        "title": title,
-        "message": message,
-        "child": g.child,
-        "restarts_in_window": g.restarts,
-        "restart_window": window,
-        "last_exit": g.last_exit,
-        "cause": g.cause,
-        "stderr_tail": g.stderr_tail,
-        "at": ghost_core::time::now_rfc3339(),
-    });
+    let alert = Alert {
+        child: Some(g.child.to_string()),
+        restarts_in_window: Some(g.restarts),
+        restart_window: Some(window),
+        last_exit: Some(g.last_exit.clone()),
+        cause: g.cause,
+        stderr_tail: Some(g.stderr_tail.clone()),
+        ..Alert::new(
+            fingerprint(g.child),
+            Severity::Critical,
+            AlertSource::Watchdog,
+            title.clone(),
+            message.clone(),
+        )
+    };
     drop_in_inbox(layout, &alert);
     append_line(
         layout,
@@ -92,16 +92,17 @@ pub fn raise(layout: &Layout, g: &GaveUp<'_>) {
 /// The child runs again after a give-up: say so in both places.
 pub fn resolve(layout: &Layout, child: &str, how: &str) {
     let message = format!("{child} is running again ({how})");
-    let alert = json!({
-        "fingerprint": fingerprint(child),
-        "severity": "critical",
-        "status": "resolved",
-        "source": "watchdog",
-        "title": format!("ghost-watchdog: {child} runs again"),
-        "message": message,
-        "child": child,
-        "at": ghost_core::time::now_rfc3339(),
-    });
+    let alert = Alert {
+        status: AlertStatus::Resolved,
+        child: Some(child.to_string()),
+        ..Alert::new(
+            fingerprint(child),
+            Severity::Critical,
+            AlertSource::Watchdog,
+            format!("ghost-watchdog: {child} runs again"),
+            message.clone(),
+        )
+    };
     drop_in_inbox(layout, &alert);
     append_line(
         layout,
@@ -112,13 +113,8 @@ pub fn resolve(layout: &Layout, child: &str, how: &str) {
     );
 }
 
-fn drop_in_inbox(layout: &Layout, alert: &serde_json::Value) {
-    let path = layout
-        .alerts_inbox()
-        .join(format!("{}.json", ghost_core::queue::new_name()));
-    if let Err(e) = ghost_core::fs::ensure_dir(&layout.alerts_inbox())
-        .and_then(|_| ghost_core::fs::write_json(&path, alert))
-    {
+fn drop_in_inbox(layout: &Layout, alert: &Alert) {
+    if let Err(e) = ghost_core::alert::write(layout, alert) {
         error!(event = "ALERT_WRITE_FAILED", error = %e, "could not raise an alert in alerts/inbox/");
     }
 }
@@ -126,7 +122,7 @@ fn drop_in_inbox(layout: &Layout, alert: &serde_json::Value) {
 /// Append one line (control characters replaced) to `alerts/CRITICAL_ALERT`
 /// and fsync it (and its directory when the file is new).
 fn append_line(layout: &Layout, line: &str) {
-    let path = critical_alert_path(layout);
+    let path = layout.critical_alert();
     let clean: String = line
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -189,7 +185,7 @@ mod tests {
                 restarts: 2,
                 window: std::time::Duration::from_secs(300),
                 last_exit: "code 2".into(),
-                cause: "exited",
+                cause: Some(ExitCause::Exited),
                 stderr_tail: "bad configuration\nline two".into(),
                 stderr_log: &log,
                 cool_off: None,
@@ -210,17 +206,17 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("ghostctl restart executor"));
-        let text = std::fs::read_to_string(critical_alert_path(&l)).unwrap();
+        let text = std::fs::read_to_string(l.critical_alert()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(" CRITICAL ghost-watchdog: ghost-watchdog gave up on executor"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(critical_alert_path(&l))
+        let mode = std::fs::metadata(l.critical_alert())
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         resolve(&l, "executor", "reset by alice");
-        let text = std::fs::read_to_string(critical_alert_path(&l)).unwrap();
+        let text = std::fs::read_to_string(l.critical_alert()).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(text.lines().nth(1).unwrap().contains("RESOLVED"));
         assert_eq!(std::fs::read_dir(l.alerts_inbox()).unwrap().count(), 2);

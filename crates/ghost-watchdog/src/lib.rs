@@ -9,7 +9,7 @@
 //! - restarts wait 1 s doubling (with jitter) up to 60 s, at most 2 per
 //!   5 minutes per child; past that the watchdog gives up on the child, raises
 //!   exactly one critical alert ([`alert`]), and waits for `ghostctl restart
-//!   CHILD` (a request file, [`state`]) or the optional cool-off — all decided
+//!   CHILD` (a request file, [`ghost_core::watchdog`]) or the optional cool-off — all decided
 //!   by the pure state machine in [`policy`];
 //! - SIGTERM/SIGINT stop every child (SIGTERM to the group, SIGKILL after the
 //!   grace) and exit 0 with nothing of the family left; SIGHUP reloads the
@@ -20,11 +20,11 @@
 //! One watchdog per root: `state/locks/watchdog.lock` is held for its life.
 
 pub mod alert;
+mod banner;
 pub mod notify;
 pub mod policy;
 pub mod spawn;
 pub mod spec;
-pub mod state;
 mod supervisor;
 
 use std::path::PathBuf;

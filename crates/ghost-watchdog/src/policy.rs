@@ -99,23 +99,9 @@ impl Exit {
     };
 }
 
-/// Why a live child is being stopped; decides what follows its exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// Its heartbeat went stale: a failure, counted.
-    Hang,
-    /// No first heartbeat within `start_timeout`: a failure, counted.
-    StartTimeout,
-    /// The watchdog is stopping.
-    Shutdown,
-    /// Its settings changed: started again at once, not counted.
-    Reconfigure,
-    /// `ghostctl restart`: started again at once with a fresh budget.
-    OperatorRestart,
-    /// Disabled by the configuration.
-    Disable,
-}
+/// Why a live child is being stopped; decides what follows its exit. The
+/// type lives in ghost-core because `state/watchdog.json` reports it.
+pub use ghost_core::watchdog::StopReason;
 
 /// Where a child is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,17 +136,23 @@ pub enum Phase {
 impl Phase {
     /// The name used in `state/watchdog.json` and `ghostctl status`.
     pub fn name(&self) -> &'static str {
+        self.report_state().as_str()
+    }
+
+    /// The state `state/watchdog.json` reports for this phase.
+    pub fn report_state(&self) -> ghost_core::watchdog::ChildState {
+        use ghost_core::watchdog::ChildState as S;
         match self {
-            Phase::Idle => "idle",
-            Phase::Spawning => "spawning",
-            Phase::Starting { .. } => "starting",
-            Phase::Running { .. } => "running",
-            Phase::Stopping { .. } => "stopping",
-            Phase::Backoff { .. } => "backoff",
-            Phase::GivenUp { .. } => "given_up",
-            Phase::Missing => "missing",
-            Phase::Disabled => "disabled",
-            Phase::Stopped => "stopped",
+            Phase::Idle => S::Idle,
+            Phase::Spawning => S::Spawning,
+            Phase::Starting { .. } => S::Starting,
+            Phase::Running { .. } => S::Running,
+            Phase::Stopping { .. } => S::Stopping,
+            Phase::Backoff { .. } => S::Backoff,
+            Phase::GivenUp { .. } => S::GivenUp,
+            Phase::Missing => S::Missing,
+            Phase::Disabled => S::Disabled,
+            Phase::Stopped => S::Stopped,
         }
     }
 

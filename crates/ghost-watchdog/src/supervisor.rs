@@ -23,13 +23,15 @@ use tracing::{debug, error, info, warn};
 use ghost_core::fs::LockFile;
 use ghost_core::heartbeat::{self, HeartbeatWriter};
 use ghost_core::time::rfc3339;
+use ghost_core::watchdog::{
+    self as state, ChildReport, ExitCause, LastExit, Request, WatchdogState, WatchdogStatus,
+};
 use ghost_core::{Config, Layout};
 
 use crate::notify::Notifier;
 use crate::policy::{self, Action, ChildState, Ctx, Event, Exit, Phase, Policy, Sig, StopReason};
 use crate::spec::{self, ChildSpec, SpecCtx};
-use crate::state::{self, ChildReport, LastExit, Request, WatchdogState};
-use crate::{alert, spawn, RunOptions, WatchdogError};
+use crate::{alert, banner, spawn, RunOptions, WatchdogError};
 
 /// Extra time, past the longest grace, for the last exits to be reaped.
 const REAP_MARGIN: Duration = Duration::from_secs(5);
@@ -110,7 +112,7 @@ pub async fn run(
         .canonicalize()
         .map_err(|e| ghost_core::Error::io("resolve the data root", &config.root, e))?;
     let layout = Layout::new(&root);
-    let _lock = match LockFile::try_acquire(&state::lock_path(&layout)) {
+    let _lock = match LockFile::try_acquire(&layout.lock("watchdog")) {
         Ok(l) => l,
         Err(ghost_core::Error::Locked { path, pid }) => {
             return Err(WatchdogError::Locked { path, pid })
@@ -144,7 +146,7 @@ pub async fn run(
         info!(event = "REQUEST_DISCARDED", path = %p.display(), child = ?r.ok().map(|r| r.child), "request from before this start: every child starts afresh");
         let _ = ghost_core::fs::durable_remove(&p);
     }
-    ghost_core::fs::ensure_dir(&state::requests_dir(&layout))?;
+    ghost_core::fs::ensure_dir(&layout.watchdog_requests())?;
 
     let notifier = match Notifier::from_env() {
         Ok(n) => n,
@@ -409,13 +411,13 @@ impl Sup {
 
     /// Spawn child `name`; the event to feed back.
     fn spawn(&mut self, name: &str) -> Event {
-        let (root, logs, max) = (
+        let (root, log, max) = (
             self.root.clone(),
-            self.layout.logs(),
+            self.layout.child_output_log(name),
             self.config.logs.max_bytes,
         );
         let c = self.children.get_mut(name).expect("known child");
-        match spawn::spawn(&c.spec, &root, &logs, max) {
+        match spawn::spawn(&c.spec, &root, &log, max) {
             Ok(mut child) => {
                 let Some(pid) = child.id() else {
                     return Event::SpawnFailed { missing: false };
@@ -460,12 +462,12 @@ impl Sup {
     }
 
     fn give_up(&mut self, name: &str, restarts: u32) {
-        let log = spawn::stderr_log(&self.layout.logs(), name);
+        let log = self.layout.child_output_log(name);
         let c = self.children.get_mut(name).expect("known child");
         c.given_up_at = Some(SystemTime::now());
         let last = c.last_exit.clone();
         let last_exit = last.as_ref().map(|e| e.describe()).unwrap_or_default();
-        let cause = last.as_ref().map(|e| e.cause.clone()).unwrap_or_default();
+        let cause = last.as_ref().map(|e| e.cause);
         error!(event = "CHILD_GIVEN_UP", child = name, restarts_in_window = restarts, last_exit = %last_exit,
             "gave up after {restarts} restart(s) within {}: no more restarts until `ghostctl restart {name}`{}",
             humantime::format_duration(c.policy.restart_window),
@@ -477,7 +479,7 @@ impl Sup {
                 restarts,
                 window: c.policy.restart_window,
                 last_exit,
-                cause: &cause,
+                cause,
                 stderr_tail: alert::tail(&log, 2048),
                 stderr_log: &log,
                 cool_off: c.policy.cool_off,
@@ -733,7 +735,7 @@ impl Sup {
                     _ => (None, None, None),
                 };
                 let r = ChildReport {
-                    state: c.st.phase.name().to_string(),
+                    state: c.st.phase.report_state(),
                     pid: c.st.phase.pid(),
                     enabled: c.spec.enabled,
                     command: c.spec.command_line(),
@@ -761,16 +763,15 @@ impl Sup {
             pid: std::process::id(),
             status: if self.shutting {
                 if self.children.values().any(|c| c.st.is_live()) {
-                    "stopping"
+                    WatchdogStatus::Stopping
                 } else {
-                    "stopped"
+                    WatchdogStatus::Stopped
                 }
             } else if self.settled {
-                "running"
+                WatchdogStatus::Running
             } else {
-                "starting"
-            }
-            .into(),
+                WatchdogStatus::Starting
+            },
             ready: self.ready(),
             started_at: self.started_at.clone(),
             updated_at: String::new(),
@@ -793,7 +794,7 @@ impl Sup {
             return;
         }
         st.updated_at = ghost_core::time::now_rfc3339();
-        match ghost_core::fs::write_json(&state::state_path(&self.layout), &st) {
+        match state::write_state(&self.layout, &st) {
             Ok(()) => self.last_state = Some((key, Instant::now())),
             Err(e) => {
                 warn!(event = "STATE_WRITE_FAILED", error = %e, "cannot write state/watchdog.json")
@@ -802,130 +803,16 @@ impl Sup {
     }
 
     fn banner_text(&self) -> String {
-        use std::fmt::Write as _;
-        let root = self.root.display();
-        let secrets = self.layout.secrets();
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "ghost-watchdog {} (pid {}) is starting the ghostbridge processes",
-            ghost_core::VERSION,
-            std::process::id()
-        );
-        let _ = writeln!(
-            o,
-            "  data       {root}  (configuration: {})",
-            self.config.source
-        );
-        let child_env = |child: &str, var: &str| -> Option<String> {
-            self.children
-                .get(child)
-                .and_then(|c| c.spec.env.get(var).cloned())
-                .or_else(|| std::env::var(var).ok())
-                .filter(|v| !v.is_empty())
-        };
-        // Where each secret is, never what it is.
-        let secret_where = |child: &str, cfg_key: Option<&str>, var: &str, file: &str| -> String {
-            if let Some(k) = cfg_key {
-                return format!("from the configuration ({k})");
-            }
-            if child_env(child, var).is_some() {
-                return format!("from ${var}");
-            }
-            let p = secrets.join(file);
-            if p.exists() {
-                p.display().to_string()
-            } else {
-                format!("{} (created on first start)", p.display())
-            }
-        };
-        let up = |child: &str| -> &'static str {
-            match self.children.get(child) {
-                Some(c) if !c.spec.enabled => "  [disabled]",
-                Some(c) if !c.spec.program_present() => "  [not installed]",
-                None => "  [not configured]",
-                _ => "",
-            }
-        };
-        let b = &self.config.bridge;
-        let _ = writeln!(o, "  bridge     http://{}{}", b.listen, up("bridge"));
-        let _ = writeln!(
-            o,
-            "             token     {}",
-            secret_where(
-                "bridge",
-                b.token.as_ref().map(|_| "bridge.token"),
-                "GHOST_BRIDGE_TOKEN",
-                "bridge_token"
-            )
-        );
-        let _ = writeln!(
-            o,
-            "             HMAC key  {}",
-            secret_where(
-                "bridge",
-                b.hmac_key.as_ref().map(|_| "bridge.hmac_key"),
-                "GHOST_HMAC_KEY",
-                "hmac_key"
-            )
-        );
-        let _ = writeln!(
-            o,
-            "  dashboard  http://{}{}",
-            self.config.monitor.listen,
-            up("monitor")
-        );
-        let _ = writeln!(
-            o,
-            "             token     {}",
-            secret_where("monitor", None, "GHOST_DASHBOARD_TOKEN", "dashboard_token")
-        );
-        let _ = writeln!(
-            o,
-            "  inbox      {}  (drop patches and transcripts here)",
-            self.layout.inbox().display()
-        );
-        let _ = writeln!(
-            o,
-            "  logs       {}  (<component>.log JSON lines; <child>.stderr.log output)",
-            self.layout.logs().display()
-        );
-        for (n, c) in &self.children {
-            let what = if !c.spec.enabled {
-                "disabled".to_string()
-            } else if !c.spec.program_present() {
-                format!("{} not found: not started", c.spec.program.display())
-            } else {
-                c.spec.program.display().to_string()
-            };
-            let _ = writeln!(o, "  child      {n:<9} {what}");
-        }
-        let _ = writeln!(o, "  status     ghostctl --root {root} status");
-        let _ = write!(
-            o,
-            "  stop       Ctrl-C or kill -TERM {pid}  (reload: kill -HUP {pid})",
-            pid = std::process::id()
-        );
-        o
+        let specs: BTreeMap<&str, &ChildSpec> = self
+            .children
+            .iter()
+            .map(|(n, c)| (n.as_str(), &c.spec))
+            .collect();
+        banner::banner(&self.config, &self.layout, &specs)
     }
 
     fn ready_text(&self) -> String {
-        let up: Vec<String> = self
-            .children
-            .iter()
-            .filter_map(|(n, c)| c.st.phase.pid().map(|p| format!("{n} (pid {p})")))
-            .collect();
-        let not: Vec<String> = self
-            .children
-            .iter()
-            .filter(|(_, c)| matches!(c.st.phase, Phase::Missing | Phase::Disabled))
-            .map(|(n, c)| format!("{n} {}", c.st.phase.name()))
-            .collect();
-        let mut s = format!("ready: {} running", up.join(", "));
-        if !not.is_empty() {
-            s.push_str(&format!("; {}", not.join(", ")));
-        }
-        s
+        banner::ready(self.children.iter().map(|(n, c)| (n.as_str(), c.st.phase)))
     }
 }
 
@@ -939,21 +826,21 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
                 Phase::Stopping {
                     reason: StopReason::Hang,
                     ..
-                } => "hang",
+                } => ExitCause::Hang,
                 Phase::Stopping {
                     reason: StopReason::StartTimeout,
                     ..
-                } => "start_timeout",
-                Phase::Stopping { .. } => "stopped",
-                _ => "exited",
+                } => ExitCause::StartTimeout,
+                Phase::Stopping { .. } => ExitCause::Stopped,
+                _ => ExitCause::Exited,
             };
-            let le = LastExit::new(exit, cause, rfc3339(now));
-            if cause == "exited" {
+            let le = LastExit::new(exit.code, exit.signal, cause, rfc3339(now));
+            if cause == ExitCause::Exited {
                 warn!(event = "CHILD_EXITED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
                     "exited on its own ({})", le.describe());
             } else {
                 info!(event = "CHILD_STOPPED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
-                    cause, "exited ({})", le.describe());
+                    cause = cause.as_str(), "exited ({})", le.describe());
             }
             c.last_exit = Some(le);
             c.running_since = None;
@@ -967,9 +854,11 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
             c.resolve_on_running.get_or_insert(why);
         }
         (Phase::Spawning, Event::SpawnFailed { missing: false }) => {
+            let exit = Exit::SPAWN_FAILED;
             c.last_exit = Some(LastExit::new(
-                Exit::SPAWN_FAILED,
-                "spawn_failed",
+                exit.code,
+                exit.signal,
+                ExitCause::SpawnFailed,
                 rfc3339(now),
             ));
         }

@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ghost_core::watchdog::{self as state, ChildState, WatchdogStatus};
 use ghost_core::{Config, Layout};
-use ghost_watchdog::{state, RunOptions};
+use ghost_watchdog::RunOptions;
 use tokio_util::sync::CancellationToken;
 
 fn config(root: &Path, extra: &str) -> Config {
@@ -31,7 +32,7 @@ fn child_state(layout: &Layout, name: &str) -> String {
     state::read_state(layout)
         .ok()
         .flatten()
-        .and_then(|s| s.children.get(name).map(|c| c.state.clone()))
+        .and_then(|s| s.children.get(name).map(|c| c.state.as_str().to_string()))
         .unwrap_or_default()
 }
 
@@ -66,7 +67,7 @@ async fn give_up_then_reset_resolves_the_alert_and_missing_builtins_do_not_block
     .await;
     let st = state::read_state(&layout).unwrap().unwrap();
     for b in ["bridge", "executor", "monitor"] {
-        assert_eq!(st.children[b].state, "missing", "{b}");
+        assert_eq!(st.children[b].state, ChildState::Missing, "{b}");
         assert!(st.children[b]
             .message
             .as_deref()
@@ -116,8 +117,8 @@ async fn give_up_then_reset_resolves_the_alert_and_missing_builtins_do_not_block
         .unwrap();
     assert!(r.is_ok(), "{r:?}");
     let st = state::read_state(&layout).unwrap().unwrap();
-    assert_eq!(st.status, "stopped");
-    assert_eq!(st.children["flaky"].state, "stopped");
+    assert_eq!(st.status, WatchdogStatus::Stopped);
+    assert_eq!(st.children["flaky"].state, ChildState::Stopped);
     assert!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
         "the child is gone (and reaped)"
@@ -140,7 +141,7 @@ async fn a_second_run_on_the_same_root_is_refused() {
         state::read_state(&layout)
             .ok()
             .flatten()
-            .is_some_and(|s| s.status == "running")
+            .is_some_and(|s| s.status == WatchdogStatus::Running)
     })
     .await;
     let second = ghost_watchdog::run(

@@ -2,7 +2,8 @@
 //!
 //! Each is one [`Queue::transition`] carrying the entry's record with an
 //! [`OperatorAction`] appended, so the record says who did what, when and why.
-//! Rules (DESIGN.md, "Who may move what"):
+//! Rules (docs/operations.md, "Intervene"; the README's queue tour says who
+//! moves what):
 //!
 //! | action  | from                              | to        |
 //! |---------|-----------------------------------|-----------|
@@ -19,15 +20,18 @@
 //! promote a deferred one). Only one rename can win; when ours loses, the
 //! entry is reported where it is now and the action fails (exit 1).
 
+use std::io::Write;
+
 use serde::Serialize;
 use tracing::info;
 
 use ghost_core::queue::{is_entry_file, EntryRecord, OperatorAction, Queue, QueueState};
 use ghost_core::{Config, Layout};
 
+use crate::commands;
 use crate::entries::{find, EntryInfo};
 use crate::util::{clean, who};
-use crate::CtlError;
+use crate::{io, json_text, CtlError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,23 +52,25 @@ impl Action {
         }
     }
 
-    /// Where the entry goes from `from`, or why it cannot.
+    /// Where the entry goes from `from`, or why it cannot (each verb's rule
+    /// lives in its module).
     fn destination(self, from: QueueState) -> Result<QueueState, String> {
-        use QueueState::*;
-        match (self, from) {
-            (Action::Retry, Stuck | Failed | Deferred) => Ok(Pending),
-            (Action::Retry, Done) => Err("it was applied already; submit the patch again to apply it again".into()),
-            (Action::Retry, _) => Err("retry moves entries from .stuck/, failed/ or deferred/".into()),
-            (Action::Hold, Pending | Deferred) => Ok(Held),
-            (Action::Hold, Held) => Err("it is held already".into()),
-            (Action::Hold, _) => Err("hold moves entries from pending/ or deferred/".into()),
-            (Action::Release, Held) => Ok(Pending),
-            (Action::Release, _) => Err("release moves entries from held/".into()),
-            (Action::Delete, Active) => Err(
-                "it is being applied right now; wait until it finishes (see `ghostctl ls`), then delete it".into(),
-            ),
-            (Action::Delete, Trash) => Err("it is in trash/ already".into()),
-            (Action::Delete, _) => Ok(Trash),
+        match self {
+            Action::Retry => commands::retry::destination(from),
+            Action::Hold => commands::hold::destination(from),
+            Action::Release => commands::release::destination(from),
+            Action::Delete => commands::delete::destination(from),
+        }
+    }
+
+    /// What the action changes in the entry's record, besides its
+    /// operator action.
+    fn update(self, record: &mut EntryRecord) {
+        match self {
+            Action::Retry => commands::retry::update(record),
+            Action::Hold => commands::hold::update(record),
+            Action::Release => commands::release::update(record),
+            Action::Delete => commands::delete::update(record),
         }
     }
 }
@@ -126,16 +132,7 @@ pub fn act(
     if record.patch_id.is_none() {
         record.patch_id = entry.patch_id.clone();
     }
-    match action {
-        Action::Retry => {
-            record.attempts = 0;
-            record.reason = None;
-            record.due_at = None;
-            record.claim = None;
-        }
-        Action::Release => record.due_at = None,
-        Action::Hold | Action::Delete => {}
-    }
+    action.update(&mut record);
     record.operator.push(OperatorAction {
         action: action.name().into(),
         by: by.clone(),
@@ -168,6 +165,44 @@ pub fn act(
         by,
         notes,
     })
+}
+
+/// `ghostctl retry|hold|release|delete`: act, then print what was done (and
+/// notes on stderr).
+pub fn run(
+    config: &Config,
+    action: Action,
+    id: &str,
+    reason: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CtlError> {
+    let done = act(config, action, id, reason)?;
+    if json {
+        writeln!(out, "{}", json_text(&done)).map_err(io)?;
+        return Ok(ghost_core::cli::EXIT_OK);
+    }
+    let verb = match action {
+        Action::Retry => "retried",
+        Action::Hold => "held",
+        Action::Release => "released",
+        Action::Delete => "deleted",
+    };
+    writeln!(
+        out,
+        "{verb} {} (patch {}, target {}): {}/ -> {}/",
+        done.queue_name,
+        clean(done.patch_id.as_deref().unwrap_or("-")),
+        done.target,
+        done.from.dir_name(),
+        done.to.dir_name()
+    )
+    .map_err(io)?;
+    for n in &done.notes {
+        let _ = writeln!(err, "note: {n}");
+    }
+    Ok(ghost_core::cli::EXIT_OK)
 }
 
 /// Copy every sidecar of the entry but its record into `to`; with

@@ -1,11 +1,12 @@
 //! Finding queue entries: every target (configured, or with a queue directory
 //! on disk), every state, and an operator's ID resolved to exactly one entry.
 //!
-//! An ID is tried, in order, as a queue name, as a patch id (the record's
-//! `patch_id`, else the `id`/`blockId` in the entry's JSON), and as a unique
-//! prefix of a queue name (at least [`MIN_PREFIX`] characters). Several
-//! entries for one patch id (a patch submitted twice, say) are ambiguous: the
-//! caller gets them all, to list.
+//! An ID is tried, in order, as a queue name, as a patch id (both by the
+//! root's one lookup, [`ghost_core::entry::find_all`], which reads ids by the
+//! parser's own rule), and as a unique prefix of a queue name (at least
+//! [`MIN_PREFIX`] characters). Several entries for one patch id (in a root
+//! written before the id index, say) are ambiguous: the caller gets them all,
+//! to list.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use ghost_core::entry::Located;
 use ghost_core::patch::parse::resolve_target;
 use ghost_core::queue::{EntryRecord, Queue, QueueState};
 use ghost_core::{Config, Layout};
@@ -88,29 +90,35 @@ impl EntryInfo {
     }
 }
 
-/// The `id` (or legacy `blockId`) in a patch file, if it is JSON with one.
+/// The patch id of a stored entry, by the one rule ([`ghost_core::entry::stored_id`]).
 pub fn id_from_file(path: &std::path::Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    ["id", "blockId"]
-        .iter()
-        .find_map(|k| v.get(k).and_then(|x| x.as_str()).map(str::to_string))
+    ghost_core::entry::stored_id(&std::fs::read(path).ok()?)
 }
 
 /// Everything known about entry `name` in `state`. Tolerates an entry that
 /// moves away meanwhile (the fields read after that are simply empty).
 pub fn entry_info(q: &Queue, state: QueueState, name: &str) -> EntryInfo {
-    let path = q.entry_path(state, name);
-    let (record, record_error) = match q.read_record(state, name) {
+    info_of(q, ghost_core::entry::locate(q, state, name))
+}
+
+/// [`entry_info`] for an entry the one lookup found (its id read already).
+fn info_of(q: &Queue, found: Located) -> EntryInfo {
+    let Located {
+        state,
+        name,
+        path,
+        patch_id,
+        ..
+    } = found;
+    let (record, record_error) = match q.read_record(state, &name) {
         Ok(r) => (r, None),
         Err(e) => (EntryRecord::default(), Some(e.to_string())),
     };
-    let patch_id = record.patch_id.clone().or_else(|| id_from_file(&path));
     let arrived = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     EntryInfo {
         target: q.target().to_string(),
         state,
-        name: name.to_string(),
+        name,
         patch_id,
         attempts: record.attempts,
         arrived_at: arrived.map(ghost_core::time::rfc3339),
@@ -130,8 +138,41 @@ pub struct ListFilter {
     pub states: Option<Vec<QueueState>>,
 }
 
-/// Entries matching `filter`, by target, then state, then arrival.
-pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlError> {
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    /// Newest first, over every target and state: by queue name, descending
+    /// (queue names are time-ordered UUID v7s, so this needs no file's content).
+    #[default]
+    Newest,
+    /// By target, then state, then queue name (within a state, the order the
+    /// executor takes them).
+    Name,
+}
+
+/// Which part of a listing to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageRequest {
+    pub sort: SortOrder,
+    /// Entries to skip.
+    pub offset: usize,
+    /// At most this many; `None`: every one.
+    pub limit: Option<usize>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<EntryInfo>,
+    /// Entries matching the filter, over all pages.
+    pub total: usize,
+    pub offset: usize,
+}
+
+/// One page of the entries matching `filter`. Only names are listed and
+/// sorted; the records and files are read for the entries on the page alone,
+/// so a page costs the same with 100 entries or 100,000.
+pub fn list_page(config: &Config, filter: &ListFilter, req: PageRequest) -> Result<Page, CtlError> {
     let layout = Layout::new(&config.root);
     let targets = match &filter.target {
         Some(t) => vec![target_name(config, t)?],
@@ -141,23 +182,43 @@ pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlE
         .states
         .clone()
         .unwrap_or_else(|| DEFAULT_LS_STATES.to_vec());
-    let mut out = Vec::new();
-    for t in &targets {
+    // (target index, state index, name): the `Name` order as built.
+    let mut keys: Vec<(usize, usize, String)> = Vec::new();
+    for (ti, t) in targets.iter().enumerate() {
         let q = layout.queue(t);
-        for s in QueueState::ALL.into_iter().filter(|s| states.contains(s)) {
-            for name in q.list(s)? {
-                out.push(entry_info(&q, s, &name));
+        for (si, s) in QueueState::ALL.into_iter().enumerate() {
+            if states.contains(&s) {
+                keys.extend(q.list(s)?.into_iter().map(|n| (ti, si, n)));
             }
         }
     }
-    Ok(out)
+    if req.sort == SortOrder::Newest {
+        keys.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+    }
+    let total = keys.len();
+    let end = match req.limit {
+        Some(l) => req.offset.saturating_add(l).min(total),
+        None => total,
+    };
+    let start = req.offset.min(end);
+    let entries = keys[start..end]
+        .iter()
+        .map(|(ti, si, name)| entry_info(&layout.queue(&targets[*ti]), QueueState::ALL[*si], name))
+        .collect();
+    Ok(Page {
+        entries,
+        total,
+        offset: start,
+    })
 }
 
-fn is_name_like(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+/// Every entry matching `filter`, by target, then state, then arrival.
+pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlError> {
+    let req = PageRequest {
+        sort: SortOrder::Name,
+        ..PageRequest::default()
+    };
+    Ok(list_page(config, filter, req)?.entries)
 }
 
 /// Resolve an operator's ID (queue name, patch id, or unique queue-name prefix)
@@ -212,37 +273,31 @@ impl Found {
     }
 }
 
-/// Every entry an ID could mean, at the first level (queue name, patch id,
-/// prefix) that matches anything.
+/// Every entry an ID could mean, at the first level that matches anything:
+/// the root's one lookup ([`ghost_core::entry::find_all`]: queue name, then
+/// patch id), then a unique queue-name prefix of [`MIN_PREFIX`]+ characters.
 pub fn find_all(config: &Config, id: &str) -> Result<Found, CtlError> {
     let layout = Layout::new(&config.root);
-    let targets = all_targets(config);
-    if is_name_like(id) {
-        let by_name: Vec<EntryInfo> = targets
-            .iter()
-            .map(|t| layout.queue(t))
-            .filter_map(|q| q.find(id).map(|s| entry_info(&q, s, id)))
-            .collect();
-        if let Some(f) = Found::from(by_name) {
-            return Ok(f);
-        }
+    let found: Vec<EntryInfo> = ghost_core::entry::find_all(&layout, id)?
+        .into_iter()
+        .map(|l| info_of(&layout.queue(&l.target), l))
+        .collect();
+    if let Some(f) = Found::from(found) {
+        return Ok(f);
     }
-    let mut by_id = Vec::new();
     let mut by_prefix = Vec::new();
-    for t in &targets {
-        let q = layout.queue(t);
-        for s in QueueState::ALL {
-            for name in q.list(s)? {
-                let e = entry_info(&q, s, &name);
-                if e.patch_id.as_deref() == Some(id) {
-                    by_id.push(e);
-                } else if id.len() >= MIN_PREFIX && is_name_like(id) && name.starts_with(id) {
-                    by_prefix.push(e);
+    if id.len() >= MIN_PREFIX && ghost_core::text::is_name(id) {
+        // Names only; the records of the matches alone are read.
+        for t in all_targets(config) {
+            let q = layout.queue(&t);
+            for s in QueueState::ALL {
+                for name in q.list(s)? {
+                    if name.starts_with(id) {
+                        by_prefix.push(entry_info(&q, s, &name));
+                    }
                 }
             }
         }
     }
-    Ok(Found::from(by_id)
-        .or_else(|| Found::from(by_prefix))
-        .unwrap_or(Found::None))
+    Ok(Found::from(by_prefix).unwrap_or(Found::None))
 }

@@ -1,27 +1,27 @@
 //! ghostctl: the operator's command line. It inspects and acts on the queue,
-//! the summaries and the logs of one data root (DESIGN.md, "Command-line and
-//! configuration contract").
+//! the summaries and the logs of one data root (docs/operations.md; every
+//! verb is listed in this crate's README.md).
 //!
 //! Like every other process it coordinates only through the files: entries move
 //! by [`ghost_core::queue::Queue::transition`], each move records who did it and
 //! why, and nothing is ever unlinked (a deleted entry goes to `trash/`).
 //!
-//! Each command is a function returning data ([`submit::submit`],
-//! [`entries::list`], [`show::show`], [`status::status`], [`actions::act`],
-//! [`verify::verify`], [`logs::logs`]) and a rendering of it; [`execute`] runs a
-//! parsed command line, prints, and returns the exit code: 0 success, 1 the
-//! work failed, 2 bad usage (unknown or ambiguous ID, an action the entry's
-//! state does not allow, a missing `--reason`).
+//! Each verb is one module under [`commands`] with a `run` that does the work,
+//! prints, and returns the exit code: 0 success, 1 the work failed, 2 bad
+//! usage (unknown or ambiguous ID, an action the entry's state does not
+//! allow, a missing `--reason`). [`execute`] only dispatches. Whether a verb
+//! changes the data root, and so goes to the audit log, is
+//! [`Command::changes_things`], an exhaustive `match`: a new verb does not
+//! compile until it is decided.
 
 pub mod actions;
+pub mod commands;
 pub mod entries;
-pub mod logs;
-pub mod pause;
-pub mod show;
-pub mod status;
 pub mod submit;
 pub mod util;
-pub mod verify;
+
+// The verbs' own functions, under the paths they have always had.
+pub use commands::{logs, ls, pause, show, status, verify};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,8 +31,6 @@ use clap::{Args, Subcommand};
 use ghost_core::cli::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use ghost_core::queue::QueueState;
 use ghost_core::Config;
-
-use crate::actions::Action;
 
 /// A command's failure, by exit code.
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +108,11 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// List queue entries
+    /// List queue entries, a page at a time
     ///
     /// By default every state except done and trash: pending, active, deferred,
-    /// held, failed, stuck. `--state all` lists every state.
+    /// held, failed, stuck. `--state all` lists every state. Newest first, 50
+    /// to a page; the last line says how many more there are.
     Ls {
         /// State(s) to list: pending, active, deferred, held, done, failed,
         /// stuck (or .stuck), trash, or all; repeat or separate with commas
@@ -123,6 +122,8 @@ pub enum Command {
         /// Only this target (name or alias)
         #[arg(long, value_name = "T")]
         target: Option<String>,
+        #[command(flatten)]
+        paging: ls::Paging,
     },
     /// Show one entry and its summary
     ///
@@ -216,31 +217,42 @@ pub enum Command {
 
 impl Command {
     /// Commands that change the data root; their actions also go to
-    /// `logs/ghostctl.log`.
+    /// `logs/ghostctl.log`, the audit log.
     pub fn changes_things(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Command::Submit { .. }
-                | Command::Retry { .. }
-                | Command::Hold { .. }
-                | Command::Release { .. }
-                | Command::Delete { .. }
-                | Command::Verify
-                | Command::Restart { .. }
-                | Command::Pause { .. }
-                | Command::Resume { .. }
-        )
+            | Command::Retry { .. }
+            | Command::Hold { .. }
+            | Command::Release { .. }
+            | Command::Delete { .. }
+            | Command::Verify
+            | Command::Restart { .. }
+            | Command::Pause { .. }
+            | Command::Resume { .. } => true,
+            Command::Ls { .. }
+            | Command::Show { .. }
+            | Command::Status
+            | Command::Logs { .. }
+            | Command::Alerts { .. }
+            | Command::Silence { .. } => false,
+        }
     }
 }
 
-fn json_line<T: serde::Serialize>(v: &T) -> String {
+/// Pretty JSON for `--json` output.
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("plain data serialises")
+}
+
+/// A failed write to the output, as a command error.
+pub(crate) fn io(e: std::io::Error) -> CtlError {
+    CtlError::Other(e.into())
 }
 
 /// Run one command, printing results to `out` and problems to `err`; returns
 /// the exit code.
 pub fn execute(config: &Config, args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    match run(config, args, out, err) {
+    match commands::dispatch(config, args, out, err) {
         Ok(code) => code,
         Err(CtlError::Other(e))
             if e.downcast_ref::<std::io::Error>()
@@ -253,342 +265,5 @@ pub fn execute(config: &Config, args: &CtlArgs, out: &mut dyn Write, err: &mut d
             let _ = writeln!(err, "ghostctl: {e}");
             e.exit_code()
         }
-    }
-}
-
-fn io(e: std::io::Error) -> CtlError {
-    CtlError::Other(e.into())
-}
-
-fn run(
-    config: &Config,
-    args: &CtlArgs,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<u8, CtlError> {
-    let json = args.json;
-    match &args.command {
-        Command::Submit { target, files } => {
-            let items = submit::submit(
-                config,
-                target.as_deref(),
-                files,
-                &mut std::io::stdin().lock(),
-            )?;
-            let any_failed = items.iter().any(|i| !i.ok);
-            if json {
-                writeln!(out, "{}", json_line(&items)).map_err(io)?;
-            } else {
-                for i in &items {
-                    if i.ok {
-                        writeln!(
-                            out,
-                            "{}\t{}\t{}\t{}{}",
-                            util::clean(&i.file),
-                            i.queue_name.as_deref().unwrap_or("-"),
-                            util::clean(i.patch_id.as_deref().unwrap_or("-")),
-                            i.target.as_deref().unwrap_or("-"),
-                            if i.duplicate {
-                                "\talready queued: nothing written"
-                            } else {
-                                ""
-                            }
-                        )
-                        .map_err(io)?;
-                    } else {
-                        for e in &i.errors {
-                            let _ = writeln!(
-                                err,
-                                "{}: {}: {}",
-                                util::clean(&i.file),
-                                e.field,
-                                e.reason
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(if any_failed { EXIT_FAILURE } else { EXIT_OK })
-        }
-        Command::Ls { state, target } => {
-            let states = if state.is_empty() {
-                None
-            } else if state.contains(&StateArg::All) {
-                Some(QueueState::ALL.to_vec())
-            } else {
-                Some(
-                    state
-                        .iter()
-                        .filter_map(|s| match s {
-                            StateArg::One(q) => Some(*q),
-                            StateArg::All => None,
-                        })
-                        .collect(),
-                )
-            };
-            let filter = entries::ListFilter {
-                target: target.clone(),
-                states,
-            };
-            let list = entries::list(config, &filter)?;
-            if json {
-                writeln!(out, "{}", json_line(&list)).map_err(io)?;
-            } else if list.is_empty() {
-                let which = if filter.states.is_none() {
-                    "in any state but done and trash; `--state all` lists those too".to_string()
-                } else {
-                    "in the states asked for".to_string()
-                };
-                writeln!(out, "no entries {which}").map_err(io)?;
-            } else {
-                write!(out, "{}", render_ls(&list)).map_err(io)?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Show { id } => {
-            let r = show::show(config, id)?;
-            if json {
-                writeln!(out, "{}", json_line(&r)).map_err(io)?;
-            } else {
-                write!(out, "{}", show::render(&r)).map_err(io)?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Status => {
-            let s = status::status(config)?;
-            if json {
-                writeln!(out, "{}", json_line(&s)).map_err(io)?;
-            } else {
-                write!(out, "{}", status::render(&s, config.heartbeat.stale_after)).map_err(io)?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Retry { id, reason } => {
-            action(config, Action::Retry, id, reason.as_deref(), json, out, err)
-        }
-        Command::Hold { id, reason } => {
-            action(config, Action::Hold, id, reason.as_deref(), json, out, err)
-        }
-        Command::Release { id, reason } => action(
-            config,
-            Action::Release,
-            id,
-            reason.as_deref(),
-            json,
-            out,
-            err,
-        ),
-        Command::Delete { id, reason } => action(
-            config,
-            Action::Delete,
-            id,
-            reason.as_deref(),
-            json,
-            out,
-            err,
-        ),
-        Command::Verify => {
-            let r = verify::verify(config);
-            if json {
-                writeln!(out, "{}", json_line(&r)).map_err(io)?;
-            } else {
-                write!(out, "{}", verify::render(&r)).map_err(io)?;
-            }
-            Ok(if r.failed() { EXIT_FAILURE } else { EXIT_OK })
-        }
-        Command::Logs {
-            follow,
-            component,
-            patch,
-            lines,
-        } => {
-            let opts = logs::LogsOptions {
-                follow: *follow,
-                component: component.clone(),
-                patch: patch.clone(),
-                lines: *lines,
-                json,
-            };
-            // `-f` runs until the process is interrupted.
-            logs::logs(config, &opts, out, &|| false)?;
-            Ok(EXIT_OK)
-        }
-        Command::Alerts { .. } => not_yet("alerts", "the monitor"),
-        Command::Silence { .. } => not_yet("silence", "the monitor"),
-        Command::Restart { child } => restart(config, child, json, out),
-        Command::Pause { reason } => {
-            let st = pause::pause(config, reason)?;
-            if json {
-                writeln!(out, "{}", json_line(&st)).map_err(io)?;
-            } else {
-                write!(out, "{}", pause::render(&st)).map_err(io)?;
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Resume { force } => {
-            let st = pause::resume(config, *force)?;
-            if json {
-                writeln!(out, "{}", json_line(&st)).map_err(io)?;
-            } else {
-                write!(out, "{}", pause::render(&st)).map_err(io)?;
-            }
-            Ok(EXIT_OK)
-        }
-    }
-}
-
-fn not_yet(cmd: &str, needs: &str) -> Result<u8, CtlError> {
-    Err(CtlError::Usage(format!(
-        "`ghostctl {cmd}` is not available yet (needs {needs})"
-    )))
-}
-
-/// `ghostctl restart CHILD`: a durable request file the watchdog acts on.
-fn restart(config: &Config, child: &str, json: bool, out: &mut dyn Write) -> Result<u8, CtlError> {
-    let known = config.watchdog.children();
-    if !known.contains_key(child) {
-        return Err(CtlError::Usage(format!(
-            "unknown child {:?}; the watchdog's children are: {}",
-            util::clean(child),
-            known.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    }
-    let Some(pid) = status::live_watchdog(config) else {
-        return Err(CtlError::Failed(format!(
-            "no watchdog is running on {}: nothing to restart (a starting ghost-watchdog starts every child afresh)",
-            config.root.display()
-        )));
-    };
-    let by = util::who();
-    let layout = ghost_core::Layout::new(&config.root);
-    let path = ghost_watchdog::state::write_request(&layout, child, &by)?;
-    tracing::info!(event = "OPERATOR_ACTION", action = "restart", child, by = %by, watchdog_pid = pid,
-        request = %path.display(), "asked the watchdog to restart {child}");
-    if json {
-        let v = serde_json::json!({"child": child, "request": path, "watchdog_pid": pid, "by": by});
-        writeln!(out, "{}", json_line(&v)).map_err(io)?;
-    } else {
-        writeln!(
-            out,
-            "restart of {child} requested ({}); the watchdog (pid {pid}) acts on it within a second: see `ghostctl status`",
-            path.display()
-        )
-        .map_err(io)?;
-    }
-    Ok(EXIT_OK)
-}
-
-fn action(
-    config: &Config,
-    a: Action,
-    id: &str,
-    reason: Option<&str>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<u8, CtlError> {
-    let done = actions::act(config, a, id, reason)?;
-    if json {
-        writeln!(out, "{}", json_line(&done)).map_err(io)?;
-    } else {
-        let verb = match a {
-            Action::Retry => "retried",
-            Action::Hold => "held",
-            Action::Release => "released",
-            Action::Delete => "deleted",
-        };
-        writeln!(
-            out,
-            "{verb} {} (patch {}, target {}): {}/ -> {}/",
-            done.queue_name,
-            util::clean(done.patch_id.as_deref().unwrap_or("-")),
-            done.target,
-            done.from.dir_name(),
-            done.to.dir_name()
-        )
-        .map_err(io)?;
-        for n in &done.notes {
-            let _ = writeln!(err, "note: {n}");
-        }
-    }
-    Ok(EXIT_OK)
-}
-
-/// The `ls` table.
-pub fn render_ls(list: &[entries::EntryInfo]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|e| {
-            let age = e.arrived.map(util::relative).unwrap_or_else(|| "-".into());
-            vec![
-                e.target.clone(),
-                e.state.to_string(),
-                e.name.clone(),
-                util::clip(&e.display_id(), 48),
-                e.attempts.to_string(),
-                age,
-                util::clip(&note(e), 72),
-            ]
-        })
-        .collect();
-    util::table(
-        &[
-            "TARGET",
-            "STATE",
-            "QUEUE NAME",
-            "PATCH ID",
-            "ATTEMPTS",
-            "ARRIVED",
-            "NOTE",
-        ],
-        &rows,
-    )
-}
-
-/// The one thing worth knowing about an entry in its state.
-fn note(e: &entries::EntryInfo) -> String {
-    let r = &e.record;
-    if let Some(err) = &e.record_error {
-        return format!("record unreadable: {err}");
-    }
-    match e.state {
-        QueueState::Active => r
-            .claim
-            .as_ref()
-            .map(|c| {
-                format!(
-                    "pid {} on {} since {}",
-                    c.pid,
-                    c.host,
-                    util::relative_str(&c.started_at)
-                )
-            })
-            .unwrap_or_default(),
-        QueueState::Deferred => r
-            .due_at
-            .as_deref()
-            .map(|d| format!("due {}", util::relative_str(d)))
-            .unwrap_or_else(|| "due now".into()),
-        QueueState::Failed | QueueState::Stuck => r
-            .reason
-            .as_ref()
-            .map(|x| format!("{}: {}", x.kind, x.message))
-            .unwrap_or_default(),
-        QueueState::Held | QueueState::Trash | QueueState::Pending | QueueState::Done => r
-            .operator
-            .last()
-            .map(|a| {
-                format!(
-                    "{} by {} {}{}",
-                    a.action,
-                    a.by,
-                    util::relative_str(&a.at),
-                    a.reason
-                        .as_deref()
-                        .map(|x| format!(": {x}"))
-                        .unwrap_or_default()
-                )
-            })
-            .unwrap_or_default(),
     }
 }

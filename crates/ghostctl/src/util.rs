@@ -4,24 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Replace control characters (newlines, tabs, escape sequences) so that one
-/// value stays one cell of one line and cannot drive the terminal.
-pub fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
+pub use ghost_core::text::clean;
 
-/// `clean`, then cut to at most `max` characters (with `…` when cut).
-pub fn clip(s: &str, max: usize) -> String {
-    let s = clean(s);
-    if s.chars().count() <= max {
-        s
-    } else {
-        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-        out.push('…');
-        out
-    }
+/// One table cell: [`clean`], then cut to at most `max` characters.
+pub fn cell(s: &str, max: usize) -> String {
+    ghost_core::text::clip(&clean(s), max)
 }
 
 /// Simple aligned columns: every column but the last padded to its widest cell.
@@ -115,8 +102,7 @@ mod tests {
         assert_eq!(short_duration(Duration::from_millis(5)), "5ms");
         assert_eq!(short_duration(Duration::from_secs(61)), "1m");
         assert_eq!(short_duration(Duration::from_secs(3 * 86400)), "3d");
-        assert_eq!(clean("a\nb\tc\u{1b}"), "a?b?c?");
-        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(cell("a\nbcdef", 4), "a?b…");
         assert!(who().contains("uid "));
     }
 }

@@ -777,7 +777,7 @@ fn fake_watchdog(env: &Env, children: serde_json::Value) {
         "started_at": now, "updated_at": now, "version": "0.1.0", "config": "embedded defaults",
         "children": children,
     });
-    ghost_core::fs::write_json(&ghost_watchdog::state::state_path(&env.layout()), &st).unwrap();
+    ghost_core::fs::write_json(&env.layout().watchdog_state(), &st).unwrap();
     ghost_core::heartbeat::HeartbeatWriter::new(
         &env.layout(),
         "watchdog",
@@ -810,7 +810,7 @@ fn restart_writes_a_request_for_a_running_watchdog() {
     let (code, _, err) = env.run(&["restart", "executor"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no watchdog is running"), "{err}");
-    let dir = ghost_watchdog::state::requests_dir(&env.layout());
+    let dir = env.layout().watchdog_requests();
     assert!(!dir.join("executor.json").exists());
     // A live watchdog: the request is written, durably, naming who asked.
     fake_watchdog(&env, serde_json::json!({}));
@@ -821,12 +821,12 @@ fn restart_writes_a_request_for_a_running_watchdog() {
         out.contains(&format!("pid {}", std::process::id())),
         "{out}"
     );
-    let reqs = ghost_watchdog::state::pending_requests(&env.layout());
+    let reqs = ghost_core::watchdog::pending_requests(&env.layout());
     assert_eq!(reqs.len(), 1);
     let r = reqs[0].1.as_ref().unwrap();
     assert_eq!(
-        (r.child.as_str(), r.action.as_str()),
-        ("executor", "restart")
+        (r.child.as_str(), r.action),
+        ("executor", ghost_core::watchdog::RequestAction::Restart)
     );
     assert!(r.by.contains("uid "), "{}", r.by);
     let (code, out, _) = env.run(&["restart", "bridge", "--json"]);
@@ -835,11 +835,11 @@ fn restart_writes_a_request_for_a_running_watchdog() {
     assert_eq!(v["child"], "bridge");
     assert_eq!(v["watchdog_pid"], std::process::id());
     // A stopped watchdog does not count as running.
-    let mut st = ghost_watchdog::state::read_state(&env.layout())
+    let mut st = ghost_core::watchdog::read_state(&env.layout())
         .unwrap()
         .unwrap();
-    st.status = "stopped".into();
-    ghost_core::fs::write_json(&ghost_watchdog::state::state_path(&env.layout()), &st).unwrap();
+    st.status = ghost_core::watchdog::WatchdogStatus::Stopped;
+    ghost_core::watchdog::write_state(&env.layout(), &st).unwrap();
     assert_eq!(env.run(&["restart", "executor"]).0, 1);
 }
 
@@ -1058,7 +1058,7 @@ fn submit_deduplicates_like_the_bridge() {
     let (code, _, err) = env.run(&["submit", other.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("already used by entry") && err.contains(&name),
+        err.contains("already used by queue entry") && err.contains(&name),
         "{err}"
     );
     // Twice in one invocation: once.
@@ -1074,4 +1074,137 @@ fn submit_deduplicates_like_the_bridge() {
         "{out}"
     );
     assert_eq!(env.queue().list(QueueState::Pending).unwrap().len(), 2);
+}
+
+/// The id the parser gives `bytes` (what the bridge answers and stores).
+fn parser_id(env: &Env, bytes: &[u8]) -> String {
+    let specs = env.config.target_specs();
+    let opts = ghost_core::patch::parse::ParseOptions {
+        targets: &specs,
+        target_override: None,
+    };
+    ghost_core::patch::parse::parse_patch(bytes, &opts)
+        .unwrap()
+        .id
+}
+
+/// Entries queued without a record (as the bridge and older versions store
+/// them): a patch with a byte order mark and a patch without an id are found
+/// by the id the parser gives them, by every verb, and `ls` shows that id.
+#[test]
+fn every_verb_finds_bom_and_id_less_patches_by_the_parsers_id() {
+    let env = Env::new();
+    let q = env.queue();
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(VALID.replace("p-one", "with-bom").as_bytes());
+    let anon = br#"{"operations": [{"op": "write", "path": "n.txt", "content": "n\n"}]}"#;
+    let bom_name = q.enqueue(&bom).unwrap();
+    let anon_name = q.enqueue(anon).unwrap();
+    let (bom_id, anon_id) = (parser_id(&env, &bom), parser_id(&env, anon));
+    assert_eq!(bom_id, "with-bom");
+    assert!(anon_id.starts_with("patch-"), "{anon_id}");
+
+    let (code, out, err) = env.run(&["ls"]);
+    assert_eq!(code, 0, "{err}");
+    for (name, id) in [(&bom_name, &bom_id), (&anon_name, &anon_id)] {
+        let line = out.lines().find(|l| l.contains(name.as_str())).unwrap();
+        assert!(line.contains(id.as_str()), "ls shows the id: {line}");
+    }
+    for (name, id) in [(&bom_name, &bom_id), (&anon_name, &anon_id)] {
+        let (code, out, err) = env.run(&["show", id]);
+        assert_eq!(code, 0, "show {id}: {err}");
+        assert!(out.contains(&format!("queue name  {name}")), "{out}");
+        assert_eq!(find(&env.config, id).unwrap().name, *name);
+    }
+    let step = |args: &[&str], state: QueueState, name: &str| {
+        let (code, _, err) = env.run(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(q.find(name), Some(state), "{args:?}");
+    };
+    step(&["hold", &bom_id], QueueState::Held, &bom_name);
+    step(&["release", &bom_id], QueueState::Pending, &bom_name);
+    step(
+        &["delete", &bom_id, "--reason", "test"],
+        QueueState::Trash,
+        &bom_name,
+    );
+    q.transition(
+        &anon_name,
+        QueueState::Pending,
+        QueueState::Failed,
+        &EntryRecord::default(),
+    )
+    .unwrap();
+    step(&["retry", &anon_id], QueueState::Pending, &anon_name);
+}
+
+/// `ls` pages: 1,000 entries, 50 to a page by default, newest first, with
+/// how many more; `--all`, `--page`, `--limit` and `--sort name`.
+#[test]
+fn ls_pages_through_a_thousand_entries() {
+    let env = Env::new();
+    let q = env.queue();
+    for i in 0..1000 {
+        q.enqueue(format!(r#"{{"id": "p-{i}", "operations": []}}"#).as_bytes())
+            .unwrap();
+    }
+    let oldest_first = q.list(QueueState::Pending).unwrap();
+    let newest_first: Vec<String> = oldest_first.iter().rev().cloned().collect();
+    // The queue names in the table, in its order, and the lines after it.
+    let rows = |out: &str| -> (Vec<String>, Vec<String>) {
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().starts_with("TARGET"), "{out}");
+        let (mut names, mut rest) = (Vec::new(), Vec::new());
+        for l in lines {
+            match l.split_whitespace().nth(2) {
+                Some(n) if l.starts_with("default ") => names.push(n.to_string()),
+                _ => rest.push(l.to_string()),
+            }
+        }
+        (names, rest)
+    };
+
+    let (code, out, _) = env.run(&["ls"]);
+    assert_eq!(code, 0);
+    let (names, rest) = rows(&out);
+    assert_eq!(names, newest_first[..50]);
+    assert_eq!(
+        rest,
+        ["showing 1-50 of 1000 entries (newest first); 950 more: `--page 2`, or `--all` for every entry"]
+    );
+
+    let (_, out, _) = env.run(&["ls", "--page", "2", "--limit", "100"]);
+    let (names, rest) = rows(&out);
+    assert_eq!(names, newest_first[100..200]);
+    assert_eq!(
+        rest,
+        ["showing 101-200 of 1000 entries (newest first); 800 more: `--page 3`, or `--all` for every entry"]
+    );
+
+    let (_, out, _) = env.run(&["ls", "--page", "20"]);
+    let (names, rest) = rows(&out);
+    assert_eq!(names, newest_first[950..]);
+    assert_eq!(rest, ["showing 951-1000 of 1000 entries (newest first)"]);
+
+    let (_, out, _) = env.run(&["ls", "--all"]);
+    let (names, rest) = rows(&out);
+    assert_eq!(names, newest_first);
+    assert!(rest.is_empty(), "{rest:?}");
+
+    let (_, out, _) = env.run(&["ls", "--sort", "name", "--limit", "10"]);
+    assert_eq!(rows(&out).0, oldest_first[..10]);
+
+    let (code, out, _) = env.run(&["ls", "--page", "21"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("no entries on page 21: 1000 entries, 50 to a page"),
+        "{out}"
+    );
+
+    let (code, out, err) = env.run(&["ls", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 50);
+    assert_eq!(v[0]["name"], newest_first[0].as_str());
+    assert!(err.contains("950 more"), "{err}");
 }

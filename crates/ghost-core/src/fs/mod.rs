@@ -170,6 +170,107 @@ fn write_synced_temp(
     result
 }
 
+/// A file written and fsynced under a temp name, not yet published: the two
+/// halves of a durable write, for a caller that must decide under a lock
+/// whether and where to publish it. Removed on drop unless published.
+#[derive(Debug)]
+pub struct Staged {
+    path: Option<PathBuf>,
+}
+
+impl Staged {
+    /// Write `bytes` to a new temp file in `tmp_dir` (named after `hint`) with
+    /// `mode`, and fsync it.
+    pub fn write(tmp_dir: &Path, hint: &str, bytes: &[u8], mode: u32) -> Result<Staged> {
+        let mut out = None;
+        write_synced_temp(tmp_dir, Path::new(hint), bytes, mode, |tmp| {
+            out = Some(tmp.to_path_buf());
+            Ok(())
+        })?;
+        Ok(Staged { path: out })
+    }
+
+    /// Rename onto `dest`, failing with `AlreadyExists` (and keeping the temp
+    /// file) if `dest` exists. The caller fsyncs `dest`'s directory.
+    pub fn publish_new(&mut self, dest: &Path) -> Result<()> {
+        let tmp = self.path.as_deref().expect("published once");
+        rename_noreplace(tmp, dest)?;
+        self.path = None;
+        Ok(())
+    }
+
+    /// Rename onto `dest`, replacing what is there. The caller fsyncs
+    /// `dest`'s directory.
+    pub fn publish_over(&mut self, dest: &Path) -> Result<()> {
+        let tmp = self.path.as_deref().expect("published once");
+        rename_raw(tmp, dest)?;
+        self.path = None;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// True when an error is "the destination exists" (from [`Staged::publish_new`]
+/// or [`durable_move`]).
+pub fn is_already_exists(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+}
+
+/// A directory filled with many small files and made durable as a whole:
+/// each file is written without its own fsync, then [`BatchDir::finish`] makes
+/// them all durable with one `syncfs` and fsyncs the directory. For large
+/// derived sets (the id index built from an older root), where one fsync per
+/// file would take minutes; the caller then publishes the directory with one
+/// rename.
+#[derive(Debug)]
+pub struct BatchDir {
+    dir: PathBuf,
+    files: usize,
+}
+
+impl BatchDir {
+    pub fn create(dir: &Path) -> Result<BatchDir> {
+        ensure_dir(dir)?;
+        Ok(BatchDir {
+            dir: dir.to_path_buf(),
+            files: 0,
+        })
+    }
+
+    /// Add file `name`; `false` (and nothing written) if it exists already.
+    pub fn add(&mut self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let p = self.dir.join(name);
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&p)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(Error::io("create", p, e)),
+        };
+        f.write_all(bytes).ctx("write", &p)?;
+        self.files += 1;
+        Ok(true)
+    }
+
+    /// Make every file and the directory durable; returns the number of files.
+    pub fn finish(self) -> Result<usize> {
+        let d = File::open(&self.dir).ctx("open directory", &self.dir)?;
+        nix::unistd::syncfs(&d).map_err(|e| Error::io("syncfs", &self.dir, io::Error::from(e)))?;
+        d.sync_all().ctx("fsync directory", &self.dir)?;
+        Ok(self.files)
+    }
+}
+
 #[allow(clippy::disallowed_methods)] // this is the durable helper
 pub(crate) fn rename_raw(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
@@ -276,15 +377,21 @@ pub struct LockFile {
 impl LockFile {
     /// Take the lock or fail at once with [`Error::Locked`] naming the holder's pid.
     pub fn try_acquire(path: &Path) -> Result<LockFile> {
-        Self::acquire_with(path, FlockArg::LockExclusiveNonblock)
+        Self::acquire_with(path, FlockArg::LockExclusiveNonblock, true)
     }
 
     /// Wait for the lock.
     pub fn acquire(path: &Path) -> Result<LockFile> {
-        Self::acquire_with(path, FlockArg::LockExclusive)
+        Self::acquire_with(path, FlockArg::LockExclusive, true)
     }
 
-    fn acquire_with(path: &Path, arg: FlockArg) -> Result<LockFile> {
+    /// Wait for a lock held only for a moment (admission), without writing
+    /// the holder's pid: that would cost a write and an fsync per holding.
+    pub fn acquire_brief(path: &Path) -> Result<LockFile> {
+        Self::acquire_with(path, FlockArg::LockExclusive, false)
+    }
+
+    fn acquire_with(path: &Path, arg: FlockArg, record_pid: bool) -> Result<LockFile> {
         if let Some(dir) = path.parent() {
             ensure_dir(dir)?;
         }
@@ -299,9 +406,11 @@ impl LockFile {
         match Flock::lock(file, arg) {
             Ok(mut lock) => {
                 // Record our pid for whoever finds the lock taken. Informational only.
-                let _ = lock.set_len(0);
-                let _ = writeln!(&mut *lock, "{}", std::process::id());
-                let _ = lock.sync_data();
+                if record_pid {
+                    let _ = lock.set_len(0);
+                    let _ = writeln!(&mut *lock, "{}", std::process::id());
+                    let _ = lock.sync_data();
+                }
                 Ok(LockFile {
                     _lock: lock,
                     path: path.to_path_buf(),

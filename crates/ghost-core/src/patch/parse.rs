@@ -44,6 +44,16 @@ pub struct ParseOptions<'a> {
 
 /// Parse raw bytes (a JSON document) into a normalised Patch. Never panics on any input.
 pub fn parse_patch(bytes: &[u8], opts: &ParseOptions) -> Result<Patch, PatchError> {
+    let value = document_value(bytes)?;
+    parse_patch_value(&value, opts)
+}
+
+/// The JSON value of a patch document's bytes, exactly as [`parse_patch`]
+/// reads them: UTF-8, a leading byte order mark ignored, then JSON. The id
+/// rule ([`document_id`]) and the content MD5 are taken from this value, so
+/// whoever reads stored bytes (the id index, the lookups, the executor) sees
+/// what the parser saw.
+pub fn document_value(bytes: &[u8]) -> Result<Value, PatchError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
@@ -58,28 +68,51 @@ pub fn parse_patch(bytes: &[u8], opts: &ParseOptions) -> Result<Patch, PatchErro
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value = serde_json::from_str(text).map_err(|e| {
+    serde_json::from_str(text).map_err(|e| {
         let hint = if e.to_string().contains("recursion limit") {
             " (the document nests arrays/objects more than 128 levels deep)"
         } else {
             ""
         };
         PatchError::one(DOC, format!("not valid JSON: {e}{hint}"))
-    })?;
-    parse_patch_value(&value, opts)
+    })
+}
+
+/// The id of a patch document: the one rule, used by the parser itself and by
+/// everything that reads an id from a stored entry.
+///
+/// A native document (`operations`) has its `id`; a legacy one its `id`, else
+/// its `blockId`. A patch without an id gets `patch-<MD5 of its canonical
+/// JSON>` (keys sorted, no whitespace): the same patch always gets the same id,
+/// whoever parses it and however often, so the id `ghostctl submit` prints is
+/// the one the executor uses.
+pub fn document_id(value: &Value) -> String {
+    let own = value.as_object().and_then(|obj| {
+        let text = |key: &str| obj.get(key).and_then(Value::as_str);
+        if obj.contains_key("operations") {
+            text("id")
+        } else {
+            text("id").or_else(|| text("blockId"))
+        }
+    });
+    match own {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => format!("patch-{}", canonical_md5(value)),
+    }
+}
+
+/// MD5 of a document's canonical JSON (keys sorted, no whitespace): what "the
+/// same content" means for deduplication, whatever the bytes' formatting.
+pub fn canonical_md5(value: &Value) -> String {
+    crate::md5_hex(&serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// Same for an already-parsed JSON value (used by the HTTP bridge for arrays / {patch, metadata}).
-///
-/// A patch without an id gets `patch-<MD5 of its canonical JSON>` (keys sorted,
-/// no whitespace): the same patch always gets the same id, whoever parses it and
-/// however often, so the id `ghostctl submit` prints is the one the executor uses.
+/// The id is always [`document_id`] of the value.
 pub fn parse_patch_value(value: &Value, opts: &ParseOptions) -> Result<Patch, PatchError> {
     let mut patch = parse_shape(value, opts)?;
-    if patch.id.is_empty() {
-        let canonical = serde_json::to_vec(value).unwrap_or_default();
-        patch.id = format!("patch-{}", crate::md5_hex(&canonical));
-    }
+    // The shapes validated the id fields; the id itself comes from the one rule.
+    patch.id = document_id(value);
     Ok(patch)
 }
 

@@ -8,11 +8,25 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use ghost_core::cli::{EXIT_FAILURE, EXIT_OK};
+
 use ghost_core::summary;
 use ghost_core::{Config, Layout};
 
 use crate::entries::all_targets;
 use crate::util::clean;
+use crate::{io, json_text, CtlError};
+
+/// `ghostctl verify`: exit 1 if any summary is unrepairable.
+pub fn run(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result<u8, CtlError> {
+    let r = verify(config);
+    if json {
+        writeln!(out, "{}", json_text(&r)).map_err(io)?;
+    } else {
+        write!(out, "{}", render(&r)).map_err(io)?;
+    }
+    Ok(if r.failed() { EXIT_FAILURE } else { EXIT_OK })
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyLine {
@@ -43,7 +57,7 @@ impl VerifyReport {
 fn summary_targets(config: &Config) -> Vec<String> {
     let layout = Layout::new(&config.root);
     let mut set: BTreeSet<String> = all_targets(config).into_iter().collect();
-    if let Ok(rd) = std::fs::read_dir(config.root.join("summaries")) {
+    if let Ok(rd) = std::fs::read_dir(layout.summaries_root()) {
         for e in rd.flatten() {
             if e.path().is_dir() {
                 if let Some(n) = e.file_name().to_str() {

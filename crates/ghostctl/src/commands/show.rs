@@ -10,12 +10,30 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use ghost_core::cli::EXIT_OK;
+
 use ghost_core::summary::{self, Summary, SummaryFiles};
 use ghost_core::{Config, Layout};
 
 use crate::entries::{find, EntryInfo};
 use crate::util::{clean, relative, relative_str};
-use crate::CtlError;
+use crate::{io, json_text, CtlError};
+
+/// `ghostctl show ID`.
+pub fn run(
+    config: &Config,
+    id: &str,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<u8, CtlError> {
+    let r = show(config, id)?;
+    if json {
+        writeln!(out, "{}", json_text(&r)).map_err(io)?;
+    } else {
+        write!(out, "{}", render(&r)).map_err(io)?;
+    }
+    Ok(EXIT_OK)
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ShowResult {

@@ -11,17 +11,23 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use ghost_core::queue::QueueState;
+use ghost_core::cli::EXIT_OK;
+
 use ghost_core::{Config, Layout};
 
-use crate::entries::{all_targets, entry_info};
 use crate::util::clean;
 use crate::CtlError;
+
+/// `ghostctl logs`; `-f` runs until the process is interrupted.
+pub fn run(config: &Config, opts: LogsOptions, out: &mut dyn Write) -> Result<u8, CtlError> {
+    logs(config, &opts, out, &|| false)?;
+    Ok(EXIT_OK)
+}
 
 /// How often `-f` looks for new lines.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -37,11 +43,11 @@ pub struct LogsOptions {
 }
 
 /// The current (not rotated) log file of each component: `logs/<component>.log`.
-pub fn log_files(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
+pub fn log_files(layout: &Layout, component: Option<&str>) -> Vec<(String, PathBuf)> {
     if let Some(c) = component {
-        return vec![(c.to_string(), dir.join(format!("{c}.log")))];
+        return vec![(c.to_string(), layout.log_file(c))];
     }
-    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(layout.logs())
         .into_iter()
         .flatten()
         .flatten()
@@ -55,30 +61,15 @@ pub fn log_files(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> 
     out
 }
 
-/// The values a line's `patch_id` or `queue_name` may have to match `id`.
+/// The values a line's `patch_id` or `queue_name` may have to match `id`:
+/// `id` itself, and the queue names and patch ids of the entries the root's
+/// one lookup finds for it.
 pub fn ids_for(config: &Config, id: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::from([id.to_string()]);
     let layout = Layout::new(&config.root);
-    for t in all_targets(config) {
-        let q = layout.queue(&t);
-        for s in QueueState::ALL {
-            for name in q.list(s).unwrap_or_default() {
-                if name == id {
-                    if let Some(p) = entry_info(&q, s, &name).patch_id {
-                        ids.insert(p);
-                    }
-                } else if q
-                    .read_record(s, &name)
-                    .ok()
-                    .and_then(|r| r.patch_id)
-                    .or_else(|| crate::entries::id_from_file(&q.entry_path(s, &name)))
-                    .as_deref()
-                    == Some(id)
-                {
-                    ids.insert(name);
-                }
-            }
-        }
+    for e in ghost_core::entry::find_all(&layout, id).unwrap_or_default() {
+        ids.insert(e.name);
+        ids.extend(e.patch_id);
     }
     ids
 }
@@ -221,15 +212,16 @@ pub fn logs(
             )));
         }
     }
-    let dir = Layout::new(&config.root).logs();
+    let layout = Layout::new(&config.root);
+    let dir = layout.logs();
     let ids = opts.patch.as_deref().map(|p| ids_for(config, p));
-    let mut tails: Vec<(String, Tail)> = log_files(&dir, opts.component.as_deref())
+    let mut tails: Vec<(String, Tail)> = log_files(&layout, opts.component.as_deref())
         .into_iter()
         .map(|(c, p)| (c, Tail::new(p)))
         .collect();
     if !opts.follow && tails.iter().all(|(_, t)| !t.path.exists()) {
         let what = match &opts.component {
-            Some(c) => format!("no log file {}", dir.join(format!("{c}.log")).display()),
+            Some(c) => format!("no log file {}", layout.log_file(c).display()),
             None => format!("no log files in {}", dir.display()),
         };
         return Err(CtlError::Failed(what));
@@ -258,7 +250,7 @@ pub fn logs(
     while !stop() {
         std::thread::sleep(FOLLOW_POLL);
         if opts.component.is_none() {
-            for (c, p) in log_files(&dir, None) {
+            for (c, p) in log_files(&layout, None) {
                 if !tails.iter().any(|(k, _)| *k == c) {
                     tails.push((c, Tail::new(p)));
                 }

@@ -6,13 +6,26 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use ghost_core::cli::EXIT_OK;
 use ghost_core::heartbeat;
 use ghost_core::queue::QueueState;
+use ghost_core::watchdog::{self, ChildState, WatchdogState, WatchdogStatus};
 use ghost_core::{Config, Layout};
 
 use crate::entries::all_targets;
 use crate::util::{clean, relative_str, short_duration, table};
-use crate::CtlError;
+use crate::{io, json_text, CtlError};
+
+/// `ghostctl status`.
+pub fn run(config: &Config, json: bool, out: &mut dyn std::io::Write) -> Result<u8, CtlError> {
+    let s = status(config)?;
+    if json {
+        writeln!(out, "{}", json_text(&s)).map_err(io)?;
+    } else {
+        write!(out, "{}", render(&s, config.heartbeat.stale_after)).map_err(io)?;
+    }
+    Ok(EXIT_OK)
+}
 
 /// The components whose heartbeat is always reported, present or not.
 pub const EXPECTED_HEARTBEATS: [&str; 1] = ["executor"];
@@ -49,7 +62,7 @@ pub struct WatchdogView {
     /// fresh. False: the table is what it last wrote.
     pub alive: bool,
     #[serde(flatten)]
-    pub state: ghost_watchdog::state::WatchdogState,
+    pub state: WatchdogState,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,14 +154,15 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
         .iter()
         .map(|c| heartbeat_state(c, &layout.heartbeat(c), config.heartbeat.stale_after))
         .collect();
-    let (watchdog, watchdog_error) = match ghost_watchdog::state::read_state(&layout) {
+    let (watchdog, watchdog_error) = match watchdog::read_state(&layout) {
         Ok(Some(st)) => {
             let hb = heartbeat_state(
                 "watchdog",
                 &layout.heartbeat("watchdog"),
                 config.heartbeat.stale_after,
             );
-            let alive = st.status != "stopped" && hb.state == "ok" && hb.pid == Some(st.pid);
+            let alive =
+                st.status != WatchdogStatus::Stopped && hb.state == "ok" && hb.pid == Some(st.pid);
             (Some(WatchdogView { alive, state: st }), None)
         }
         Ok(None) => (None, None),
@@ -171,14 +185,14 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
 /// process exists.
 pub fn live_watchdog(config: &Config) -> Option<u32> {
     let layout = Layout::new(&config.root);
-    let st = ghost_watchdog::state::read_state(&layout).ok().flatten()?;
+    let st = watchdog::read_state(&layout).ok().flatten()?;
     let hb = heartbeat_state(
         "watchdog",
         &layout.heartbeat("watchdog"),
         config.heartbeat.stale_after,
     );
     let exists = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid as i32), None).is_ok();
-    (st.status != "stopped" && hb.state == "ok" && hb.pid == Some(st.pid) && exists)
+    (st.status != WatchdogStatus::Stopped && hb.state == "ok" && hb.pid == Some(st.pid) && exists)
         .then_some(st.pid)
 }
 
@@ -190,11 +204,11 @@ pub fn render_watchdog(w: &WatchdogView) -> String {
         format!(
             "watchdog pid {} {}{}, updated {}",
             st.pid,
-            clean(&st.status),
+            st.status.as_str(),
             if st.ready { " (every child up)" } else { "" },
             relative_str(&st.updated_at)
         )
-    } else if st.status == "stopped" {
+    } else if st.status == WatchdogStatus::Stopped {
         format!(
             "watchdog stopped (pid {} was last, {}); children as it left them:",
             st.pid,
@@ -204,7 +218,7 @@ pub fn render_watchdog(w: &WatchdogView) -> String {
         format!(
             "WATCHDOG NOT RUNNING: pid {} wrote {} last, {}; its heartbeat is stale or absent. Children as it last saw them:",
             st.pid,
-            clean(&st.status),
+            st.status.as_str(),
             relative_str(&st.updated_at)
         )
     };
@@ -216,34 +230,27 @@ pub fn render_watchdog(w: &WatchdogView) -> String {
             let last = c
                 .last_exit
                 .as_ref()
-                .map(|e| {
-                    format!(
-                        "{} ({}) {}",
-                        e.describe(),
-                        clean(&e.cause),
-                        relative_str(&e.at)
-                    )
-                })
+                .map(|e| format!("{} ({}) {}", e.describe(), e.cause, relative_str(&e.at)))
                 .unwrap_or_else(|| "-".into());
-            let next = match c.state.as_str() {
-                "backoff" => c
+            let next = match c.state {
+                ChildState::Backoff => c
                     .next_restart_at
                     .as_deref()
                     .map(relative_str)
                     .unwrap_or_else(|| "soon".into()),
-                "given_up" => match &c.retry_at {
+                ChildState::GivenUp => match &c.retry_at {
                     Some(t) => format!(
                         "{} (cool-off), or `ghostctl restart {name}`",
                         relative_str(t)
                     ),
                     None => format!("none: `ghostctl restart {name}` once fixed"),
                 },
-                "missing" => clean(c.message.as_deref().unwrap_or("program not found")),
+                ChildState::Missing => clean(c.message.as_deref().unwrap_or("program not found")),
                 _ => "-".into(),
             };
-            let state = match c.state.as_str() {
-                "given_up" | "missing" => c.state.to_uppercase(),
-                s => clean(s),
+            let state = match c.state {
+                ChildState::GivenUp | ChildState::Missing => c.state.as_str().to_uppercase(),
+                s => s.as_str().to_string(),
             };
             vec![
                 format!("  {}", clean(name)),
@@ -338,12 +345,14 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
     if let Some(w) = &s.watchdog {
         o.push_str(&render_watchdog(w));
         for (name, c) in &w.state.children {
-            if c.state == "given_up" {
+            if c.state == ChildState::GivenUp {
+                let layout = Layout::new(&s.root);
                 let _ = writeln!(
                     o,
-                    "\n!! the watchdog gave up on {}: see alerts/CRITICAL_ALERT and logs/{}.stderr.log, fix the cause, then `ghostctl restart {}`",
+                    "\n!! the watchdog gave up on {}: see {} and {}, fix the cause, then `ghostctl restart {}`",
                     clean(name),
-                    clean(name),
+                    layout.critical_alert().display(),
+                    layout.child_output_log(&clean(name)).display(),
                     clean(name)
                 );
             }

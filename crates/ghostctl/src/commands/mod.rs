@@ -1,0 +1,87 @@
+//! One module per `ghostctl` verb. Each has a `run` that does the work,
+//! prints the answer (a table, or JSON with `--json`) and returns the exit
+//! code; [`dispatch`] only picks the module. The four moves (retry, hold,
+//! release, delete) share one `run`, [`crate::actions::run`]; their modules
+//! hold each one's rule: from which states, and what changes in the record.
+
+pub mod alerts;
+pub mod delete;
+pub mod hold;
+pub mod logs;
+pub mod ls;
+pub mod pause;
+pub mod release;
+pub mod restart;
+pub mod resume;
+pub mod retry;
+pub mod show;
+pub mod silence;
+pub mod status;
+pub mod submit;
+pub mod verify;
+
+use std::io::Write;
+
+use ghost_core::Config;
+
+use crate::actions::{self, Action};
+use crate::{Command, CtlArgs, CtlError};
+
+/// Run the verb `args` names.
+pub fn dispatch(
+    config: &Config,
+    args: &CtlArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, CtlError> {
+    let json = args.json;
+    // The four moves share their `run` (the rules are in their modules).
+    let mut move_entry = |a: Action, id: &str, reason: &Option<String>| {
+        actions::run(config, a, id, reason.as_deref(), json, &mut *out, &mut *err)
+    };
+    match &args.command {
+        Command::Submit { target, files } => {
+            submit::run(config, target.as_deref(), files, json, out, err)
+        }
+        Command::Ls {
+            state,
+            target,
+            paging,
+        } => ls::run(config, state, target.as_deref(), paging, json, out, err),
+        Command::Show { id } => show::run(config, id, json, out),
+        Command::Status => status::run(config, json, out),
+        Command::Retry { id, reason } => move_entry(Action::Retry, id, reason),
+        Command::Hold { id, reason } => move_entry(Action::Hold, id, reason),
+        Command::Release { id, reason } => move_entry(Action::Release, id, reason),
+        Command::Delete { id, reason } => move_entry(Action::Delete, id, reason),
+        Command::Verify => verify::run(config, json, out),
+        Command::Logs {
+            follow,
+            component,
+            patch,
+            lines,
+        } => logs::run(
+            config,
+            logs::LogsOptions {
+                follow: *follow,
+                component: component.clone(),
+                patch: patch.clone(),
+                lines: *lines,
+                json,
+            },
+            out,
+        ),
+        Command::Alerts { .. } => alerts::run(),
+        Command::Silence { .. } => silence::run(),
+        Command::Restart { child } => restart::run(config, child, json, out),
+        Command::Pause { reason } => pause::run(config, reason, json, out),
+        Command::Resume { force } => resume::run(config, *force, json, out),
+    }
+}
+
+/// The answer to a verb that needs a component that does not exist yet.
+pub(crate) fn not_yet(cmd: &str, needs: &str) -> Result<u8, CtlError> {
+    Err(CtlError::Usage(format!(
+        "`ghostctl {cmd}` is not available yet (needs {needs})"
+    )))
+}
