@@ -232,6 +232,21 @@ pub async fn run(ingestor: Arc<Ingestor>, shutdown: CancellationToken) -> Result
     run_inner(ingestor, shutdown, None).await
 }
 
+/// True for the events that can mean a file arrived in the inbox or grew:
+/// a create, a rename, a write, the close of a file written, or an event
+/// that cannot be told apart. Not the opens, reads and closes without write
+/// that listing the inbox causes, nor a file leaving it.
+fn prompts_scan(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Create(_) | EventKind::Any | EventKind::Other => true,
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Remove(_) => false,
+    }
+}
+
 /// [`run`], telling `ready` once the watcher is in place (for tests that must
 /// not race the watcher's start).
 async fn run_inner(
@@ -271,7 +286,10 @@ async fn run_inner(
                 };
                 match to.and_then(|p| p.file_name()) {
                     Some(n) => Msg::Renamed(n.to_os_string()),
-                    None => Msg::Changed,
+                    None if prompts_scan(&ev.kind) => Msg::Changed,
+                    // The bridge's own reads of the inbox (and files leaving
+                    // it): waking on those made every scan trigger the next.
+                    None => return,
                 }
             }
             Err(_) => Msg::Changed,
@@ -840,6 +858,28 @@ mod tests {
     use std::io::Write;
     use std::path::PathBuf;
     use tokio::task::JoinHandle;
+
+    #[test]
+    fn reading_the_inbox_does_not_prompt_a_scan() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, RemoveKind};
+        for k in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert!(!prompts_scan(&k), "{k:?}");
+        }
+        for k in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Other,
+        ] {
+            assert!(prompts_scan(&k), "{k:?}");
+        }
+    }
 
     struct Env {
         _dir: tempfile::TempDir,

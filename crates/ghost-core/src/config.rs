@@ -239,6 +239,9 @@ section!(ExecutorConfig {
     output_tail_bytes: u64 = 4096,
     /// Mode of files a patch creates without giving one.
     default_file_mode: String = "0644".into(),
+    /// Most patches of one target applied as one group commit (each still its
+    /// own transaction); 1 applies them one by one.
+    batch_max: u32 = 64,
 });
 
 section!(
@@ -684,6 +687,9 @@ impl Config {
         let e = &self.executor;
         if e.max_attempts == 0 {
             problems.push("executor.max_attempts: must be at least 1".into());
+        }
+        if e.batch_max == 0 {
+            problems.push("executor.batch_max: must be at least 1".into());
         }
         if e.backoff_base > e.backoff_max {
             problems.push("executor.backoff_base: must not exceed executor.backoff_max".into());
