@@ -6,6 +6,9 @@
 //! is shared and its absolute speed drifts between runs, so ratios within one
 //! run are what to read.
 
+// Benchmarks: scratch fixtures are set up directly, not durably.
+#![allow(clippy::disallowed_methods)]
+
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

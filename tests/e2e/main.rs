@@ -2,6 +2,9 @@
 //! [`TestEnv`] fixture; every wait is on a condition, never a bare sleep, and
 //! timings are shrunk through the configuration.
 
+// Tests: fixtures are set up and damaged directly, not durably.
+#![allow(clippy::disallowed_methods)]
+
 mod admission;
 mod batch;
 mod bridge;

@@ -505,6 +505,7 @@ enum ReadOutcome {
 fn read_limited(path: &Path, max: u64, ino: u64) -> ReadOutcome {
     use nix::fcntl::OFlag;
     use std::os::unix::fs::OpenOptionsExt;
+    #[allow(clippy::disallowed_methods)] // opens for reading only
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
@@ -850,6 +851,7 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: fixtures are set up and damaged directly, not durably
 mod tests {
     use super::*;
     use ghost_core::fs::{durable_write, FILE_MODE};

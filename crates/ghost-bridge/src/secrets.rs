@@ -202,6 +202,8 @@ fn tighten_mode(file: &Path) {
     };
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
+        #[allow(clippy::disallowed_methods)]
+        // narrowing a mode in place; rewriting the secret would risk it
         let fixed =
             std::fs::set_permissions(file, std::fs::Permissions::from_mode(FILE_MODE)).is_ok();
         warn!(event = "SECRET_FILE_MODE", path = %file.display(), mode = format!("{mode:o}"), fixed, "secret file was readable by others; set to 0600");

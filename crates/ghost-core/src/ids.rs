@@ -98,6 +98,7 @@ pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
     let scratch = layout.queue_root().join(".ids.build");
     // A build that crashed half-way: derived data, rebuilt from the entries.
     if scratch.exists() {
+        #[allow(clippy::disallowed_methods)] // derived scratch data, rebuilt from the entries
         std::fs::remove_dir_all(&scratch).map_err(|e| Error::io("remove", &scratch, e))?;
     }
     fs::ensure_dir(&layout.queue_root())?;

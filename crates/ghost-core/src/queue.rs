@@ -349,6 +349,7 @@ impl Queue {
             .map(|s| s.record_kind())
             .chain(SIDECAR_KINDS);
         for kind in kinds {
+            #[allow(clippy::disallowed_methods)] // best effort by design: sweep clears a survivor
             let _ = std::fs::remove_file(self.sidecar_path(state, name, kind));
         }
     }
@@ -380,16 +381,15 @@ impl Queue {
                 if stem.is_empty() || self.entry_path(state, stem).exists() {
                     continue;
                 }
-                if old(&e.path(), min_age) {
-                    let _ = std::fs::remove_file(e.path());
+                if old(&e.path(), min_age) && crate::fs::durable_remove(&e.path()).is_ok() {
                     removed.push(e.path());
                 }
             }
         }
         if let Ok(rd) = std::fs::read_dir(self.tmp_dir()) {
             for e in rd.flatten() {
-                if old(&e.path(), tmp_max_age) {
-                    let _ = std::fs::remove_file(e.path());
+                // Only what was really removed is reported.
+                if old(&e.path(), tmp_max_age) && crate::fs::durable_remove(&e.path()).is_ok() {
                     removed.push(e.path());
                 }
             }
@@ -410,6 +410,7 @@ pub fn counts(q: &Queue) -> Result<std::collections::BTreeMap<String, usize>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: fixtures are set up and damaged directly, not durably
 mod tests {
     use super::*;
 
@@ -490,5 +491,16 @@ mod tests {
         let removed = q.sweep(Duration::ZERO, Duration::ZERO).unwrap();
         assert_eq!(removed, vec![q.tmp_dir().join("partial")]);
         assert!(q.record_path(QueueState::Pending, &a).exists());
+    }
+
+    #[test]
+    fn sweep_does_not_count_what_it_failed_to_remove() {
+        let (_d, q) = queue();
+        q.enqueue(b"{}").unwrap();
+        // A directory cannot be unlinked as a file, even by root.
+        std::fs::create_dir(q.tmp_dir().join("not-a-file")).unwrap();
+        let removed = q.sweep(Duration::ZERO, Duration::ZERO).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(q.tmp_dir().join("not-a-file").is_dir());
     }
 }

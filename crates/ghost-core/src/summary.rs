@@ -476,6 +476,7 @@ fn verify_one(dir: &Path, name: &str) -> Result<VerifyResult> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: fixtures are set up and damaged directly, not durably
 mod tests {
     use super::*;
 

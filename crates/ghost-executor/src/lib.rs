@@ -344,6 +344,8 @@ pub async fn run(
         })
         .collect();
     for c in &ctxs {
+        #[allow(clippy::disallowed_methods)]
+        // the user's working tree: their umask, not the data root's 0700
         std::fs::create_dir_all(&c.tree_path)
             .map_err(|e| ghost_core::Error::io("create working tree", &c.tree_path, e))?;
     }

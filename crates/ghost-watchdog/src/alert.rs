@@ -10,9 +10,7 @@
 //!   `<time> RESOLVED ghost-watchdog: …`. The file only grows; a person reads,
 //!   acts, and may truncate it.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use tracing::error;
@@ -119,31 +117,11 @@ fn drop_in_inbox(layout: &Layout, alert: &Alert) {
     }
 }
 
-/// Append one line (control characters replaced) to `alerts/CRITICAL_ALERT`
-/// and fsync it (and its directory when the file is new).
+/// Append one line to `alerts/CRITICAL_ALERT`; a failure is logged, the
+/// watchdog goes on.
 fn append_line(layout: &Layout, line: &str) {
-    let path = layout.critical_alert();
-    let clean: String = line
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let result = (|| -> std::io::Result<()> {
-        let existed = path.exists();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(ghost_core::fs::FILE_MODE)
-            .open(&path)?;
-        f.write_all(format!("{clean}\n").as_bytes())?;
-        f.sync_all()?;
-        if !existed {
-            ghost_core::fs::fsync_dir(layout.alerts().as_path())
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        error!(event = "ALERT_WRITE_FAILED", path = %path.display(), error = %e, "could not append to CRITICAL_ALERT");
+    if let Err(e) = ghost_core::logging::fallback::append_critical_line(layout, line) {
+        error!(event = "ALERT_WRITE_FAILED", path = %layout.critical_alert().display(), error = %e, "could not append to CRITICAL_ALERT");
     }
 }
 

@@ -64,6 +64,8 @@ pub fn spawn(
         });
     }
     rotate(log_path, max_log_bytes);
+    #[allow(clippy::disallowed_methods)]
+    // the child's stdout/stderr file: the child writes it, not us
     let log = OpenOptions::new()
         .create(true)
         .append(true)

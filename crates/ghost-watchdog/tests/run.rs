@@ -2,6 +2,9 @@
 //! without heartbeats): give-up, operator reset through a request file, the
 //! resolution of the alert, missing built-in children, and the stop.
 
+// Tests: fixtures are set up and damaged directly, not durably.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,8 @@
 //! ghostctl's commands against a temporary data root, called in-process.
 
+// Tests: fixtures are set up and damaged directly, not durably.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;

@@ -1,3 +1,6 @@
+// Tests: fixtures are set up and damaged directly, not durably.
+#![allow(clippy::disallowed_methods)]
+
 use super::*;
 
 fn setup(extra: &str) -> (tempfile::TempDir, Config) {

@@ -6,9 +6,6 @@
 //! monitor's input) and, when critical, as one line to `alerts/CRITICAL_ALERT`
 //! (fsynced); if even that fails, to stderr, so the failure is never silent.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::alert::{Alert, AlertSource, AlertStatus, Severity};
@@ -67,27 +64,15 @@ pub fn raise(layout: &Layout, component: &str, a: &Alert) -> bool {
     inbox_ok || line_ok
 }
 
-/// Append one line (control characters replaced) to `alerts/CRITICAL_ALERT`,
-/// created 0600, and fsync it.
-pub fn append_critical_line(layout: &Layout, line: &str) -> std::io::Result<()> {
-    let path = layout.critical_alert();
-    let mut clean: String = line
+/// Append one line (control characters replaced) to `alerts/CRITICAL_ALERT`
+/// durably ([`crate::fs::durable_append`]): the one writer of that file, used by
+/// the log fallback and the watchdog.
+pub fn append_critical_line(layout: &Layout, line: &str) -> crate::Result<()> {
+    let clean: String = line
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    clean.push('\n');
-    let existed = path.exists();
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(crate::fs::FILE_MODE)
-        .open(&path)?;
-    f.write_all(clean.as_bytes())?;
-    f.sync_data()?;
-    if !existed {
-        crate::fs::fsync_dir(layout.alerts().as_path()).map_err(std::io::Error::other)?;
-    }
-    Ok(())
+    crate::fs::durable_append(&layout.critical_alert(), clean.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,15 +7,14 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 
 pub const LEDGER_FILE: &str = "rotations.jsonl";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -48,21 +47,7 @@ pub fn append(logs_dir: &Path, rec: &RotationRecord) -> Result<()> {
     let p = path(logs_dir);
     let mut line = serde_json::to_vec(rec).expect("a plain record serialises");
     line.push(b'\n');
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(crate::fs::FILE_MODE)
-        .open(&p)
-        .ctx("open rotation ledger", &p)?;
-    let n = f.write(&line).ctx("append to rotation ledger", &p)?;
-    if n != line.len() {
-        return Err(crate::Error::io(
-            "append to rotation ledger",
-            &p,
-            std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
-        ));
-    }
-    f.sync_data().ctx("fdatasync rotation ledger", &p)
+    crate::fs::durable_append(&p, &line)
 }
 
 /// The records in the last `tail_bytes` of the ledger (a cut first line is skipped).

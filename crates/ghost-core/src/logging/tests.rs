@@ -1,5 +1,8 @@
 //! Tests of the writer through the `tracing` layer, as the binaries use it.
 
+// Tests: fixtures are set up and damaged directly, not durably.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};

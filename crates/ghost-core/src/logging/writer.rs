@@ -473,6 +473,8 @@ impl Writer {
         if let Some(d) = self.fallback_path.parent() {
             crate::fs::ensure_dir(d).map_err(io::Error::other)?;
         }
+        #[allow(clippy::disallowed_methods)]
+        // long-lived log handle; the writer owns its sync policy
         OpenOptions::new()
             .create(true)
             .append(true)
@@ -481,6 +483,8 @@ impl Writer {
     }
 
     fn open_primary(&self) -> io::Result<Open> {
+        #[allow(clippy::disallowed_methods)]
+        // long-lived log handle; the writer owns its sync policy
         let file = OpenOptions::new()
             .create(true)
             .append(true)

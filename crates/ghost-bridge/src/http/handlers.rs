@@ -1,0 +1,496 @@
+//! The route handlers.
+
+use super::*;
+
+pub(super) async fn healthz(State(st): State<AppState>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "paused": st.ingestor.paused(),
+        "version": ghost_core::VERSION,
+    }))
+    .into_response()
+}
+
+pub(super) fn source(route: &str, peer: SocketAddr) -> Source {
+    Source {
+        channel: "http".into(),
+        detail: format!("{route} from {peer}"),
+    }
+}
+
+pub(super) fn paused_error(ing: &Ingestor) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "paused",
+        "(bridge)",
+        // Relative to the root: the server's own paths are not the client's business.
+        format!(
+            "the flow is paused ({} exists); nothing is accepted until it is resumed",
+            ing.pause_file()
+                .strip_prefix(ing.layout().root())
+                .unwrap_or(&ing.pause_file())
+                .display()
+        ),
+    )
+    .retry_after(retry_after_secs(ing))
+}
+
+/// What a request body is, by its Content-Type.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum BodyKind {
+    Json,
+    Transcript,
+    Missing,
+    Other(String),
+}
+
+pub(super) fn body_kind(headers: &HeaderMap) -> BodyKind {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return BodyKind::Missing;
+    };
+    let Ok(s) = v.to_str() else {
+        return BodyKind::Other("(unreadable)".into());
+    };
+    let mime = s
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => BodyKind::Json,
+        m if m.starts_with("application/") && m.ends_with("+json") => BodyKind::Json,
+        "text/markdown" | "text/x-markdown" | "text/plain" => BodyKind::Transcript,
+        "" => BodyKind::Missing,
+        _ => BodyKind::Other(clip(s, 100)),
+    }
+}
+
+pub(super) fn unsupported(kind: &BodyKind, accepted: &str) -> ApiError {
+    let what = match kind {
+        BodyKind::Other(t) => format!("Content-Type {t:?} is not accepted"),
+        _ => "the Content-Type header is missing".into(),
+    };
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Content-Type",
+        format!("{what}; send {accepted}"),
+    )
+}
+
+/// Parse a JSON body; the error names `(document)` with serde's line and column.
+pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    serde_json::from_slice(text).map_err(|e| {
+        let hint = if e.to_string().contains("recursion limit") {
+            " (the document nests arrays/objects more than 128 levels deep)"
+        } else {
+            ""
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "(document)",
+            format!("not valid JSON: {e}{hint}"),
+        )
+    })
+}
+
+/// Ingest one JSON object as the request's only patch.
+pub(super) async fn ingest_single(
+    ing: &Arc<Ingestor>,
+    value: Value,
+    original: Option<Vec<u8>>,
+    source: &Source,
+) -> Response {
+    let mut report = Report::new(true, "item");
+    let id = id_hint(&value);
+    let outcome = ing.ingest(value, original, None, source).await;
+    report.record(
+        At {
+            item: 1,
+            ..At::default()
+        },
+        id,
+        outcome,
+        ing,
+    );
+    report.into_response(ing)
+}
+
+/// Read an authenticated request's body, within `bridge.max_body_bytes` and
+/// `bridge.body_timeout`.
+pub(super) async fn read_body(
+    st: &AppState,
+    peer: SocketAddr,
+    req: Request,
+    source: &Source,
+) -> Result<Bytes, Response> {
+    let ing = &st.ingestor;
+    let deadline = body_deadline(&req, ing);
+    let limit = ing.config().bridge.max_body_bytes;
+    if guard::content_length(req.headers()).is_some_and(|n| n > limit) {
+        let e = body_error(BodyError::TooLarge { limit }, "bridge.max_body_bytes", ing);
+        return Err(refuse(st, peer, source, e));
+    }
+    match guard::read_body(req.into_body(), limit, deadline, None).await {
+        Ok((b, _)) => Ok(b),
+        Err(e) => Err(refuse(
+            st,
+            peer,
+            source,
+            body_error(e, "bridge.max_body_bytes", ing),
+        )),
+    }
+}
+
+/// [`parse_json`] on the blocking pool: a 32 MiB document takes a while.
+pub(super) async fn parse_json_off(bytes: Bytes) -> Result<(Bytes, Value), ApiError> {
+    tokio::task::spawn_blocking(move || parse_json(&bytes).map(|v| (bytes, v)))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "(document)",
+                format!("the document could not be parsed: {e}"),
+            ))
+        })
+}
+
+pub(super) async fn post_patches(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let ing = &st.ingestor;
+    if ing.paused() {
+        return paused_error(ing).into_response();
+    }
+    let src = source("POST /v1/patches", peer);
+    let kind = body_kind(req.headers());
+    if matches!(kind, BodyKind::Other(_) | BodyKind::Missing) {
+        return refuse(&st, peer, &src, unsupported(&kind, ACCEPTED_TYPES));
+    }
+    let bytes = match read_body(&st, peer, req, &src).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match kind {
+        BodyKind::Json => {
+            let (bytes, value) = match parse_json_off(bytes).await {
+                Ok(v) => v,
+                Err(e) => return refuse(&st, peer, &src, e),
+            };
+            match value {
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        return refuse(
+                            &st,
+                            peer,
+                            &src,
+                            ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "no_patch",
+                                "(document)",
+                                "the array holds no patch",
+                            ),
+                        );
+                    }
+                    let mut report = Report::new(false, "item");
+                    for (i, v) in items.into_iter().enumerate() {
+                        let at = At {
+                            item: i + 1,
+                            ..At::default()
+                        };
+                        let id = id_hint(&v);
+                        let s = Source {
+                            channel: src.channel.clone(),
+                            detail: format!("{}, item {}", src.detail, i + 1),
+                        };
+                        let outcome = ing.ingest(v, None, None, &s).await;
+                        report.record(at, id, outcome, ing);
+                    }
+                    report.into_response(ing)
+                }
+                // Over `bridge.max_patch_bytes` (but within the body limit),
+                // the ingestor refuses it by field: a 400 (docs/http.md).
+                v => ingest_single(ing, v, Some(bytes.to_vec()), &src).await,
+            }
+        }
+        _ => transcript(&st, peer, bytes, &src).await,
+    }
+}
+
+pub(super) async fn transcript(
+    st: &AppState,
+    peer: SocketAddr,
+    bytes: Bytes,
+    src: &Source,
+) -> Response {
+    let ing = &st.ingestor;
+    // Decoding and extraction run on the blocking pool (a transcript may be
+    // tens of MiB of YAML and JSON blocks).
+    let extracted = tokio::task::spawn_blocking(move || {
+        std::str::from_utf8(&bytes)
+            .map(crate::transcript::extract)
+            .map_err(|e| e.valid_up_to())
+    })
+    .await;
+    let blocks = match extracted {
+        Ok(Ok(b)) => b,
+        Err(e) => {
+            return refuse(
+                st,
+                peer,
+                src,
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "(document)",
+                    format!("the transcript could not be read: {e}"),
+                ),
+            )
+        }
+        Ok(Err(valid_up_to)) => {
+            return refuse(
+                st,
+                peer,
+                src,
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_text",
+                    "(document)",
+                    format!(
+                        "the transcript is not UTF-8 text (invalid byte at offset {valid_up_to})"
+                    ),
+                ),
+            )
+        }
+    };
+    if blocks.is_empty() {
+        ing.counters
+            .extraction_failures
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, "no fenced block holding a patch in the transcript");
+        return refuse(
+            st,
+            peer,
+            src,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "no_patch",
+                "(document)",
+                "the transcript holds no patch: put each patch in a fenced ```json block",
+            ),
+        );
+    }
+    let mut report = Report::new(false, "block");
+    // One line per transcript for its unreadable blocks, not one per block.
+    let mut failed_blocks: Vec<(usize, usize, String)> = Vec::new();
+    for (i, b) in blocks.into_iter().enumerate() {
+        let at = At {
+            item: i + 1,
+            block: Some(b.block),
+            line: Some(b.line),
+        };
+        match b.result {
+            Ok(v) => {
+                let id = id_hint(&v);
+                let s = Source {
+                    channel: src.channel.clone(),
+                    detail: format!("{}, block {} (line {})", src.detail, b.block, b.line),
+                };
+                let outcome = ing.ingest(v, None, None, &s).await;
+                report.record(at, id, outcome, ing);
+            }
+            Err(reason) => {
+                ing.counters
+                    .extraction_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                if failed_blocks.is_empty() {
+                    failed_blocks.push((b.block, b.line, clip(&reason, 300)));
+                } else {
+                    failed_blocks.push((b.block, b.line, String::new()));
+                }
+                report.extraction_failed(at, reason);
+            }
+        }
+    }
+    if let Some((block, line, reason)) = failed_blocks.first() {
+        warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, blocks = failed_blocks.len(), first_block = block, first_line = line, first_reason = %reason, "fenced blocks could not be read as patches (every one is listed in the answer)");
+    }
+    report.into_response(ing)
+}
+
+/// The compatibility routes take JSON; a missing Content-Type is tolerated
+/// because some of the old senders did not set one.
+pub(super) fn compat_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
+    match body_kind(headers) {
+        BodyKind::Json | BodyKind::Missing => Ok(()),
+        k => Err(unsupported(&k, "application/json")),
+    }
+}
+
+/// What both compatibility routes do first: the pause, the content type, the
+/// body within its limit, and JSON. `Err` is the answer already made.
+pub(super) async fn compat_json(
+    st: &AppState,
+    route: &str,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<(Bytes, Value, Source), Response> {
+    let ing = &st.ingestor;
+    if ing.paused() {
+        return Err(paused_error(ing).into_response());
+    }
+    let src = source(route, peer);
+    if let Err(e) = compat_type_ok(req.headers()) {
+        return Err(refuse(st, peer, &src, e));
+    }
+    let bytes = read_body(st, peer, req, &src).await?;
+    match parse_json_off(bytes).await {
+        Ok((bytes, v)) => Ok((bytes, v, src)),
+        Err(e) => Err(refuse(st, peer, &src, e)),
+    }
+}
+
+pub(super) async fn post_webhook(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (bytes, value, src) = match compat_json(&st, "POST /webhook", peer, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let ing = &st.ingestor;
+    if !value.is_object() {
+        return refuse(
+            &st,
+            peer,
+            &src,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_patch",
+                "(document)",
+                "the webhook takes one JSON object {id, role, target_file, patch}",
+            ),
+        );
+    }
+    ingest_single(ing, value, Some(bytes.to_vec()), &src).await
+}
+
+pub(super) async fn post_ingest_patch(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let (_, value, src) = match compat_json(&st, "POST /ingest/patch", peer, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let ing = &st.ingestor;
+    let Value::Object(mut obj) = value else {
+        return refuse(
+            &st,
+            peer,
+            &src,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "(document)",
+                "expected a JSON object {\"patch\": {...}, \"metadata\": {...}}",
+            ),
+        );
+    };
+    let patch = match obj.remove("patch") {
+        Some(p @ Value::Object(_)) => p,
+        other => {
+            let reason = match other {
+                None | Some(Value::Null) => "missing `patch` (the patch object)".to_string(),
+                Some(_) => "`patch` must be a JSON object (the patch)".to_string(),
+            };
+            return refuse(
+                &st,
+                peer,
+                &src,
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "patch", reason),
+            );
+        }
+    };
+    if let Some(meta) = obj.get("metadata") {
+        // Logged for the person reading the log, never stored with the patch.
+        info!(event = "INGEST_METADATA", source = %src.detail, patch_id = %clip(&document_id(&patch), 256), metadata = %clip(&meta.to_string(), 2000), "legacy metadata");
+    }
+    ingest_single(ing, patch, None, &src).await
+}
+
+pub(super) async fn get_patch(
+    State(st): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let key = match path {
+        Ok(Path(k)) => k,
+        Err(rej) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "id",
+                rej.body_text(),
+            )
+            .into_response()
+        }
+    };
+    let ing = st.ingestor.clone();
+    let k = key.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let found = ing.locate(&k)?;
+        let (state, q) = (
+            found.state,
+            Queued {
+                id: found.patch_id.unwrap_or_default(),
+                name: found.name,
+                target: found.target,
+            },
+        );
+        let queue = ing.layout().queue(&q.target);
+        let summary = match ghost_core::summary::read(&ing.layout().summaries(&q.target), &q.name) {
+            Ok(Some(s)) => json!(s),
+            Ok(None) => Value::Null,
+            Err(e) => {
+                warn!(queue_name = %q.name, error = %e, "cannot read the summary");
+                Value::Null
+            }
+        };
+        let record = match queue.read_record(state, &q.name) {
+            Ok(r) => json!(r),
+            Err(e) => {
+                warn!(queue_name = %q.name, error = %e, "cannot read the entry record");
+                Value::Null
+            }
+        };
+        Some(json!({
+            "id": q.id,
+            "name": q.name,
+            "target": q.target,
+            "state": state.name(),
+            "summary": summary,
+            "record": record,
+        }))
+    })
+    .await
+    .ok()
+    .flatten();
+    match found {
+        Some(v) => Json(v).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "id",
+            format!("no patch with id or queue name {:?}", clip(&key, 200)),
+        )
+        .into_response(),
+    }
+}
