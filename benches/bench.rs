@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use ghost_core::queue::QueueState;
 use ghost_core::Layout;
 
+#[path = "monitor_bench.rs"]
+mod monitor_bench;
 #[path = "watchdog_bench.rs"]
 mod watchdog_bench;
 
@@ -237,6 +239,13 @@ fn main() {
         return;
     }
     let base = tempfile::tempdir().unwrap();
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("monitor") {
+        // One section alone, printed (docs/benchmarks.md is left as it is).
+        let mut md = String::new();
+        monitor_bench::run(&mut md, base.path());
+        print!("{md}");
+        return;
+    }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -341,6 +350,9 @@ fn main() {
     eprintln!("watchdog scenarios");
     md.push('\n');
     watchdog_bench::run(&mut md);
+    eprintln!("monitor scenarios");
+    md.push('\n');
+    monitor_bench::run(&mut md, base.path());
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

@@ -7,4 +7,5 @@ mod crash;
 mod executor;
 mod ghostctl;
 mod harness;
+mod monitor;
 mod watchdog;
