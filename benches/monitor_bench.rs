@@ -30,12 +30,18 @@ fn fixture(root: &Path) {
     let sums = l.summaries("default");
     for _ in 0..N {
         let n = ghost_core::queue::new_name();
-        put(&q.entry_path(QueueState::Pending, &n), b"{\"id\":\"x\",\"operations\":[]}");
+        put(
+            &q.entry_path(QueueState::Pending, &n),
+            b"{\"id\":\"x\",\"operations\":[]}",
+        );
     }
     let body = vec![b'x'; 600];
     for _ in 0..N {
         let n = ghost_core::queue::new_name();
-        put(&q.entry_path(QueueState::Done, &n), b"{\"id\":\"x\",\"operations\":[]}");
+        put(
+            &q.entry_path(QueueState::Done, &n),
+            b"{\"id\":\"x\",\"operations\":[]}",
+        );
         put(&sums.join(format!("{n}.json")), &body);
         put(&sums.join(".backup").join(format!("{n}.json")), &body);
     }
@@ -127,9 +133,17 @@ pub fn run(md: &mut String, base: &Path) {
     let _ = writeln!(md, "## Monitor\n");
     let _ = writeln!(md, "One root with {N} entries in `pending/` and {N} in `done/`, each finished entry with its summary and backup (300,000 files of entries and summaries). A cycle lists every state directory, ages entries by their names, checks summaries not yet verified, reads heartbeats, the watchdog state, the pause, the rotation ledger and disk space, runs the rules and the correlation, and writes `state/health.json` and `alerts/state.json` durably. Idle: the real `ghost-monitor` with default settings (a cycle every 30 s), CPU from the threads' `schedstat` over 20 s, memory as `VmRSS`.\n");
     let _ = writeln!(md, "| measurement | result | target |\n|---|---|---|");
-    let _ = writeln!(md, "| first cycle (full summary sweep: reads 200,000 summary files) | {:.0} ms | |", ms(first));
+    let _ = writeln!(
+        md,
+        "| first cycle (full summary sweep: reads 200,000 summary files) | {:.0} ms | |",
+        ms(first)
+    );
     let _ = writeln!(md, "| steady cycle (listings only), median of 5 | **{:.0} ms** (min {:.0}, max {:.0}) | < 1 s |", ms(steady[2]), ms(steady[0]), ms(steady[4]));
-    let _ = writeln!(md, "| in-process memory growth over those cycles | {:.1} MiB | |", (rss1.saturating_sub(rss0)) as f64 / 1024.0);
+    let _ = writeln!(
+        md,
+        "| in-process memory growth over those cycles | {:.1} MiB | |",
+        (rss1.saturating_sub(rss0)) as f64 / 1024.0
+    );
     let _ = writeln!(md, "| `ghost-monitor` idle, empty root: CPU / RSS | **{cpu_e:.3} %** / **{:.1} MiB** | < 0.1 % / < 10 MiB |", rss_e as f64 / 1024.0);
     let _ = writeln!(md, "| `ghost-monitor` idle, the large root: CPU / RSS (first health model after {:.1} s) | {cpu_l:.3} % / {:.1} MiB | |\n", first_l.as_secs_f64(), rss_l as f64 / 1024.0);
     let _ = writeln!(md, "Steady cycles (ms): {:?}. On the large root, idle CPU is one listing of 200,000 names every `monitor.interval`; a longer interval lowers it in proportion.\n", steady.iter().map(|d| d.as_millis()).collect::<Vec<_>>());

@@ -16,13 +16,16 @@ use crate::harness::*;
 
 pub const MONITOR: &str = env!("CARGO_BIN_EXE_ghost-monitor");
 
+/// What the receiver answers next: a status, and a `Retry-After` in seconds.
+type Answer = (u16, Option<u64>);
+
 /// A webhook receiver: answers each request with the next planned status
 /// (200 when none is planned) and keeps the bodies it answered 2xx to.
 #[derive(Clone, Default)]
 pub struct Hook {
     pub received: Arc<Mutex<Vec<Value>>>,
     pub attempts: Arc<Mutex<usize>>,
-    plan: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
+    plan: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl Hook {
@@ -78,7 +81,7 @@ impl Hook {
         port
     }
 
-    pub fn plan(&self, steps: &[(u16, Option<u64>)]) {
+    pub fn plan(&self, steps: &[Answer]) {
         self.plan.lock().unwrap().extend(steps.iter().copied());
     }
 
@@ -140,8 +143,11 @@ fn spawn_monitor(env: &mut TestEnv) -> u32 {
 
 fn stop(env: &mut TestEnv, pid: u32) {
     let mut c = env.take_child(pid);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGTERM)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
     let st = wait_exit(&mut c, Duration::from_secs(10)).expect("monitor stops on SIGTERM");
     assert!(st.success(), "exit status {st:?}");
 }
@@ -197,20 +203,34 @@ fn stuck_patch_one_message_restart_sends_nothing_twice_resolved_once() {
     assert!(t.starts_with("[FIRING] CRITICAL patch_stuck"), "{t}");
     let book = ghost_core::alerting::read_book(&env.layout()).unwrap();
     let ep = &book.episodes[&format!("patch_stuck:default:{name}")];
-    assert!(t.contains(&ep.uuid), "Slack text carries the episode UUID: {t}");
+    assert!(
+        t.contains(&ep.uuid),
+        "Slack text carries the episode UUID: {t}"
+    );
     let lines = alerts_jsonl(&env);
     assert!(lines.iter().any(|l| l["type"] == "notification"
         && l["notification"]["alerts"][0]["uuid"] == ep.uuid.as_str()));
     assert!(wait_until(Duration::from_secs(10), || alerts_jsonl(&env)
         .iter()
-        .any(|l| l["type"] == "delivery" && l["channel"] == "slack" && l["result"] == "delivered")));
+        .any(|l| l["type"] == "delivery"
+            && l["channel"] == "slack"
+            && l["result"] == "delivered")));
     // The inbox alert was taken in, kept in .done/, and was the same episode.
     assert!(ghost_core::alert::inbox(&env.layout()).unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(env.layout().alerts_inbox_done()).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(env.layout().alerts_inbox_done())
+            .unwrap()
+            .count(),
+        1
+    );
     // The Slack URL is a secret: in no log or file the monitor writes.
     for f in [env.layout().log_file("monitor"), env.layout().alerts_log()] {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        assert!(!text.contains("secretpart"), "{} leaks the Slack URL", f.display());
+        assert!(
+            !text.contains("secretpart"),
+            "{} leaks the Slack URL",
+            f.display()
+        );
     }
 
     // A restart mid-episode sends nothing again.
@@ -220,7 +240,11 @@ fn stuck_patch_one_message_restart_sends_nothing_twice_resolved_once() {
 
     // Cleared: one resolved message, same UUID, then nothing.
     let out = env.ghostctl(&["retry", &name, "--reason", "fixed"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(wait_until(Duration::from_secs(20), || hook.count() == 2));
     let r = text_of(&hook.messages()[1]);
     assert!(r.starts_with("[RESOLVED]") && r.contains(&ep.uuid), "{r}");
@@ -243,7 +267,9 @@ fn slack_refusing_failing_and_rate_limiting_then_recovering_gets_exactly_one_del
     let local = env.layout().local_alerts();
     assert!(
         wait_until(Duration::from_secs(20), || std::fs::read_to_string(&local)
-            .is_ok_and(|t| t.contains("patch_stuck") && t.contains("slack failed"))),
+            .is_ok_and(
+                |t| t.contains("patch_stuck") && t.contains("slack failed")
+            )),
         "LOCAL_ALERTS written while Slack is unreachable"
     );
     assert!(std::fs::read_to_string(env.layout().critical_alert())
@@ -260,17 +286,26 @@ fn slack_refusing_failing_and_rate_limiting_then_recovering_gets_exactly_one_del
         .filter(|l| l["type"] == "delivery")
         .map(|l| l["result"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(results.iter().filter(|r| *r == "delivered").count(), 1, "{results:?}");
-    assert!(results.iter().filter(|r| *r == "failed").count() >= 3, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| *r == "delivered").count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results.iter().filter(|r| *r == "failed").count() >= 3,
+        "{results:?}"
+    );
     assert!(
         std::fs::read_to_string(&local).unwrap().lines().count() == 1,
         "one local line per notification, not per attempt"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || std::fs::read_dir(env.layout().alerts_outbox())
-            .unwrap()
-            .flatten()
-            .all(|e| e.file_name().to_string_lossy().starts_with('.'))),
+        wait_until(Duration::from_secs(5), || std::fs::read_dir(
+            env.layout().alerts_outbox()
+        )
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().starts_with('.'))),
         "outbox empty once delivered"
     );
 }
@@ -304,8 +339,19 @@ fn a_silence_suppresses_and_expires() {
     let port = hook.serve(0);
     let mut env = TestEnv::new(&config(port, ""));
     let _pid = spawn_monitor(&mut env);
-    let out = env.ghostctl(&["silence", "patch_stuck:*", "--for", "3s", "--reason", "maintenance"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.ghostctl(&[
+        "silence",
+        "patch_stuck:*",
+        "--for",
+        "3s",
+        "--reason",
+        "maintenance",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(wait_until(Duration::from_secs(10), || {
         !ghost_core::alerting::read_book(&env.layout())
             .unwrap()
@@ -316,8 +362,14 @@ fn a_silence_suppresses_and_expires() {
     assert!(holds_for(Duration::from_millis(1500), || hook.count() == 0));
     let out = env.ghostctl(&["alerts"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("maintenance") && text.contains("not yet notified"), "{text}");
-    assert!(wait_until(Duration::from_secs(20), || hook.count() == 1), "sent once the silence ended");
+    assert!(
+        text.contains("maintenance") && text.contains("not yet notified"),
+        "{text}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || hook.count() == 1),
+        "sent once the silence ended"
+    );
     assert!(holds_for(Duration::from_secs(1), || hook.count() == 1));
 }
 
@@ -339,14 +391,32 @@ fn a_stale_heartbeat_goes_late_then_down() {
             .and_then(|h| h.components.get("bridge").map(|c| c.state))
     };
     use ghost_core::health::BeatState;
-    assert!(wait_until(Duration::from_secs(10), || state(&env) == Some(BeatState::Late)));
-    assert!(wait_until(Duration::from_secs(10), || state(&env) == Some(BeatState::Down)));
+    assert!(wait_until(Duration::from_secs(10), || state(&env)
+        == Some(BeatState::Late)));
+    assert!(wait_until(Duration::from_secs(10), || state(&env)
+        == Some(BeatState::Down)));
     // Late then down is one episode, escalated: two messages with one UUID.
     assert!(wait_until(Duration::from_secs(10), || hook.count() == 2));
     let m = hook.messages();
-    assert!(text_of(&m[0]).starts_with("[FIRING] WARNING heartbeat"), "{}", text_of(&m[0]));
-    assert!(text_of(&m[1]).starts_with("[ESCALATED] CRITICAL heartbeat"), "{}", text_of(&m[1]));
-    let uuid = |v: &Value| v["blocks"][1]["text"]["text"].as_str().unwrap().split("episode `").nth(1).unwrap()[..36].to_string();
+    assert!(
+        text_of(&m[0]).starts_with("[FIRING] WARNING heartbeat"),
+        "{}",
+        text_of(&m[0])
+    );
+    assert!(
+        text_of(&m[1]).starts_with("[ESCALATED] CRITICAL heartbeat"),
+        "{}",
+        text_of(&m[1])
+    );
+    let uuid = |v: &Value| {
+        v["blocks"][1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .split("episode `")
+            .nth(1)
+            .unwrap()[..36]
+            .to_string()
+    };
     assert_eq!(uuid(&m[0]), uuid(&m[1]));
     // A fresh heartbeat from a process that is gone is down too.
     sleeper.kill().unwrap();
@@ -354,10 +424,14 @@ fn a_stale_heartbeat_goes_late_then_down() {
     let mut hb = hb;
     hb["updated_at"] = json!(ghost_core::time::now_rfc3339());
     ghost_core::fs::write_json(&env.layout().heartbeat("bridge"), &hb).unwrap();
-    assert!(holds_for(Duration::from_secs(1), || state(&env) == Some(BeatState::Down)));
+    assert!(holds_for(Duration::from_secs(1), || state(&env)
+        == Some(BeatState::Down)));
     let out = env.ghostctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("DOWN") && text.contains("heartbeat:bridge"), "{text}");
+    assert!(
+        text.contains("DOWN") && text.contains("heartbeat:bridge"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -372,8 +446,14 @@ fn a_corrupted_summary_is_detected() {
     env.drain();
     assert_eq!(env.state_of("default", &name), Some(QueueState::Done));
     let _pid = spawn_monitor(&mut env);
-    assert!(holds_for(Duration::from_secs(1), || hook.count() == 0), "intact: nothing to say");
-    let p = env.layout().summaries("default").join(format!("{name}.json"));
+    assert!(
+        holds_for(Duration::from_secs(1), || hook.count() == 0),
+        "intact: nothing to say"
+    );
+    let p = env
+        .layout()
+        .summaries("default")
+        .join(format!("{name}.json"));
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[10] ^= 0x20;
     ghost_core::fs::durable_write(&p, &bytes, 0o600).unwrap();
@@ -409,7 +489,12 @@ impl Drop for Am {
 fn alertmanager() -> Option<Am> {
     let bin = ["prometheus-alertmanager", "alertmanager"]
         .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
     let Some(bin) = bin else {
         if std::env::var_os("CI").is_some() {
             panic!("prometheus-alertmanager is not installed, and CI must run this test (.ci/run installs it)");
@@ -426,7 +511,10 @@ fn alertmanager() -> Option<Am> {
     let port = free_port();
     let child = Command::new(bin)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--cluster.listen-address=")
         .stdout(Stdio::null())
@@ -548,7 +636,11 @@ root_args = false
         nix::sys::signal::SIGTERM,
     );
     let st = wait_exit(&mut wd, Duration::from_secs(20));
-    assert!(ok, "Slack got the watchdog's give-up: {:?}", hook.messages());
+    assert!(
+        ok,
+        "Slack got the watchdog's give-up: {:?}",
+        hook.messages()
+    );
     assert!(st.is_some(), "the watchdog stops");
     let gave_up: Vec<Value> = hook
         .messages()
@@ -563,7 +655,9 @@ root_args = false
         // Sent before the watchdog stopped: delivered by then (or soon).
         let lines = alerts_jsonl(&env);
         assert!(
-            lines.iter().any(|l| l["channel"] == "alertmanager" && l["result"] == "delivered"),
+            lines
+                .iter()
+                .any(|l| l["channel"] == "alertmanager" && l["result"] == "delivered"),
             "{lines:?}"
         );
         let listed = am_alerts(&am.url);

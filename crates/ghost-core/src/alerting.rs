@@ -171,7 +171,11 @@ pub enum Request {
         at: String,
     },
     /// Remove silences by id or by exact matcher.
-    Unsilence { matcher: String, by: String, at: String },
+    Unsilence {
+        matcher: String,
+        by: String,
+        at: String,
+    },
     Ack {
         /// A fingerprint, a pattern, or an episode UUID.
         matcher: String,

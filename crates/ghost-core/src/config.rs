@@ -691,7 +691,12 @@ impl Config {
             .webhooks
             .iter()
             .map(|u| ("alerts.webhooks", u.as_str()))
-            .chain(self.alerts.alertmanager_url.iter().map(|u| ("alerts.alertmanager_url", u.as_str())));
+            .chain(
+                self.alerts
+                    .alertmanager_url
+                    .iter()
+                    .map(|u| ("alerts.alertmanager_url", u.as_str())),
+            );
         for (k, u) in urls {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 problems.push(format!("{k}: {u:?} is not an http:// or https:// URL"));

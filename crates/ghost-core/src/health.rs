@@ -106,18 +106,7 @@ pub struct StateHealth {
 }
 
 /// Upper bounds (seconds) of the age buckets: 1 min, 2, 4, … 512 min, then older.
-pub const BUCKET_BOUNDS_S: [u64; 10] = [
-    60,
-    120,
-    240,
-    480,
-    960,
-    1920,
-    3840,
-    7680,
-    15360,
-    30720,
-];
+pub const BUCKET_BOUNDS_S: [u64; 10] = [60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 30720];
 
 /// The bucket an age falls in (0 ..= `BUCKET_BOUNDS_S.len()`).
 pub fn bucket_of(age_s: u64) -> usize {

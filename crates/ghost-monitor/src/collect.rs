@@ -471,7 +471,11 @@ mod tests {
         assert_eq!(judge(Some(100), true, 200, 1000), BeatState::Ok);
         assert_eq!(judge(Some(201), true, 200, 1000), BeatState::Late);
         assert_eq!(judge(Some(1001), true, 200, 1000), BeatState::Down);
-        assert_eq!(judge(Some(1), false, 200, 1000), BeatState::Down, "pid gone");
+        assert_eq!(
+            judge(Some(1), false, 200, 1000),
+            BeatState::Down,
+            "pid gone"
+        );
         assert_eq!(judge(None, true, 200, 1000), BeatState::Down);
     }
 
@@ -507,7 +511,10 @@ mod tests {
         assert_eq!(h.targets["default"].stale_pending, 3, "20 min > 15 min");
         assert_eq!(p.buckets[bucket_of(20 * 60)], 3);
         assert!(p.oldest_age_s.unwrap() >= 20 * 60);
-        assert!(h.disks.iter().any(|d| d.name == "root" && d.total_bytes > 0));
+        assert!(h
+            .disks
+            .iter()
+            .any(|d| d.name == "root" && d.total_bytes > 0));
         assert_eq!(h.components["executor"].state, BeatState::Absent);
 
         // A done entry without a summary is reported; once written, it is fine.

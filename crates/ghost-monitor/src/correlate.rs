@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use ghost_core::alert::Severity;
 use ghost_core::alerting::{
-    Book, Episode, EpisodeStatus, NotificationKind, NotifiedAlert, Notification, Origin, Pending,
+    Book, Episode, EpisodeStatus, Notification, NotificationKind, NotifiedAlert, Origin, Pending,
     Silence, COMMITTED_KEPT, RESOLVED_KEPT,
 };
 
@@ -60,12 +60,20 @@ pub enum Event {
     /// The fingerprint holds.
     Fire(Signal),
     /// The fingerprint no longer holds, as far as `by` can tell.
-    Clear { fingerprint: String, by: Origin },
+    Clear {
+        fingerprint: String,
+        by: Origin,
+    },
     Silence(Silence),
     /// Remove silences whose id or matcher is this.
-    Unsilence { matcher: String },
+    Unsilence {
+        matcher: String,
+    },
     /// Acknowledge firing episodes matching a fingerprint pattern or a UUID.
-    Ack { matcher: String, by: String },
+    Ack {
+        matcher: String,
+        by: String,
+    },
     /// Time passed: send what is due, expire what is over.
     Tick,
 }
@@ -110,13 +118,15 @@ pub fn next(
             Vec::new()
         }
         Event::Unsilence { matcher } => {
-            book.silences.retain(|s| s.id != matcher && s.matcher != matcher);
+            book.silences
+                .retain(|s| s.id != matcher && s.matcher != matcher);
             Vec::new()
         }
         Event::Ack { matcher, by } => {
             for e in book.episodes.values_mut() {
                 if e.status == EpisodeStatus::Firing
-                    && (e.uuid == matcher || ghost_core::alerting::glob_match(&matcher, &e.fingerprint))
+                    && (e.uuid == matcher
+                        || ghost_core::alerting::glob_match(&matcher, &e.fingerprint))
                 {
                     e.acked_by = Some(by.clone());
                     e.acked_ms = Some(now);
@@ -261,7 +271,12 @@ fn kind_rank(k: NotificationKind) -> u8 {
     }
 }
 
-fn tick(book: &mut Book, now: u64, p: &Params, ids: &mut dyn FnMut() -> String) -> Vec<Notification> {
+fn tick(
+    book: &mut Book,
+    now: u64,
+    p: &Params,
+    ids: &mut dyn FnMut() -> String,
+) -> Vec<Notification> {
     book.silences.retain(|s| s.until_ms > now);
 
     // What each episode owes, if it may go out now (groups decide when).
@@ -380,7 +395,10 @@ fn tick(book: &mut Book, now: u64, p: &Params, ids: &mut dyn FnMut() -> String) 
         .filter(|e| {
             (e.status == EpisodeStatus::Resolved
                 && e.pending.is_none()
-                && now >= e.last_notified_ms.unwrap_or(0).saturating_add(p.dedup_window_ms))
+                && now
+                    >= e.last_notified_ms
+                        .unwrap_or(0)
+                        .saturating_add(p.dedup_window_ms))
                 || (e.severity == Severity::Info && e.firing_sent && e.pending.is_none())
         })
         .map(|e| e.fingerprint.clone())

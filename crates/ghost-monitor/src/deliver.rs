@@ -371,7 +371,7 @@ pub fn set_aside_orphans(layout: &Layout, committed: &[String]) -> usize {
             .and_then(|s| s.to_str())
             .unwrap_or("")
             .to_string();
-        if committed.iter().any(|c| *c == id) {
+        if committed.contains(&id) {
             continue;
         }
         let dir = layout.alerts_outbox().join(".unsent");
@@ -449,8 +449,9 @@ pub fn deliver_due(
                     );
                 }
                 Attempt::Failed { error, retry_after } => {
-                    let wait = retry_after
-                        .unwrap_or_else(|| backoff(a.retry_base, a.retry_max, st.attempts, jitter()));
+                    let wait = retry_after.unwrap_or_else(|| {
+                        backoff(a.retry_base, a.retry_max, st.attempts, jitter())
+                    });
                     let at = now_ms() + wait.as_millis() as u64;
                     st.next_attempt_ms = Some(at);
                     st.last_error = Some(error.clone());
@@ -532,9 +533,17 @@ mod tests {
         let f = n(NotificationKind::Firing, 3);
         let s = slack_payload(&f);
         let t = s["text"].as_str().unwrap();
-        assert!(t.starts_with("[FIRING] CRITICAL patch_stuck — patch 0 is stuck on target default (+2 more)"), "{t}");
+        assert!(
+            t.starts_with(
+                "[FIRING] CRITICAL patch_stuck — patch 0 is stuck on target default (+2 more)"
+            ),
+            "{t}"
+        );
         assert!(t.contains("u0"));
-        assert!(s["blocks"][1]["text"]["text"].as_str().unwrap().contains("episode `u2`"));
+        assert!(s["blocks"][1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("episode `u2`"));
         let am = alertmanager_payload(&f, Duration::from_secs(3600));
         assert_eq!(am.as_array().unwrap().len(), 3);
         assert_eq!(am[1]["labels"]["fingerprint"], "patch_stuck:default:1");

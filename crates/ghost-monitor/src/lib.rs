@@ -88,6 +88,8 @@ pub struct Monitor {
     last_sample_min: u64,
     next_delivery_ms: Option<u64>,
     cycles: u64,
+    /// The book as last written.
+    last_book: Option<String>,
 }
 
 /// What one cycle did (for the benchmark and the logs).
@@ -116,7 +118,11 @@ impl Monitor {
         let book = alerting::read_book(&layout)?;
         let aside = deliver::set_aside_orphans(&layout, &book.committed);
         if aside > 0 {
-            warn!(event = "ALERT_OUTBOX_ORPHAN", count = aside, "set aside outbox items from an interrupted cycle");
+            warn!(
+                event = "ALERT_OUTBOX_ORPHAN",
+                count = aside,
+                "set aside outbox items from an interrupted cycle"
+            );
         }
         let channels = deliver::channels(&config.alerts);
         let ttl = (config.monitor.repeat_interval * 2).max(Duration::from_secs(3600));
@@ -140,6 +146,7 @@ impl Monitor {
             last_sample_min: 0,
             next_delivery_ms: Some(0),
             cycles: 0,
+            last_book: None,
         })
     }
 
@@ -182,12 +189,24 @@ impl Monitor {
         let mut notes = Vec::new();
         let mut ids = || uuid::Uuid::now_v7().to_string();
         for ev in events {
-            notes.extend(correlate::next(&mut self.book, ev, now, &self.params, &mut ids));
+            notes.extend(correlate::next(
+                &mut self.book,
+                ev,
+                now,
+                &self.params,
+                &mut ids,
+            ));
         }
         for n in &notes {
             deliver::enqueue(&self.layout, n, &self.channels)?;
         }
-        alerting::write_book(&self.layout, &self.book)?;
+        // The book is the commit point of the notifications above; unchanged,
+        // it is not written again (an idle cycle costs no fsync for it).
+        let text = serde_json::to_string(&self.book).expect("the book serialises");
+        if self.last_book.as_deref() != Some(text.as_str()) {
+            alerting::write_book(&self.layout, &self.book)?;
+            self.last_book = Some(text);
+        }
         for (from, dir) in inbox_files.into_iter().chain(req_files) {
             take(&from, &dir);
         }
@@ -215,6 +234,22 @@ impl Monitor {
             notifications: notes.len(),
             inbox_taken,
         })
+    }
+
+    /// After a failed cycle: the book on disk is the truth again, and outbox
+    /// items the failed cycle wrote without recording them are set aside
+    /// (their episodes are still owed a message and get it next cycle).
+    pub fn recover(&mut self) {
+        match alerting::read_book(&self.layout) {
+            Ok(b) => {
+                self.book = b;
+                self.last_book = None;
+                deliver::set_aside_orphans(&self.layout, &self.book.committed);
+            }
+            Err(e) => {
+                error!(event = "MONITOR_ERROR", error = %e, "cannot read the alert book back; keeping the one in memory")
+            }
+        }
     }
 
     /// Deliver what is due from the outbox.
@@ -362,7 +397,14 @@ fn read_inbox(layout: &Layout) -> (Vec<Event>, Vec<(PathBuf, PathBuf)>) {
                             .unwrap_or_default();
                         let mut message = a.message.clone();
                         if let Some(t) = &a.stderr_tail {
-                            let tail: String = t.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
+                            let tail: String = t
+                                .chars()
+                                .rev()
+                                .take(500)
+                                .collect::<Vec<_>>()
+                                .into_iter()
+                                .rev()
+                                .collect();
                             message.push_str(&format!("\nLast output:\n{tail}"));
                         }
                         ev.push(Event::Fire(Signal {
@@ -459,10 +501,11 @@ fn read_requests(layout: &Layout, now: u64) -> (Vec<Event>, Vec<(PathBuf, PathBu
 /// Run the monitor until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let layout = Layout::new(&config.root);
-    let lock = ghost_core::fs::LockFile::try_acquire(&layout.lock("monitor")).map_err(|e| match e {
-        e @ ghost_core::Error::Locked { .. } => MonitorError::Locked(e),
-        e => MonitorError::Core(e),
-    })?;
+    let lock =
+        ghost_core::fs::LockFile::try_acquire(&layout.lock("monitor")).map_err(|e| match e {
+            e @ ghost_core::Error::Locked { .. } => MonitorError::Locked(e),
+            e => MonitorError::Core(e),
+        })?;
     let (tx, rx) = mpsc::channel::<Wake>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let wake = tx.clone();
@@ -526,10 +569,20 @@ fn engine(config: Config, wake: mpsc::Sender<Wake>, rx: mpsc::Receiver<Wake>) ->
         match m.cycle() {
             Ok(r) => {
                 if r.notifications > 0 || r.inbox_taken > 0 {
-                    info!(event = "MONITOR_CYCLE", ms = r.duration.as_millis() as u64, firing = r.firing, notifications = r.notifications, inbox = r.inbox_taken, "cycle");
+                    info!(
+                        event = "MONITOR_CYCLE",
+                        ms = r.duration.as_millis() as u64,
+                        firing = r.firing,
+                        notifications = r.notifications,
+                        inbox = r.inbox_taken,
+                        "cycle"
+                    );
                 }
             }
-            Err(e) => error!(event = "MONITOR_ERROR", error = %e, "cycle failed; trying again next cycle"),
+            Err(e) => {
+                error!(event = "MONITOR_ERROR", error = %e, "cycle failed; trying again next cycle");
+                m.recover();
+            }
         }
         m.deliver();
         m.beat("running");

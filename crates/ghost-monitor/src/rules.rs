@@ -161,7 +161,9 @@ pub fn evaluate(config: &Config, h: &Health, f: &Findings) -> Vec<Signal> {
             "",
             Severity::Critical,
             "patches are not being applied: paused".into(),
-            format!("{why}. `ghostctl status` shows the pause; `ghostctl resume --force` lifts it."),
+            format!(
+                "{why}. `ghostctl status` shows the pause; `ghostctl resume --force` lifts it."
+            ),
         ));
     }
     for (c, n) in &h.rotations_last_hour {
@@ -194,7 +196,11 @@ pub fn evaluate(config: &Config, h: &Health, f: &Findings) -> Vec<Signal> {
                 "monitor",
                 &d.name,
                 Severity::Critical,
-                format!("disk low: {:.1} % free at {}", d.free_percent, d.path.display()),
+                format!(
+                    "disk low: {:.1} % free at {}",
+                    d.free_percent,
+                    d.path.display()
+                ),
                 format!(
                     "{} MiB free of {} MiB (alert below {} %).",
                     d.free_bytes >> 20,
@@ -315,7 +321,10 @@ mod tests {
         assert_eq!(fps, want);
         // Every rule in the table has a case here.
         for (r, _) in RULES {
-            assert!(want.iter().any(|(f, _)| f.split(':').next() == Some(r)), "{r}");
+            assert!(
+                want.iter().any(|(f, _)| f.split(':').next() == Some(r)),
+                "{r}"
+            );
         }
         assert!(evaluate(&config, &Health::default(), &Findings::default()).is_empty());
     }

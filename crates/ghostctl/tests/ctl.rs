@@ -740,16 +740,32 @@ fn alerts_silence_and_ack_through_files() {
     assert_eq!(code, 0);
     assert!(out.contains("ghost-monitor has not run"), "{out}");
     for (args, why) in [
-        (vec!["silence", "fp", "--for", "soon", "--reason", "r"], "not a duration"),
-        (vec!["silence", "fp", "--for", "0s", "--reason", "r"], "longer than zero"),
-        (vec!["silence", "fp", "--for", "5m", "--reason", " "], "say why"),
+        (
+            vec!["silence", "fp", "--for", "soon", "--reason", "r"],
+            "not a duration",
+        ),
+        (
+            vec!["silence", "fp", "--for", "0s", "--reason", "r"],
+            "longer than zero",
+        ),
+        (
+            vec!["silence", "fp", "--for", "5m", "--reason", " "],
+            "say why",
+        ),
         (vec!["ack", "nothing:*"], "no firing alert"),
     ] {
         let (code, _, err) = env.run(&args);
         assert_eq!(code, 2, "{args:?}");
         assert!(err.contains(why), "{err}");
     }
-    let (code, out, _) = env.run(&["silence", "patch_stuck:*", "--for", "2h", "--reason", "maintenance"]);
+    let (code, out, _) = env.run(&[
+        "silence",
+        "patch_stuck:*",
+        "--for",
+        "2h",
+        "--reason",
+        "maintenance",
+    ]);
     assert_eq!(code, 0, "{out}");
     let dir = env.config.root.join("alerts/requests");
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();

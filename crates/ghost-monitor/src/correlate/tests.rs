@@ -98,7 +98,10 @@ fn a_burst_of_one_rule_is_one_message() {
     let n = m.tick(40_000);
     assert_eq!(
         kinds(&n),
-        [(NotificationKind::Firing, 1), (NotificationKind::Firing, 100)]
+        [
+            (NotificationKind::Firing, 1),
+            (NotificationKind::Firing, 100)
+        ]
     );
     let uuids: std::collections::BTreeSet<_> = n[1].alerts.iter().map(|a| &a.uuid).collect();
     assert_eq!(uuids.len(), 100, "one UUID per episode");
@@ -143,7 +146,10 @@ fn flap_inside_group_wait_of_resolved_is_absorbed() {
     let uuid = m.uuid("heartbeat:executor");
     m.clear("heartbeat:executor", R, 31_000);
     m.fire("heartbeat:executor", W, R, 35_000);
-    assert!(m.tick(100_000).is_empty(), "resolved cancelled, firing not resent");
+    assert!(
+        m.tick(100_000).is_empty(),
+        "resolved cancelled, firing not resent"
+    );
     assert_eq!(m.uuid("heartbeat:executor"), uuid);
 }
 
@@ -198,7 +204,11 @@ fn reminders_every_repeat_interval_unless_acknowledged() {
         .is_empty());
     assert!(m.tick(30_000 + 3 * P.repeat_interval_ms).is_empty());
     // The resolved message still goes out.
-    m.clear("patch_stuck:default:a", R, 50_000 + 3 * P.repeat_interval_ms);
+    m.clear(
+        "patch_stuck:default:a",
+        R,
+        50_000 + 3 * P.repeat_interval_ms,
+    );
     assert_eq!(
         kinds(&m.tick(80_000 + 3 * P.repeat_interval_ms)),
         [(NotificationKind::Resolved, 1)]
@@ -282,8 +292,18 @@ fn unsilence_by_id_or_matcher() {
             0,
         );
     }
-    m.ev(Event::Unsilence { matcher: "a".into() }, 1);
-    m.ev(Event::Unsilence { matcher: "y:1".into() }, 1);
+    m.ev(
+        Event::Unsilence {
+            matcher: "a".into(),
+        },
+        1,
+    );
+    m.ev(
+        Event::Unsilence {
+            matcher: "y:1".into(),
+        },
+        1,
+    );
     assert!(m.book.silences.is_empty());
 }
 
@@ -316,7 +336,11 @@ fn info_is_told_once_without_reminder_or_resolved() {
     m.fire("patch_failed:default:a", Severity::Info, R, 0);
     assert_eq!(kinds(&m.tick(30_000)), [(NotificationKind::Firing, 1)]);
     assert!(m.tick(30_000 + 10 * P.repeat_interval_ms).is_empty());
-    m.clear("patch_failed:default:a", R, 31_000 + 10 * P.repeat_interval_ms);
+    m.clear(
+        "patch_failed:default:a",
+        R,
+        31_000 + 10 * P.repeat_interval_ms,
+    );
     assert!(m.tick(40_000 + 20 * P.repeat_interval_ms).is_empty());
 }
 
@@ -332,7 +356,10 @@ fn the_book_survives_a_round_trip_mid_episode() {
         n: 100,
     };
     m2.fire("patch_stuck:default:a", C, R, 60_000);
-    assert!(m2.tick(90_000).is_empty(), "nothing sent twice after a restart");
+    assert!(
+        m2.tick(90_000).is_empty(),
+        "nothing sent twice after a restart"
+    );
     m2.clear("patch_stuck:default:a", R, 100_000);
     let r = m2.tick(130_000);
     assert_eq!(kinds(&r), [(NotificationKind::Resolved, 1)]);

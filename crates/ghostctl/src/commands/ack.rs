@@ -11,7 +11,12 @@ use ghost_core::{Config, Layout};
 use crate::util::{clean, who};
 use crate::{io, json_text, CtlError};
 
-pub fn run(config: &Config, matcher: &str, json: bool, out: &mut dyn Write) -> Result<u8, CtlError> {
+pub fn run(
+    config: &Config,
+    matcher: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, CtlError> {
     let layout = Layout::new(&config.root);
     let book = alerting::read_book(&layout)?;
     let hits = book
@@ -37,9 +42,19 @@ pub fn run(config: &Config, matcher: &str, json: bool, out: &mut dyn Write) -> R
     let path = alerting::write_request(&layout, &req)?;
     tracing::info!(event = "OPERATOR_ACTION", action = "ack", matcher, by = %by, "acknowledged");
     if json {
-        writeln!(out, "{}", json_text(&serde_json::json!({"request": path, "matching": hits, "ack": req}))).map_err(io)?;
+        writeln!(
+            out,
+            "{}",
+            json_text(&serde_json::json!({"request": path, "matching": hits, "ack": req}))
+        )
+        .map_err(io)?;
     } else {
-        writeln!(out, "acknowledged {hits} firing alert(s) matching {}: no more reminders", clean(matcher)).map_err(io)?;
+        writeln!(
+            out,
+            "acknowledged {hits} firing alert(s) matching {}: no more reminders",
+            clean(matcher)
+        )
+        .map_err(io)?;
     }
     Ok(EXIT_OK)
 }

@@ -60,7 +60,11 @@ pub fn run(config: &Config, json: bool, out: &mut dyn Write) -> Result<u8, CtlEr
         return Ok(EXIT_OK);
     }
     if !v.monitor_seen {
-        writeln!(out, "no alert book yet: ghost-monitor has not run on this root").map_err(io)?;
+        writeln!(
+            out,
+            "no alert book yet: ghost-monitor has not run on this root"
+        )
+        .map_err(io)?;
         return Ok(EXIT_OK);
     }
     writeln!(out, "firing: {}", v.firing.len()).map_err(io)?;
@@ -81,12 +85,28 @@ pub fn run(config: &Config, json: bool, out: &mut dyn Write) -> Result<u8, CtlEr
                 sev(e),
                 ago(e.started_ms),
                 e.uuid.clone(),
-                format!("{}{}", cell(&e.title, 60), if note.is_empty() { String::new() } else { format!(" ({})", note.join(", ")) }),
+                format!(
+                    "{}{}",
+                    cell(&e.title, 60),
+                    if note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", note.join(", "))
+                    }
+                ),
             ]
         })
         .collect();
     if !rows.is_empty() {
-        write!(out, "{}", table(&["  FINGERPRINT", "SEVERITY", "SINCE", "EPISODE", "TITLE"], &rows)).map_err(io)?;
+        write!(
+            out,
+            "{}",
+            table(
+                &["  FINGERPRINT", "SEVERITY", "SINCE", "EPISODE", "TITLE"],
+                &rows
+            )
+        )
+        .map_err(io)?;
     }
     writeln!(out, "\nresolved (latest):").map_err(io)?;
     let rows: Vec<Vec<String>> = v
@@ -103,7 +123,12 @@ pub fn run(config: &Config, json: bool, out: &mut dyn Write) -> Result<u8, CtlEr
         })
         .collect();
     if !rows.is_empty() {
-        write!(out, "{}", table(&["  FINGERPRINT", "SEVERITY", "RESOLVED", "EPISODE"], &rows)).map_err(io)?;
+        write!(
+            out,
+            "{}",
+            table(&["  FINGERPRINT", "SEVERITY", "RESOLVED", "EPISODE"], &rows)
+        )
+        .map_err(io)?;
     }
     if !v.silences.is_empty() {
         writeln!(out, "\nsilences:").map_err(io)?;
@@ -119,7 +144,12 @@ pub fn run(config: &Config, json: bool, out: &mut dyn Write) -> Result<u8, CtlEr
                 ]
             })
             .collect();
-        write!(out, "{}", table(&["  MATCHER", "UNTIL", "BY", "REASON"], &rows)).map_err(io)?;
+        write!(
+            out,
+            "{}",
+            table(&["  MATCHER", "UNTIL", "BY", "REASON"], &rows)
+        )
+        .map_err(io)?;
     }
     Ok(EXIT_OK)
 }

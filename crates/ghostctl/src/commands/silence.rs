@@ -21,7 +21,9 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<u8, CtlError> {
     if matcher.trim().is_empty() {
-        return Err(CtlError::Usage("the fingerprint or pattern is empty".into()));
+        return Err(CtlError::Usage(
+            "the fingerprint or pattern is empty".into(),
+        ));
     }
     let d = humantime::parse_duration(duration.trim()).map_err(|e| {
         CtlError::Usage(format!(
@@ -47,7 +49,12 @@ pub fn run(
     let path = alerting::write_request(&layout, &req)?;
     tracing::info!(event = "OPERATOR_ACTION", action = "silence", matcher, by = %by, duration, reason, "silence requested");
     if json {
-        writeln!(out, "{}", json_text(&serde_json::json!({"request": path, "silence": req}))).map_err(io)?;
+        writeln!(
+            out,
+            "{}",
+            json_text(&serde_json::json!({"request": path, "silence": req}))
+        )
+        .map_err(io)?;
     } else {
         writeln!(
             out,

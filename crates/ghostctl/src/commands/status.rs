@@ -410,7 +410,10 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
 /// their oldest entry, firing alerts.
 fn render_health(o: &mut String, s: &Status) {
     let Some(h) = &s.health else {
-        let _ = writeln!(o, "\nmonitor: no state/health.json (ghost-monitor has not run on this root)");
+        let _ = writeln!(
+            o,
+            "\nmonitor: no state/health.json (ghost-monitor has not run on this root)"
+        );
         return;
     };
     let _ = writeln!(
@@ -436,7 +439,10 @@ fn render_health(o: &mut String, s: &Status) {
         };
         rows.push(vec![format!("  {}", clean(c)), state, usage, logs]);
     }
-    o.push_str(&table(&["  COMPONENT", "HEARTBEAT", "USAGE", "LOGS"], &rows));
+    o.push_str(&table(
+        &["  COMPONENT", "HEARTBEAT", "USAGE", "LOGS"],
+        &rows,
+    ));
     let mut rows = Vec::new();
     for (t, th) in &h.targets {
         for (st, sh) in &th.states {
@@ -457,14 +463,28 @@ fn render_health(o: &mut String, s: &Status) {
         o.push_str(&table(&["  TARGET", "STATE", "COUNT", "OLDEST"], &rows));
     }
     if !h.summaries.corrupt.is_empty() {
-        let _ = writeln!(o, "  !! {} summaries not intact (`ghostctl verify`)", h.summaries.corrupt.len());
+        let _ = writeln!(
+            o,
+            "  !! {} summaries not intact (`ghostctl verify`)",
+            h.summaries.corrupt.len()
+        );
     }
     if s.firing.is_empty() {
         let _ = writeln!(o, "  no alerts firing");
     } else {
-        let _ = writeln!(o, "  !! {} alerts firing (`ghostctl alerts`):", s.firing.len());
+        let _ = writeln!(
+            o,
+            "  !! {} alerts firing (`ghostctl alerts`):",
+            s.firing.len()
+        );
         for f in s.firing.iter().take(10) {
-            let _ = writeln!(o, "     {} {} — {}", f.severity, clean(&f.fingerprint), clean(&f.title));
+            let _ = writeln!(
+                o,
+                "     {} {} — {}",
+                f.severity,
+                clean(&f.fingerprint),
+                clean(&f.title)
+            );
         }
     }
 }
