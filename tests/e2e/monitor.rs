@@ -272,9 +272,11 @@ fn slack_refusing_failing_and_rate_limiting_then_recovering_gets_exactly_one_del
             )),
         "LOCAL_ALERTS written while Slack is unreachable"
     );
-    assert!(std::fs::read_to_string(env.layout().critical_alert())
-        .unwrap()
-        .contains("patch_stuck"));
+    // Written right after the LOCAL_ALERTS line.
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(env.layout().critical_alert())
+            .is_ok_and(|t| t.contains("patch_stuck"))
+    }));
     let hook = Hook::default();
     hook.plan(&[(500, None), (429, Some(1))]);
     hook.serve(port);
