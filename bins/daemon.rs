@@ -24,9 +24,7 @@ where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = u8>,
 {
-    let log = ghost_core::Layout::new(&config.root)
-        .logs()
-        .join(format!("{component}.log"));
+    let log = ghost_core::Layout::new(&config.root).log_file(component);
     if let Err(e) = ghost_core::logging::init(component, verbosity, Some(&log)) {
         eprintln!("{binary}: {e}");
         return ExitCode::from(EXIT_FAILURE);

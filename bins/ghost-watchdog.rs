@@ -35,9 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let log = ghost_core::Layout::new(&config.root)
-        .logs()
-        .join("watchdog.log");
+    let log = ghost_core::Layout::new(&config.root).log_file("watchdog");
     if let Err(e) = ghost_core::logging::init("watchdog", cli.common.verbosity(), Some(&log)) {
         eprintln!("ghost-watchdog: {e}");
         return ExitCode::from(EXIT_FAILURE);

@@ -31,11 +31,11 @@ fn main() -> ExitCode {
     // audit trail; read-only commands leave the root untouched. On stderr only
     // errors by default (-v: warnings, -vv: everything): the command's output
     // is the answer.
-    let log = cli.ctl.command.changes_things().then(|| {
-        ghost_core::Layout::new(&config.root)
-            .logs()
-            .join("ghostctl.log")
-    });
+    let log = cli
+        .ctl
+        .command
+        .changes_things()
+        .then(|| ghost_core::Layout::new(&config.root).log_file("ghostctl"));
     let verbosity = cli.common.verbosity() - 2;
     if let Err(e) = ghost_core::logging::init("ghostctl", verbosity, log.as_deref()) {
         eprintln!("ghostctl: warning: cannot open the log ({e}); continuing without it");

@@ -124,7 +124,7 @@ fn mixed_patch(k: usize, m: &mut Model) -> (Value, bool) {
 
 #[test]
 fn two_hundred_mixed_patches_over_two_targets_end_byte_exact() {
-    let env = TestEnv::new("[targets.default]\n[targets.web]\n");
+    let env = TestEnv::new("[targets.default]\n[targets.web]\ncommands = \"any\"\n");
     type Expect = (Model, Vec<(String, bool)>);
     let mut models: BTreeMap<&str, Expect> = BTreeMap::new();
     for k in 0..100 {
@@ -184,7 +184,7 @@ fn files_patch(id: &str, n: usize, tag: &str, after: Value) -> Value {
 
 #[test]
 fn failing_after_check_restores_every_file_md5() {
-    let env = TestEnv::new("");
+    let env = TestEnv::new("[targets.default]\nallow_shell = true\n");
     // A tree with existing files of several modes.
     let seed = env.enqueue_json(
         "default",
@@ -255,7 +255,7 @@ fn failing_after_check_restores_every_file_md5() {
 
 #[test]
 fn kill_9_during_after_check_then_restart_applies_exactly_once() {
-    let mut env = TestEnv::new("");
+    let mut env = TestEnv::new("[targets.default]\nallow_shell = true\n");
     let mark = env.dir.path().join("let-it-pass");
     let check = json!([{"argv": ["sh", "-c", format!("[ -e '{}' ] || sleep 30", mark.display())]}]);
     let mut p = files_patch("multi", 20, "after", check);

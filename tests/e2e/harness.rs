@@ -36,7 +36,12 @@ pub struct Bridge {
 }
 
 /// Settings that make the tests fast: short scans, tiny backoff, short grace.
+/// The default target may run any argv command (tests use `false`, `sleep`, …);
+/// shell commands still need `allow_shell`.
 pub const FAST: &str = r#"
+[targets.default]
+commands = "any"
+
 [heartbeat]
 interval = "200ms"
 

@@ -2,10 +2,12 @@
 //! [`TestEnv`] fixture; every wait is on a condition, never a bare sleep, and
 //! timings are shrunk through the configuration.
 
+mod admission;
 mod bridge;
 mod crash;
 mod executor;
 mod ghostctl;
 mod harness;
 mod monitor;
+mod security;
 mod watchdog;

@@ -33,11 +33,10 @@ use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
 use ghost_core::patch::FieldError;
-use ghost_core::queue::QueueState;
 use ghost_core::text::clip;
 
 use crate::auth::{self, AuthFailure};
-use crate::ingest::{document_id, field_error, Ingestor, Outcome, Queued, Source};
+use crate::ingest::{conflict_reason, document_id, field_error, Ingestor, Outcome, Queued, Source};
 use crate::secrets::Secrets;
 
 /// What every handler shares.
@@ -343,10 +342,7 @@ impl Report {
             Outcome::Queued(q) => self.queued.push(q),
             Outcome::Duplicate(q) => self.duplicates.push(q),
             Outcome::Conflict { id: cid, existing } => {
-                let reason = format!(
-                    "the id is already used by queue entry {} (target {}) with other content; send the same content or a new id",
-                    existing.name, existing.target
-                );
+                let reason = conflict_reason(&cid, &existing);
                 let extra = json!(existing);
                 self.conflict.get_or_insert((clip(&cid, 256), existing));
                 self.reject(
@@ -361,7 +357,7 @@ impl Report {
                 self.invalid += 1;
                 self.reject(at, id, "invalid_patch", e.errors, None);
             }
-            Outcome::Busy { target, depth } => {
+            Outcome::Full { target, depth } => {
                 let hwm = ing.config().bridge.high_water_mark;
                 let reason = format!(
                     "target {target} has {depth} pending patches, at or above bridge.high_water_mark ({hwm}); retry after {} s",
@@ -425,10 +421,7 @@ impl Report {
                 (
                     StatusCode::CONFLICT,
                     Some("conflict"),
-                    format!(
-                        "the id {id:?} is already used by queue entry {} (target {}) with other content; nothing was written",
-                        existing.name, existing.target
-                    ),
+                    conflict_reason(id, existing),
                     None,
                 )
             } else if let Some((target, depth)) = &self.busy {
@@ -834,60 +827,6 @@ async fn post_ingest_patch(
     ingest_single(ing, patch, None, &src).await
 }
 
-/// Find an entry by patch id (the ingestor's index, then a scan of every
-/// queue, for entries submitted by others since start-up) or by queue name.
-fn find_entry(ing: &Ingestor, key: &str) -> Option<(QueueState, Queued)> {
-    if let Some(found) = ing.locate(key) {
-        return Some(found);
-    }
-    let layout = ing.layout();
-    let mut targets = layout.queue_targets();
-    targets.extend(ing.config().targets.keys().cloned());
-    targets.sort();
-    targets.dedup();
-    let read_id = |q: &ghost_core::queue::Queue, state: QueueState, name: &str| -> Option<String> {
-        let bytes = ghost_core::fs::read_opt(&q.entry_path(state, name)).ok()??;
-        let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-        serde_json::from_slice::<Value>(text)
-            .ok()
-            .map(|v| document_id(&v))
-    };
-    if ghost_core::text::is_name(key) {
-        for t in &targets {
-            let q = layout.queue(t);
-            if let Some(state) = q.find(key) {
-                let id = read_id(&q, state, key).unwrap_or_default();
-                return Some((
-                    state,
-                    Queued {
-                        id,
-                        name: key.to_string(),
-                        target: t.clone(),
-                    },
-                ));
-            }
-        }
-    }
-    for t in &targets {
-        let q = layout.queue(t);
-        for state in QueueState::ALL {
-            for name in q.list(state).unwrap_or_default() {
-                if read_id(&q, state, &name).as_deref() == Some(key) {
-                    return Some((
-                        state,
-                        Queued {
-                            id: key.to_string(),
-                            name,
-                            target: t.clone(),
-                        },
-                    ));
-                }
-            }
-        }
-    }
-    None
-}
-
 async fn get_patch(
     State(st): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -907,7 +846,15 @@ async fn get_patch(
     let ing = st.ingestor.clone();
     let k = key.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let (state, q) = find_entry(&ing, &k)?;
+        let found = ing.locate(&k)?;
+        let (state, q) = (
+            found.state,
+            Queued {
+                id: found.patch_id.unwrap_or_default(),
+                name: found.name,
+                target: found.target,
+            },
+        );
         let queue = ing.layout().queue(&q.target);
         let summary = match ghost_core::summary::read(&ing.layout().summaries(&q.target), &q.name) {
             Ok(Some(s)) => json!(s),

@@ -71,7 +71,7 @@
 //! # When nothing is decided
 //!
 //! While the bridge is paused (`state/pause.json`), or when an item meets a
-//! full queue (`Busy`) or a failed write (`Failed`), the file is left in the
+//! full queue (`Full`) or a failed write (`Failed`), the file is left in the
 //! inbox untouched and tried again one scan interval later (items already
 //! queued come back as duplicates). Each such reason is logged once per file.
 //! If writing the record or moving the original fails, the record is removed
@@ -692,15 +692,12 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
                         m.insert("error".into(), json!("conflict"));
                         m.insert(
                             "reason".into(),
-                            json!(format!(
-                                "the id is already used by queue entry {} (target {}) with other content; use the same content or a new id",
-                                existing.name, existing.target
-                            )),
+                            json!(crate::ingest::conflict_reason(&id, &existing)),
                         );
                         m.insert("existing".into(), json!(existing));
                         errors.push(Value::Object(m));
                     }
-                    Outcome::Busy { target, depth } => {
+                    Outcome::Full { target, depth } => {
                         return Taken::Retry(
                             "busy",
                             format!(

@@ -1,33 +1,29 @@
-//! The one way into the queue for the bridge: validate, deduplicate by id, and
-//! write durably before anyone is told "queued".
-//!
-//! Deduplication: every patch has an id (its own, or `patch-<MD5 of its
-//! canonical JSON>` when it has none). The ingestor keeps, in memory, the id,
-//! place and content MD5 of every entry in every queue of the root, rebuilt by
-//! a scan at start-up. The same id with the same content is a duplicate: the
-//! existing entry is the answer, nothing is written. The same id with other
-//! content is a conflict. Concurrent submissions of one id are serialised: the
-//! second waits for the first to be durable (or to fail) and then decides.
-//!
-//! Durability: the entry is written to `tmp/`, fsynced, renamed into `pending/`
-//! and the directory fsync is group-committed with concurrent writers
-//! ([`ghost_core::fs::DirSync`]). Only then does `ingest` return `Queued`.
+//! The bridge's side of admission: every patch that comes in (HTTP, inbox,
+//! transcripts) goes through [`ghost_core::admit::Admission`], the one
+//! admission path that `ghostctl submit` uses too. It decides duplicates and
+//! conflicts against the root's durable id index, so what any process queued
+//! before, or since this bridge started, counts; the bridge keeps no per-entry
+//! state in memory. This module adds the logs and the heartbeat counters, and
+//! runs the blocking admission off the async threads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
-use ghost_core::fs::DirSync;
-use ghost_core::patch::parse::{parse_patch_value, resolve_target, ParseOptions};
+use ghost_core::admit::Admission;
+use ghost_core::entry::Located;
+use ghost_core::patch::parse::resolve_target;
 use ghost_core::patch::{FieldError, PatchError, TargetSpec};
-use ghost_core::queue::{new_name, QueueState};
+use ghost_core::queue::QueueState;
 use ghost_core::{Config, Layout, Result};
+
+pub use ghost_core::admit::{conflict_reason, Outcome, Queued};
+pub use ghost_core::queue::{content_md5, document_id};
 
 /// Where a patch came from, for logs and records.
 #[derive(Debug, Clone, Serialize)]
@@ -36,39 +32,6 @@ pub struct Source {
     pub channel: String,
     /// Route, file name, block number: whatever locates it for a person.
     pub detail: String,
-}
-
-/// A patch that is (or already was) durable in the queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Queued {
-    pub id: String,
-    pub name: String,
-    pub target: String,
-}
-
-/// What became of one patch.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// Newly written, durable.
-    Queued(Queued),
-    /// The same id and content were already in the queue: nothing written.
-    Duplicate(Queued),
-    /// The id is taken by a patch with other content: nothing written.
-    Conflict { id: String, existing: Queued },
-    /// Invalid: every problem, by field.
-    Rejected(PatchError),
-    /// The target's pending queue is above the high-water mark.
-    Busy { target: String, depth: usize },
-    /// Writing failed (disk full, fsync error): not queued; try again.
-    Failed(String),
-}
-
-#[derive(Debug, Clone)]
-enum Slot {
-    /// Durable in the queue.
-    Done(Queued, String),
-    /// Being written; the sender is dropped when the writer is done.
-    InFlight(watch::Receiver<()>),
 }
 
 /// Counters for the heartbeat.
@@ -92,53 +55,25 @@ impl Counters {
     }
 }
 
-pub use ghost_core::queue::{content_md5, document_id};
-
-/// Validates, deduplicates and durably enqueues patches.
+/// Admits patches for the bridge, with its logs and counters.
 pub struct Ingestor {
     cfg: Arc<Config>,
-    layout: Layout,
+    admission: Arc<Admission>,
     specs: Vec<TargetSpec>,
-    syncs: BTreeMap<String, Arc<DirSync>>,
-    depth: BTreeMap<String, AtomicUsize>,
-    ids: Mutex<HashMap<String, Slot>>,
     pub counters: Counters,
 }
 
 impl Ingestor {
-    /// Build the ingestor for a root whose layout exists: scans every queue to
-    /// learn the ids already there.
+    /// The ingestor for a root: builds the id index once if the root predates
+    /// it (blocking; the bridge calls this off the async threads).
     pub fn new(cfg: Arc<Config>) -> Result<Ingestor> {
-        let layout = Layout::new(cfg.root.clone());
-        let mut syncs = BTreeMap::new();
-        let mut depth = BTreeMap::new();
-        for t in cfg.targets.keys() {
-            let q = layout.queue(t);
-            syncs.insert(
-                t.clone(),
-                Arc::new(DirSync::new(q.dir(QueueState::Pending))),
-            );
-            depth.insert(
-                t.clone(),
-                AtomicUsize::new(q.list(QueueState::Pending)?.len()),
-            );
-        }
-        let ing = Ingestor {
+        let admission = Arc::new(Admission::new(&cfg)?);
+        Ok(Ingestor {
             specs: cfg.target_specs(),
-            layout,
-            syncs,
-            depth,
-            ids: Mutex::new(HashMap::new()),
+            admission,
             counters: Counters::default(),
             cfg,
-        };
-        let n = ing.rebuild_ids()?;
-        info!(
-            event = "ID_INDEX_BUILT",
-            entries = n,
-            "learned the ids of every queued entry"
-        );
-        Ok(ing)
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -146,53 +81,34 @@ impl Ingestor {
     }
 
     pub fn layout(&self) -> &Layout {
-        &self.layout
+        self.admission.layout()
     }
 
-    /// Scan every entry of every queue of the root (configured targets and
-    /// others) for its id and content MD5.
-    fn rebuild_ids(&self) -> Result<usize> {
-        let known = ghost_core::queue::index_ids(&self.layout, self.cfg.targets.keys().cloned())?;
-        let map: HashMap<String, Slot> = known
-            .into_iter()
-            .map(|(id, k)| {
-                let q = Queued {
-                    id: id.clone(),
-                    name: k.name,
-                    target: k.target,
-                };
-                (id, Slot::Done(q, k.md5))
-            })
-            .collect();
-        let n = map.len();
-        *self.ids.lock().unwrap_or_else(|e| e.into_inner()) = map;
-        Ok(n)
-    }
-
-    /// Refresh the pending-depth estimates from the directories (the
-    /// heartbeat calls this about once a second).
+    /// The pending depth of every configured target, read from the
+    /// directories (for the heartbeat, about once a second).
     pub fn refresh_depths(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for (t, d) in &self.depth {
-            let n = self
-                .layout
-                .queue(t)
-                .list(QueueState::Pending)
-                .map(|v| v.len())
-                .unwrap_or(0);
-            d.store(n, Ordering::Relaxed);
-            out.insert(t.clone(), n);
-        }
-        out
+        self.cfg
+            .targets
+            .keys()
+            .map(|t| {
+                let n = self
+                    .layout()
+                    .queue(t)
+                    .list(QueueState::Pending)
+                    .map(|v| v.len())
+                    .unwrap_or(0);
+                (t.clone(), n)
+            })
+            .collect()
     }
 
     /// True while `state/pause.json` exists: the bridge then answers 503.
     pub fn paused(&self) -> bool {
-        ghost_core::pause::is_paused(&self.layout)
+        ghost_core::pause::is_paused(self.layout())
     }
 
     pub fn pause_file(&self) -> PathBuf {
-        self.layout.pause_file()
+        self.layout().pause_file()
     }
 
     /// The canonical name of a target or alias, or an error naming the known ones.
@@ -220,9 +136,8 @@ impl Ingestor {
         )
     }
 
-    /// Validate `value`, deduplicate it, and write it durably into its
-    /// target's `pending/`. `original` is the exact bytes to store when the
-    /// value came alone in a request or file (else the value is serialised).
+    /// Admit `value`. `original` is the exact bytes to store when the value
+    /// came alone in a request or file (else the value is serialised).
     pub async fn ingest(
         self: &Arc<Self>,
         value: Value,
@@ -232,154 +147,61 @@ impl Ingestor {
     ) -> Outcome {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         info!(event = "PATCH_RECEIVED", channel = %source.channel, source = %source.detail, "patch received");
-        let max = self.cfg.bridge.max_patch_bytes;
         let bytes =
             original.unwrap_or_else(|| serde_json::to_vec_pretty(&value).unwrap_or_default());
-        if bytes.len() as u64 > max {
-            return self.rejected(
-                PatchError::one(
-                    "(document)",
-                    format!(
-                        "the patch is {} bytes; the limit is {max} (bridge.max_patch_bytes)",
-                        bytes.len()
-                    ),
-                ),
-                source,
-            );
-        }
-        let opts = ParseOptions {
-            targets: &self.specs,
-            target_override,
-        };
-        let patch = match parse_patch_value(&value, &opts) {
-            Ok(p) => p,
-            Err(e) => return self.rejected(e, source),
-        };
-        let md5 = content_md5(&value);
-        let id = patch.id.clone();
-        // Take the id, or learn what already holds it.
-        let tx = loop {
-            let waiting = {
-                let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-                match ids.get(&id) {
-                    Some(Slot::Done(q, m)) => {
-                        let q = q.clone();
-                        let same = *m == md5;
-                        drop(ids);
-                        return self.existing(q, same, source);
-                    }
-                    Some(Slot::InFlight(rx)) => rx.clone(),
-                    None => {
-                        let (tx, rx) = watch::channel(());
-                        ids.insert(id.clone(), Slot::InFlight(rx));
-                        break tx;
-                    }
-                }
-            };
-            let mut waiting = waiting;
-            // Returns when the writer drops its sender, whether before or after this call.
-            let _ = waiting.changed().await;
-        };
-        let target = patch.target.clone();
-        let depth = self
-            .depth
-            .get(&target)
-            .map(|d| d.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        let hwm = self.cfg.bridge.high_water_mark as usize;
-        if hwm > 0 && depth >= hwm {
-            self.ids
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            drop(tx);
-            self.counters.busy.fetch_add(1, Ordering::Relaxed);
-            warn!(event = "PATCH_REJECTED", reason = "busy", target = %target, depth, high_water_mark = hwm, "queue above its high-water mark");
-            return Outcome::Busy { target, depth };
-        }
-        let name = new_name();
-        let (q, sync) = (self.layout.queue(&target), self.syncs.get(&target).cloned());
-        let written = tokio::task::spawn_blocking({
-            let name = name.clone();
-            move || match sync {
-                Some(sync) => q.enqueue_grouped(&name, &bytes, &sync),
-                None => q.enqueue_named(&name, &bytes),
-            }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(ghost_core::Error::Invalid(format!(
-                "write task failed: {e}"
-            )))
-        });
-        let queued = Queued {
-            id: id.clone(),
-            name,
-            target: target.clone(),
-        };
-        {
-            let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-            match &written {
-                Ok(()) => {
-                    ids.insert(id.clone(), Slot::Done(queued.clone(), md5));
-                }
-                Err(_) => {
-                    ids.remove(&id);
-                }
-            }
-        }
-        drop(tx);
-        match written {
-            Ok(()) => {
-                if let Some(d) = self.depth.get(&target) {
-                    d.fetch_add(1, Ordering::Relaxed);
-                }
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                self.counters.last_ingest_ms.store(
+        let admission = self.admission.clone();
+        let over = target_override.map(str::to_string);
+        let outcome = tokio::task::spawn_blocking(move || admission.admit(&bytes, over.as_deref()))
+            .await
+            .unwrap_or_else(|e| Outcome::Failed(format!("the admission task failed: {e}")));
+        self.account(&outcome, source);
+        outcome
+    }
+
+    /// Count and log an outcome.
+    fn account(&self, outcome: &Outcome, source: &Source) {
+        let c = &self.counters;
+        match outcome {
+            Outcome::Queued(q) => {
+                c.queued.fetch_add(1, Ordering::Relaxed);
+                c.last_ingest_ms.store(
                     ghost_core::time::unix_ms(std::time::SystemTime::now()),
                     Ordering::Relaxed,
                 );
-                info!(event = "PATCH_QUEUED", patch_id = %id, queue_name = %queued.name, target = %target, channel = %source.channel, source = %source.detail, "queued durably");
-                Outcome::Queued(queued)
+                info!(event = "PATCH_QUEUED", patch_id = %q.id, queue_name = %q.name, target = %q.target, channel = %source.channel, source = %source.detail, "queued durably");
             }
+            Outcome::Duplicate(q) => {
+                c.duplicate.fetch_add(1, Ordering::Relaxed);
+                info!(event = "PATCH_DUPLICATE", patch_id = %q.id, queue_name = %q.name, target = %q.target, channel = %source.channel, source = %source.detail, "already queued; nothing written");
+            }
+            Outcome::Conflict { id, existing } => {
+                c.conflict.fetch_add(1, Ordering::Relaxed);
+                warn!(event = "PATCH_REJECTED", reason = "conflict", patch_id = %id, queue_name = %existing.name, channel = %source.channel, source = %source.detail, "id already used by a patch with other content");
+            }
+            Outcome::Rejected(e) => {
+                c.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(event = "PATCH_REJECTED", reason = "invalid", channel = %source.channel, source = %source.detail, error = %e, "refused");
+            }
+            Outcome::Full { target, depth } => {
+                c.busy.fetch_add(1, Ordering::Relaxed);
+                warn!(event = "PATCH_REJECTED", reason = "busy", target = %target, depth, high_water_mark = self.cfg.bridge.high_water_mark, "queue at its high-water mark");
+            }
+            Outcome::Failed(e) => {
+                c.write_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(event = "PATCH_REJECTED", reason = "write_failed", channel = %source.channel, source = %source.detail, error = %e, "could not write the patch durably");
+            }
+        }
+    }
+
+    /// Where the entry with queue name or patch id `key` is now (blocking).
+    pub fn locate(&self, key: &str) -> Option<Located> {
+        match ghost_core::entry::find(self.layout(), key) {
+            Ok(found) => found,
             Err(e) => {
-                self.counters.write_failed.fetch_add(1, Ordering::Relaxed);
-                warn!(event = "PATCH_REJECTED", reason = "write_failed", patch_id = %id, target = %target, error = %e, "could not write the patch durably");
-                Outcome::Failed(e.to_string())
+                warn!(error = %e, "cannot look the entry up");
+                None
             }
         }
-    }
-
-    fn existing(&self, q: Queued, same: bool, source: &Source) -> Outcome {
-        if same {
-            self.counters.duplicate.fetch_add(1, Ordering::Relaxed);
-            info!(event = "PATCH_DUPLICATE", patch_id = %q.id, queue_name = %q.name, target = %q.target, channel = %source.channel, source = %source.detail, "already queued; nothing written");
-            Outcome::Duplicate(q)
-        } else {
-            self.counters.conflict.fetch_add(1, Ordering::Relaxed);
-            warn!(event = "PATCH_REJECTED", reason = "conflict", patch_id = %q.id, queue_name = %q.name, channel = %source.channel, source = %source.detail, "id already used by a patch with other content");
-            Outcome::Conflict {
-                id: q.id.clone(),
-                existing: q,
-            }
-        }
-    }
-
-    fn rejected(&self, e: PatchError, source: &Source) -> Outcome {
-        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        warn!(event = "PATCH_REJECTED", reason = "invalid", channel = %source.channel, source = %source.detail, error = %e, "refused");
-        Outcome::Rejected(e)
-    }
-
-    /// Where entry `id` is now, if the ingestor knows it: (state, queued).
-    pub fn locate(&self, id: &str) -> Option<(QueueState, Queued)> {
-        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Slot::Done(q, _)) = ids.get(id) else {
-            return None;
-        };
-        let q = q.clone();
-        drop(ids);
-        self.layout.queue(&q.target).find(&q.name).map(|s| (s, q))
     }
 }
 
@@ -452,7 +274,7 @@ mod tests {
                 .len(),
             1
         );
-        assert_eq!(ing.locate("p1").unwrap().0, QueueState::Pending);
+        assert_eq!(ing.locate("p1").unwrap().state, QueueState::Pending);
     }
 
     #[tokio::test]
@@ -535,7 +357,7 @@ mod tests {
             ));
         }
         match ing.ingest(patch("h3", "x"), None, None, &src()).await {
-            Outcome::Busy { depth, .. } => assert_eq!(depth, 2),
+            Outcome::Full { depth, .. } => assert_eq!(depth, 2),
             o => panic!("{o:?}"),
         }
         // Refused ids are free again.

@@ -184,7 +184,9 @@ impl Admission {
             target: target.to_string(),
             name: name.clone(),
         };
-        let mut record = Staged::write(&layout.ids(), "id", &ids::encode(&rec), FILE_MODE)?;
+        // Staged beside the entry's temp file (same filesystem), so that the
+        // index directory itself only ever holds records.
+        let mut record = Staged::write(&q.tmp_dir(), "id", &ids::encode(&rec), FILE_MODE)?;
         // The entry's own record, ahead of the entry (the queue's invariant);
         // an orphan until the entry is renamed in.
         let sidecar = q.record_path(QueueState::Pending, &name);
@@ -220,7 +222,7 @@ impl Admission {
             held.dedup();
             let _locks: Vec<LockFile> = held
                 .iter()
-                .map(|t| LockFile::acquire(&layout.lock(&format!("admit-{t}"))))
+                .map(|t| LockFile::acquire_brief(&layout.lock(&format!("admit-{t}"))))
                 .collect::<Result<_>>()?;
             let now = ids::read(layout, &rec.id)?;
             let stale = match &now {

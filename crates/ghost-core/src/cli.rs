@@ -1,5 +1,6 @@
-//! The command-line flags every binary shares (DESIGN.md, "Command-line and
-//! configuration contract") and the exit codes they map to.
+//! The command-line flags every binary shares (docs/operations.md; the
+//! configuration they load is in docs/formats.md, "Configuration") and the
+//! exit codes they map to.
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::patch::TargetSpec;
+use crate::patch::{CommandPolicy, RelPath, TargetSpec};
 
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,13 +149,25 @@ pub struct TargetConfig {
     pub aliases: Vec<String>,
     /// Absolute prefix legacy patches use for this tree.
     pub legacy_root: Option<String>,
-    /// Run `{"shell": …}` commands and legacy shell strings.
+    /// Which commands a patch may run: `"none"` (the default), `"any"`, or
+    /// an allowlist of argv prefixes such as `[["cargo", "test"]]`.
+    pub commands: CommandPolicy,
+    /// Also run shell commands (`{"shell": …}`, legacy shell strings, `sh -c`
+    /// in an argv); they need `commands = "any"` as well.
     pub allow_shell: bool,
     /// Commit each applied patch in the tree's git repository.
     pub git_commit: bool,
     /// Extra environment variables for check commands (the environment is
     /// otherwise cleared but for PATH, HOME and LANG).
     pub env: BTreeMap<String, String>,
+    /// Run checks (and git) as this user, with its primary group; the
+    /// executor must run as root to switch.
+    pub run_as: Option<String>,
+    /// Path prefixes (relative to the tree) that no operation may touch, on
+    /// top of every `.git` component; compared ignoring case.
+    pub protected_paths: Vec<String>,
+    /// Let patches set setuid, setgid and sticky bits.
+    pub allow_special_modes: bool,
 }
 
 macro_rules! section {
@@ -216,6 +228,30 @@ section!(ExecutorConfig {
     output_tail_bytes: u64 = 4096,
     /// Mode of files a patch creates without giving one.
     default_file_mode: String = "0644".into(),
+});
+
+section!(
+    /// `[limits]`: bounds on the work one patch may cause, checked by the
+    /// bridge at admission and by the executor while staging.
+    LimitsConfig {
+    /// Largest file a patch may leave in the tree (staged content, per file).
+    #[serde(with = "size")]
+    max_file_bytes: u64 = 64 << 20,
+    /// Largest total of the files a patch writes.
+    #[serde(with = "size")]
+    max_staged_bytes: u64 = 256 << 20,
+    max_operations: u32 = 10_000,
+    max_regex_operations: u32 = 100,
+    #[serde(with = "size")]
+    max_pattern_bytes: u64 = 4 << 10,
+    /// The `regex` crate's `size_limit`: compiled program size per pattern.
+    #[serde(with = "size")]
+    regex_size_limit: u64 = 1 << 20,
+    /// The `regex` crate's `dfa_size_limit`: lazy DFA cache per pattern.
+    #[serde(with = "size")]
+    regex_dfa_size_limit: u64 = 2 << 20,
+    /// Hunks over all the diffs of one patch.
+    max_diff_hunks: u32 = 10_000,
 });
 
 section!(BridgeConfig {
@@ -405,6 +441,7 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub logs: LogsConfig,
     pub executor: ExecutorConfig,
+    pub limits: LimitsConfig,
     pub bridge: BridgeConfig,
     pub monitor: MonitorConfig,
     pub watchdog: WatchdogConfig,
@@ -422,6 +459,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             logs: LogsConfig::default(),
             executor: ExecutorConfig::default(),
+            limits: LimitsConfig::default(),
             bridge: BridgeConfig::default(),
             monitor: MonitorConfig::default(),
             watchdog: WatchdogConfig::default(),
@@ -571,6 +609,7 @@ impl Config {
                 "heartbeat" => take!(heartbeat, HeartbeatConfig),
                 "logs" => take!(logs, LogsConfig),
                 "executor" => take!(executor, ExecutorConfig),
+                "limits" => take!(limits, LimitsConfig),
                 "bridge" => take!(bridge, BridgeConfig),
                 "monitor" => take!(monitor, MonitorConfig),
                 "watchdog" => {
@@ -580,7 +619,7 @@ impl Config {
                 }
                 "alerts" => take!(alerts, AlertsConfig),
                 other => problems.push(format!(
-                    "{other}: unknown section (known: targets, heartbeat, logs, executor, bridge, monitor, watchdog, alerts)"
+                    "{other}: unknown section (known: targets, heartbeat, logs, executor, limits, bridge, monitor, watchdog, alerts)"
                 )),
             }
         }
@@ -631,6 +670,16 @@ impl Config {
                     ));
                 }
             }
+            for p in &t.protected_paths {
+                if let Err(why) = RelPath::parse(p) {
+                    problems.push(format!("targets.{name}.protected_paths: {why}"));
+                }
+            }
+            if let Some(u) = &t.run_as {
+                if u.is_empty() || u.contains(['\0', ':', '/']) || u.trim() != u {
+                    problems.push(format!("targets.{name}.run_as: {u:?} is not a user name"));
+                }
+            }
         }
         let e = &self.executor;
         if e.max_attempts == 0 {
@@ -650,11 +699,32 @@ impl Config {
                 problems.push(format!("{k}: must be greater than zero"));
             }
         }
-        if parse_mode(&e.default_file_mode).is_none() {
-            problems.push(format!(
+        match parse_mode(&e.default_file_mode) {
+            None => problems.push(format!(
                 "executor.default_file_mode: {:?} is not an octal mode such as \"0644\"",
                 e.default_file_mode
-            ));
+            )),
+            Some(m) if m & crate::patch::policy::SPECIAL_MODE_BITS != 0 => problems.push(format!(
+                "executor.default_file_mode: {:?} sets setuid, setgid or sticky bits; use permission bits only",
+                e.default_file_mode
+            )),
+            Some(_) => {}
+        }
+        let l = &self.limits;
+        for (k, v) in [
+            ("limits.max_file_bytes", l.max_file_bytes),
+            ("limits.max_staged_bytes", l.max_staged_bytes),
+            ("limits.max_operations", u64::from(l.max_operations)),
+            ("limits.max_pattern_bytes", l.max_pattern_bytes),
+            ("limits.regex_size_limit", l.regex_size_limit),
+            ("limits.regex_dfa_size_limit", l.regex_dfa_size_limit),
+        ] {
+            if v == 0 {
+                problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if l.max_file_bytes > l.max_staged_bytes {
+            problems.push("limits.max_file_bytes: must not exceed limits.max_staged_bytes".into());
         }
         for (k, v) in [
             ("bridge.listen", &self.bridge.listen),
@@ -790,6 +860,9 @@ impl Config {
                 aliases: t.aliases.clone(),
                 legacy_root: t.legacy_root.clone(),
                 allow_shell: t.allow_shell,
+                commands: t.commands.clone(),
+                protected_paths: t.protected_paths.clone(),
+                allow_special_modes: t.allow_special_modes,
             })
             .collect()
     }
@@ -821,6 +894,66 @@ mod tests {
         assert_eq!(c.monitor.listen, "127.0.0.1:7879");
         assert_eq!(c.watchdog.max_restarts, 2);
         assert!(c.targets.contains_key("default"));
+        // The embedded target changes files and runs nothing.
+        let t = &c.targets["default"];
+        assert_eq!(t.commands, CommandPolicy::None);
+        assert!(!t.allow_shell && !t.allow_special_modes && t.run_as.is_none());
+        assert_eq!(c.limits.max_file_bytes, 64 << 20);
+        assert_eq!(c.limits.max_staged_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn target_policy_keys_parse_and_are_checked() {
+        let text = r#"
+[targets.default]
+commands = [["cargo", "test"], ["npm", "test"]]
+protected_paths = [".github/workflows"]
+allow_special_modes = true
+run_as = "nobody"
+
+[targets.any]
+commands = "any"
+
+[limits]
+max_file_bytes = "1MiB"
+"#;
+        let c = Config::from_toml(Path::new("/r"), text, "t").unwrap();
+        assert_eq!(
+            c.targets["default"].commands,
+            CommandPolicy::Allow(vec![
+                vec!["cargo".into(), "test".into()],
+                vec!["npm".into(), "test".into()]
+            ])
+        );
+        assert_eq!(c.targets["any"].commands, CommandPolicy::Any);
+        assert_eq!(c.limits.max_file_bytes, 1 << 20);
+        let spec = c.target_specs();
+        assert!(spec[1].allow_special_modes);
+        let text = r#"
+[targets.a]
+commands = "some"
+[targets.b]
+commands = [[]]
+[targets.c]
+protected_paths = ["/etc"]
+run_as = "a:b"
+[executor]
+default_file_mode = "4755"
+[limits]
+max_file_bytes = 0
+"#;
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "targets.a.commands: \"some\": expected \"none\", \"any\"",
+            "targets.b.commands: [] is not an argv prefix",
+            "targets.c.protected_paths",
+            "targets.c.run_as",
+            "executor.default_file_mode",
+            "limits.max_file_bytes: must be greater than zero",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
     }
 
     #[test]

@@ -22,9 +22,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::entry::{locate, stored_id, stored_md5, Located};
+use crate::entry::{locate, Located};
 use crate::error::{Error, Result};
 use crate::fs;
+use crate::patch::parse::{canonical_md5, document_id, document_value};
 use crate::queue::QueueState;
 use crate::Layout;
 
@@ -82,17 +83,12 @@ pub fn lookup(layout: &Layout, id: &str) -> Result<Option<Located>> {
         .filter(|e| e.patch_id.as_deref() == Some(id)))
 }
 
-/// The index's temp files older than this are a crashed writer's.
-const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// Make sure the index exists: on a root from before it, build it from every
 /// entry (once, under the `ids` lock, published with one rename). Returns the
-/// number of records when it was built now. Also clears temp files a crashed
-/// admission left in the index.
+/// number of records when it was built now.
 pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
     let dir = layout.ids();
     if dir.is_dir() {
-        fs::sweep_temp_files(&dir, TEMP_MAX_AGE);
         return Ok(None);
     }
     let _lock = fs::LockFile::acquire(&layout.lock("ids"))?;
@@ -104,15 +100,35 @@ pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).map_err(|e| Error::io("remove", &scratch, e))?;
     }
-    let records = scan(layout)?;
-    let files = records.into_iter().map(|r| {
-        (
-            format!("{}.json", crate::md5_hex(r.id.as_bytes())),
-            encode(&r),
-        )
-    });
     fs::ensure_dir(&layout.queue_root())?;
-    let n = fs::write_dir_batch(&scratch, files)?;
+    let mut batch = fs::BatchDir::create(&scratch)?;
+    // Streamed: no per-entry state is held, however many entries there are.
+    // The first entry of an id wins, in the order targets (by name), states
+    // ([`QueueState::ALL`]), queue names. Entries that are not JSON have no id.
+    for t in layout.queue_targets() {
+        let q = layout.queue(&t);
+        for state in QueueState::ALL {
+            for name in q.list(state)? {
+                let Ok(Some(bytes)) = fs::read_opt(&q.entry_path(state, &name)) else {
+                    continue;
+                };
+                // Parsed once: the same as `stored_id` and `stored_md5`.
+                let Ok(value) = document_value(&bytes) else {
+                    continue;
+                };
+                let (id, md5) = (document_id(&value), canonical_md5(&value));
+                let file = format!("{}.json", crate::md5_hex(id.as_bytes()));
+                let rec = IdRecord {
+                    id,
+                    md5,
+                    target: t.clone(),
+                    name,
+                };
+                batch.add(&file, &encode(&rec))?;
+            }
+        }
+    }
+    let n = batch.finish()?;
     fs::durable_move(&scratch, &dir)?;
     info!(
         event = "ID_INDEX_BUILT",
@@ -122,39 +138,10 @@ pub fn ensure(layout: &Layout) -> Result<Option<usize>> {
     Ok(Some(n))
 }
 
-/// One record per patch id found in the entries: the first entry of an id in
-/// the order targets (by name), states ([`QueueState::ALL`]), queue names.
-/// Entries that are not JSON have no id and are passed over.
-fn scan(layout: &Layout) -> Result<Vec<IdRecord>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for t in layout.queue_targets() {
-        let q = layout.queue(&t);
-        for state in QueueState::ALL {
-            for name in q.list(state)? {
-                let Ok(Some(bytes)) = fs::read_opt(&q.entry_path(state, &name)) else {
-                    continue;
-                };
-                let (Some(id), Some(md5)) = (stored_id(&bytes), stored_md5(&bytes)) else {
-                    continue;
-                };
-                if seen.insert(id.clone()) {
-                    out.push(IdRecord {
-                        id,
-                        md5,
-                        target: t.clone(),
-                        name,
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::{stored_id, stored_md5};
 
     #[test]
     fn an_older_root_gets_its_index_once_and_lookups_use_it() {

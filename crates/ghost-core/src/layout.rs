@@ -49,6 +49,14 @@ impl Layout {
     pub fn summaries(&self, target: &str) -> PathBuf {
         self.summaries_root().join(target)
     }
+    /// `summaries/<target>/.backup/`: the second copy of each summary.
+    pub fn summary_backups(&self, target: &str) -> PathBuf {
+        self.summaries(target).join(".backup")
+    }
+    /// `summaries/<target>/.journals/`: undo journals kept for a person.
+    pub fn kept_journals(&self, target: &str) -> PathBuf {
+        self.summaries(target).join(".journals")
+    }
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
@@ -161,7 +169,7 @@ impl Layout {
         }
         for t in targets {
             self.queue(t).create()?;
-            ensure_dir(&self.summaries(t).join(".backup"))?;
+            ensure_dir(&self.summary_backups(t))?;
         }
         Ok(())
     }

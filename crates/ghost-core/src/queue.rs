@@ -398,55 +398,6 @@ impl Queue {
 
 pub use crate::patch::parse::{canonical_md5 as content_md5, document_id};
 
-/// Where a patch id is, and with what content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownEntry {
-    pub target: String,
-    pub name: String,
-    pub state: QueueState,
-    pub md5: String,
-}
-
-/// Every entry of every queue under the root (the targets with a queue
-/// directory, plus `targets`), by patch id. Entries that are not JSON are
-/// passed over. This reads every entry: it is for start-up and the CLI.
-pub fn index_ids(
-    layout: &crate::Layout,
-    targets: impl IntoIterator<Item = String>,
-) -> Result<std::collections::HashMap<String, KnownEntry>> {
-    let mut all = layout.queue_targets();
-    all.extend(targets);
-    all.sort();
-    all.dedup();
-    let mut map = std::collections::HashMap::new();
-    for t in all {
-        let q = layout.queue(&t);
-        for state in QueueState::ALL {
-            for name in q.list(state)? {
-                let Ok(Some(bytes)) = fs::read_opt(&q.entry_path(state, &name)) else {
-                    continue;
-                };
-                let (Some(id), Some(md5)) = (
-                    crate::entry::stored_id(&bytes),
-                    crate::entry::stored_md5(&bytes),
-                ) else {
-                    continue;
-                };
-                map.insert(
-                    id,
-                    KnownEntry {
-                        target: t.clone(),
-                        name,
-                        state,
-                        md5,
-                    },
-                );
-            }
-        }
-    }
-    Ok(map)
-}
-
 /// Count of entries per state.
 pub fn counts(q: &Queue) -> Result<std::collections::BTreeMap<String, usize>> {
     let mut m = std::collections::BTreeMap::new();
@@ -525,32 +476,6 @@ mod tests {
         // The record written ahead is an orphan the sweep clears.
         let removed = q.sweep(Duration::ZERO, Duration::from_secs(3600)).unwrap();
         assert_eq!(removed.len(), 1);
-    }
-
-    #[test]
-    fn ids_index_every_entry_by_patch_id() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = crate::Layout::new(d.path());
-        layout.create(["default", "web"]).unwrap();
-        let a = layout
-            .queue("default")
-            .enqueue(br#"{"id": "a", "operations": []}"#)
-            .unwrap();
-        let b = layout
-            .queue("web")
-            .enqueue(br#"{ "operations" : [] }"#)
-            .unwrap();
-        layout.queue("web").enqueue(b"not json").unwrap();
-        let idx = index_ids(&layout, Vec::new()).unwrap();
-        assert_eq!(idx.len(), 2);
-        assert_eq!(idx["a"].name, a);
-        let anon: serde_json::Value = serde_json::json!({"operations": []});
-        let k = &idx[&document_id(&anon)];
-        assert_eq!(
-            (k.target.as_str(), k.name.as_str(), k.state),
-            ("web", b.as_str(), QueueState::Pending)
-        );
-        assert_eq!(k.md5, content_md5(&anon));
     }
 
     #[test]

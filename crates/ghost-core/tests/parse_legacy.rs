@@ -22,6 +22,9 @@ fn spec(allow_shell: bool, legacy_root: Option<&str>) -> Vec<TargetSpec> {
             .to_vec(),
         legacy_root: legacy_root.map(String::from),
         allow_shell,
+        // Legacy patches run shell strings: these tests are about their shape.
+        commands: ghost_core::patch::CommandPolicy::Any,
+        ..TargetSpec::default()
     }]
 }
 

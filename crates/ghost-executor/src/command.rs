@@ -2,6 +2,12 @@
 //! allows shell), in the working tree, with a cleared environment plus PATH, HOME,
 //! LANG and the target's additions, in a process group of its own so a timeout
 //! kills the whole group, and with the last bytes of stdout and stderr kept.
+//!
+//! Whether a command may run at all is decided before (see
+//! `ghost_core::patch::policy`). Here: a target's `run_as` user runs it (uid,
+//! primary gid, no supplementary groups, its own HOME), and every configured
+//! secret is replaced by `[redacted]` in the kept output before anything else
+//! sees it, so no summary, log or HTTP answer can carry one.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,13 +38,158 @@ pub enum CmdFailure {
     Cancelled,
 }
 
-/// What a command may run for and who may stop it.
+/// What a command may run for, who may stop it, as whom it runs and what
+/// its output must not show.
 pub struct Limits<'a> {
     pub timeout: Duration,
     /// The patch's stuck deadline.
     pub deadline: Instant,
     pub cancelled: &'a dyn Fn() -> bool,
     pub tail_bytes: usize,
+    /// The target's `run_as` user, resolved.
+    pub run_as: Option<&'a RunAs>,
+    pub scrub: &'a Scrubber,
+}
+
+/// A target's `run_as` user, resolved at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+}
+
+impl RunAs {
+    /// Looks `user` up; the executor must be root to switch to it.
+    pub fn resolve(user: &str) -> Result<RunAs, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(format!(
+                "run_as = {user:?} needs the executor to run as root (it runs as uid {})",
+                nix::unistd::geteuid()
+            ));
+        }
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) => Ok(RunAs {
+                user: user.to_string(),
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                home: u.dir,
+            }),
+            Ok(None) => Err(format!("run_as: there is no user {user:?} on this system")),
+            Err(e) => Err(format!("run_as: cannot look up user {user:?}: {e}")),
+        }
+    }
+}
+
+/// Replaces secret values in command output with `[redacted]`.
+#[derive(Debug, Clone, Default)]
+pub struct Scrubber {
+    /// Longest first, so a secret containing another is replaced whole.
+    secrets: Vec<String>,
+}
+
+/// Values shorter than this are not treated as secrets: scrubbing them would
+/// mangle ordinary output, and a secret that short protects nothing.
+const MIN_SECRET_LEN: usize = 8;
+const REDACTED: &str = "[redacted]";
+
+impl Scrubber {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Scrubber {
+        let mut secrets: Vec<String> = values
+            .into_iter()
+            .flat_map(|v| {
+                let t = v.trim().to_string();
+                [v, t]
+            })
+            .filter(|v| v.len() >= MIN_SECRET_LEN)
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        Scrubber { secrets }
+    }
+
+    /// Every secret this system knows: the secret environment variables
+    /// (`GHOST_…TOKEN`, `GHOST_…KEY`, `GHOST_…WEBHOOK_URL`, …), the secrets of
+    /// the configuration, and the files in `state/secrets/`.
+    pub fn gather(cfg: &ghost_core::Config, layout: &ghost_core::Layout) -> Scrubber {
+        let mut values = Vec::new();
+        for (k, v) in std::env::vars() {
+            let secretish = ["TOKEN", "KEY", "SECRET", "PASSWORD", "WEBHOOK"]
+                .iter()
+                .any(|w| k.contains(w));
+            if k.starts_with("GHOST_") && secretish {
+                values.push(v);
+            }
+        }
+        for s in [
+            &cfg.bridge.token,
+            &cfg.bridge.hmac_key,
+            &cfg.alerts.slack_webhook_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            values.push(s.expose().to_string());
+        }
+        if let Ok(dir) = std::fs::read_dir(layout.secrets()) {
+            for e in dir.flatten() {
+                let small_file = e
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.len() <= 64 << 10);
+                if small_file {
+                    if let Ok(v) = std::fs::read_to_string(e.path()) {
+                        values.push(v);
+                    }
+                }
+            }
+        }
+        Scrubber::new(values)
+    }
+
+    /// The longest secret, in bytes (0 without secrets).
+    pub fn max_len(&self) -> usize {
+        self.secrets.first().map_or(0, String::len)
+    }
+
+    /// `text` with every secret replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// The last `cap` bytes of `raw` (itself the end of a longer output when
+    /// `truncated`), scrubbed. `raw` should hold [`Scrubber::max_len`] bytes
+    /// more than `cap`, so that a secret reaching into the kept part is seen
+    /// whole; a secret's tail left at the cut is redacted too.
+    pub fn tail(&self, raw: &[u8], mut truncated: bool, cap: usize) -> String {
+        let mut s = self.scrub(&String::from_utf8_lossy(raw));
+        if s.len() > cap {
+            let mut cut = s.len() - cap;
+            while !s.is_char_boundary(cut) {
+                cut += 1;
+            }
+            s.drain(..cut);
+            truncated = true;
+        }
+        if truncated {
+            'outer: for secret in &self.secrets {
+                for k in (4.min(secret.len())..secret.len()).rev() {
+                    let end = &secret[secret.len() - k..];
+                    if secret.is_char_boundary(secret.len() - k) && s.starts_with(end) {
+                        s.replace_range(..k, REDACTED);
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        s
+    }
 }
 
 /// Keeps the last `cap` bytes written to it.
@@ -46,6 +197,7 @@ pub struct Limits<'a> {
 struct Tail {
     buf: Vec<u8>,
     cap: usize,
+    truncated: bool,
 }
 
 impl Tail {
@@ -54,6 +206,7 @@ impl Tail {
         if self.buf.len() > self.cap {
             let cut = self.buf.len() - self.cap;
             self.buf.drain(..cut);
+            self.truncated = true;
         }
     }
 }
@@ -65,6 +218,7 @@ fn reader(
     let tail = Arc::new(Mutex::new(Tail {
         buf: Vec::new(),
         cap,
+        truncated: false,
     }));
     let t = tail.clone();
     let h = std::thread::spawn(move || {
@@ -81,7 +235,8 @@ fn reader(
     (tail, h)
 }
 
-/// The environment a check command sees.
+/// The environment a check command sees: nothing of the executor's own but
+/// PATH, HOME and LANG (so no secret variable), then the target's additions.
 pub fn environment(
     extra: &BTreeMap<String, String>,
     patch_id: &str,
@@ -132,10 +287,16 @@ pub fn run(
             p
         }
     };
-    proc.current_dir(cwd)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
+    proc.current_dir(cwd).env_clear().envs(env);
+    if let Some(u) = limits.run_as {
+        // std drops the supplementary groups (setgroups(0)) when it sets the
+        // uid as root, then calls setgid and setuid before exec.
+        proc.uid(u.uid)
+            .gid(u.gid)
+            .env("HOME", &u.home)
+            .env("USER", &u.user);
+    }
+    proc.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -155,8 +316,10 @@ pub fn run(
         }
     };
     let pgid = Pid::from_raw(child.id() as i32);
-    let (out, hout) = reader(child.stdout.take().expect("piped"), limits.tail_bytes);
-    let (err, herr) = reader(child.stderr.take().expect("piped"), limits.tail_bytes);
+    // Room for a whole secret before the kept tail (see `Scrubber::tail`).
+    let keep = limits.tail_bytes + limits.scrub.max_len();
+    let (out, hout) = reader(child.stdout.take().expect("piped"), keep);
+    let (err, herr) = reader(child.stderr.take().expect("piped"), keep);
     let timeout = cmd.timeout.unwrap_or(limits.timeout);
     let timeout_at = started + timeout;
     let mut killed_for = None;
@@ -188,12 +351,13 @@ pub fn run(
     let _ = hout.join();
     let _ = herr.join();
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.stdout_tail =
-        String::from_utf8_lossy(&out.lock().map(|t| t.buf.clone()).unwrap_or_default())
-            .into_owned();
-    summary.stderr_tail =
-        String::from_utf8_lossy(&err.lock().map(|t| t.buf.clone()).unwrap_or_default())
-            .into_owned();
+    let scrubbed = |t: &Arc<Mutex<Tail>>| {
+        t.lock()
+            .map(|t| limits.scrub.tail(&t.buf, t.truncated, limits.tail_bytes))
+            .unwrap_or_default()
+    };
+    summary.stdout_tail = scrubbed(&out);
+    summary.stderr_tail = scrubbed(&err);
     if let Some(st) = status {
         use std::os::unix::process::ExitStatusExt;
         summary.exit_code = st.code();
@@ -214,6 +378,10 @@ pub fn run(
 mod tests {
     use super::*;
 
+    static NO_SECRETS: Scrubber = Scrubber {
+        secrets: Vec::new(),
+    };
+
     fn argv(a: &[&str]) -> Command {
         Command {
             kind: CommandKind::Argv(a.iter().map(|s| s.to_string()).collect()),
@@ -227,6 +395,8 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(60),
             cancelled: &|| false,
             tail_bytes: 16,
+            run_as: None,
+            scrub: &NO_SECRETS,
         }
     }
 
@@ -347,8 +517,48 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(60),
             cancelled: &|| true,
             tail_bytes: 16,
+            run_as: None,
+            scrub: &NO_SECRETS,
         };
         let (_, f) = run(&argv(&["sleep", "30"]), "after", d.path(), &env, &l);
         assert_eq!(f, Some(CmdFailure::Cancelled));
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_whole_and_at_the_cut() {
+        let sc = Scrubber::new(["s3cret-value-1234".to_string(), "short".into()]);
+        assert_eq!(sc.scrub("a s3cret-value-1234 b"), "a [redacted] b");
+        // Too short to be treated as a secret.
+        assert_eq!(sc.scrub("short"), "short");
+        // The cut falls inside the secret: its tail is not shown either.
+        let out = sc.tail(b"xxs3cret-value-1234yy", true, 10);
+        assert!(!out.contains("1234"), "{out}");
+        assert!(out.ends_with("yy"), "{out}");
+        // A secret reaching into the kept part is replaced whole.
+        let out = sc.tail(b"...s3cret-value-1234", true, 12);
+        assert!(out.contains("[redacted]") && !out.contains("1234"), "{out}");
+    }
+
+    #[test]
+    fn output_of_a_check_is_scrubbed() {
+        let d = tempfile::tempdir().unwrap();
+        let env = environment(&BTreeMap::new(), "p", "t");
+        let sc = Scrubber::new(["tok-0123456789abcdef".to_string()]);
+        let mut l = limits(Duration::from_secs(10));
+        l.scrub = &sc;
+        l.tail_bytes = 4096;
+        let (s, _) = run(
+            &argv(&[
+                "sh",
+                "-c",
+                "echo token=tok-0123456789abcdef; echo tok-0123456789abcdef >&2; exit 1",
+            ]),
+            "after",
+            d.path(),
+            &env,
+            &l,
+        );
+        assert_eq!(s.stdout_tail, "token=[redacted]\n");
+        assert_eq!(s.stderr_tail, "[redacted]\n");
     }
 }

@@ -25,8 +25,8 @@ use tracing::{error, info, warn};
 use ghost_core::config::TargetConfig;
 use ghost_core::fs::tree::Tree;
 use ghost_core::patch::parse::{parse_patch, ParseOptions};
-use ghost_core::patch::stage::{stage, StageErrorKind};
-use ghost_core::patch::{Patch, RelPath, TargetSpec};
+use ghost_core::patch::stage::{stage_with, StageErrorKind, StageOptions};
+use ghost_core::patch::{validate_limits, Patch, RelPath, TargetSpec};
 use ghost_core::queue::{AttemptRecord, Claim, EntryRecord, Queue, QueueState, Reason};
 use ghost_core::summary::{
     self, CheckSummary, ErrorSummary, ExecutorInfo, FileSummary, GitSummary, OpSummary,
@@ -35,7 +35,7 @@ use ghost_core::summary::{
 use ghost_core::time::{now_rfc3339, rfc3339};
 use ghost_core::{Config, Layout, Result};
 
-use crate::command::{self, CmdFailure, Limits};
+use crate::command::{self, CmdFailure, Limits, RunAs, Scrubber};
 
 /// A crash window: with the `failpoints` feature and `FAILPOINTS=<name>=return`,
 /// the process aborts here, as a `kill -9` or a power cut would stop it. The
@@ -77,6 +77,8 @@ pub struct TargetCtx {
     pub tree_path: PathBuf,
     pub specs: Vec<TargetSpec>,
     pub counters: Arc<Counters>,
+    /// The target's `run_as` user, resolved at start-up.
+    pub run_as: Option<RunAs>,
 }
 
 impl TargetCtx {
@@ -91,6 +93,7 @@ impl TargetCtx {
             layout,
             cfg,
             counters,
+            run_as: None,
         }
     }
 
@@ -154,6 +157,7 @@ fn outcome_label(o: Outcome) -> &'static str {
 
 fn hint_for(to: QueueState, spent: bool, kind: &str) -> &'static str {
     match (to, kind) {
+        (QueueState::Failed, "edited") => "the entry was changed after it was queued and is not applied as edited: submit the change as a new patch (with a new id), then `ghostctl delete --reason …` this one",
         (QueueState::Failed, _) => "the patch cannot apply as it is: fix the patch or the tree, then `ghostctl retry`, or `ghostctl delete --reason …`",
         (_, "stuck_timeout") => "the patch ran longer than executor.stuck_after; fix what hangs (see its checks), then `ghostctl retry`",
         (_, "rollback_unverified") => "the working tree may differ from its state before the patch: compare it with the journal kept in summaries/<target>/.journals/<name>.json, then `ghostctl retry` or `ghostctl delete`",
@@ -255,6 +259,18 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         );
         return Outcome::Permanent;
     }
+    // Admission recorded the content's MD5: an entry edited by hand since is
+    // not what was accepted (and its id may now name other content).
+    if let Some(expected) = att.record.content_md5.as_deref() {
+        if ghost_core::entry::stored_md5(&bytes).as_deref() != Some(expected) {
+            att.fail(
+                "edited",
+                "the entry's content changed after it was queued (its MD5 no longer matches the one \
+                 recorded at admission); it is not applied as edited: submit the change as a new patch",
+            );
+            return Outcome::Permanent;
+        }
+    }
     let opts = ParseOptions {
         targets: &ctx.specs,
         target_override: Some(&ctx.target),
@@ -268,6 +284,11 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
     };
     att.max_attempts = patch.max_attempts.unwrap_or(ctx.cfg.executor.max_attempts);
     att.record.patch_id = Some(patch.id.clone());
+    if let Err(e) = validate_limits(&patch, &ctx.cfg.limits) {
+        att.patch = Some(patch);
+        att.fail("limit", e.to_string());
+        return Outcome::Permanent;
+    }
     let deadline = att.started + ctx.cfg.executor.stuck_after;
     let env = command::environment(&ctx.target_cfg.env, &patch.id, &ctx.target);
     att.patch = Some(patch);
@@ -281,11 +302,15 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         }
     };
     let cancelled = || hard_stop.is_cancelled();
+    // Read per patch: the bridge may have generated its secrets since.
+    let scrub = Scrubber::gather(&ctx.cfg, &ctx.layout);
     let limits = Limits {
         timeout: ctx.cfg.executor.command_timeout,
         deadline,
         cancelled: &cancelled,
         tail_bytes: ctx.cfg.executor.output_tail_bytes as usize,
+        run_as: ctx.run_as.as_ref(),
+        scrub: &scrub,
     };
 
     // Checks before: the tree is untouched, nothing to undo.
@@ -293,7 +318,15 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         return outcome;
     }
 
-    let staged = match stage(&patch.operations, &tree, ctx.cfg.default_file_mode()) {
+    // Staging is CPU work inside the patch's deadline, bounded by [limits].
+    let opts = StageOptions {
+        default_file_mode: ctx.cfg.default_file_mode(),
+        allow_special_modes: ctx.target_cfg.allow_special_modes,
+        target: ctx.target.clone(),
+        limits: ctx.cfg.limits.clone(),
+        deadline: Some(deadline),
+    };
+    let staged = match stage_with(&patch.operations, &tree, &opts) {
         Ok(s) => s,
         Err(e) => {
             let (outcome, kind) = match e.kind {
@@ -301,6 +334,9 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
                 StageErrorKind::Precondition => (Outcome::Permanent, "precondition"),
                 StageErrorKind::DiffDoesNotApply => (Outcome::Permanent, "diff_does_not_apply"),
                 StageErrorKind::Conflict => (Outcome::Permanent, "conflict"),
+                StageErrorKind::Limit => (Outcome::Permanent, "limit"),
+                StageErrorKind::Refused => (Outcome::Permanent, "refused"),
+                StageErrorKind::Deadline => (Outcome::StuckTimeout, "stuck_timeout"),
             };
             att.fail(kind, e.to_string());
             return outcome;
@@ -566,7 +602,7 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
         // beside the summaries, where no queue move or retry can drop it.
         let j = ctx.journal_path(&att.name);
         if let Ok(Some(bytes)) = ghost_core::fs::read_opt(&j) {
-            let dir = ctx.layout.summaries(&ctx.target).join(".journals");
+            let dir = ctx.layout.kept_journals(&ctx.target);
             ghost_core::fs::ensure_dir(&dir)?;
             ghost_core::fs::durable_write(
                 &dir.join(format!("{}.json", att.name)),
@@ -661,8 +697,8 @@ pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     let mut stale = q.sweep(Duration::from_secs(60), max_age)?;
     for dir in [
         summaries.clone(),
-        summaries.join(".backup"),
-        summaries.join(".journals"),
+        ctx.layout.summary_backups(&ctx.target),
+        ctx.layout.kept_journals(&ctx.target),
     ] {
         stale.extend(ghost_core::fs::sweep_temp_files(&dir, max_age));
     }

@@ -1,6 +1,15 @@
 //! Optional git commit and tag of an applied patch, in the tree's repository,
-//! through the same command runner as checks (no shell, own process group).
-//! Hooks are skipped (`--no-verify`): what runs on a patch is what its checks say.
+//! through the same command runner as checks (no shell, own process group, the
+//! target's `run_as` user, scrubbed output).
+//!
+//! git runs no code of the repository's or the machine's choosing: hooks are
+//! off (`core.hooksPath=/dev/null`, and `--no-verify`), so is the file-system
+//! monitor (`core.fsmonitor=false`), and no system or global configuration is
+//! read (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`). Patches cannot
+//! write under `.git` (see `ghost_core::patch::policy`), so the repository's
+//! own configuration is the operator's. The identity is the repository's if it
+//! has one, else `ghostbridge <ghostbridge@localhost>`, so commits work on a
+//! machine with no git configuration at all.
 
 use std::collections::BTreeMap;
 
@@ -19,16 +28,41 @@ struct Git<'a> {
     log: Vec<CheckSummary>,
 }
 
+/// Options before every git subcommand.
+const HARDENING: [&str; 4] = [
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+];
+
+/// The environment of every git command: the checks' plus no system or global
+/// configuration.
+fn git_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    env.insert("GIT_CONFIG_NOSYSTEM".into(), "1".into());
+    env.insert("GIT_CONFIG_GLOBAL".into(), "/dev/null".into());
+    env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+    env
+}
+
 impl Git<'_> {
     fn run(&mut self, args: &[&str]) -> Result<String, String> {
         let mut argv = vec!["git".to_string()];
+        argv.extend(HARDENING.iter().map(|s| s.to_string()));
         argv.extend(self.identity.iter().cloned());
         argv.extend(args.iter().map(|s| s.to_string()));
         let cmd = Command {
             kind: CommandKind::Argv(argv),
             timeout: None,
         };
-        let (s, f) = command::run(&cmd, "git", self.tree.root(), self.env, self.limits);
+        let (s, f) = command::run(
+            &cmd,
+            "git",
+            self.tree.root(),
+            &git_env(self.env),
+            self.limits,
+        );
         let out = s.stdout_tail.trim().to_string();
         let err = s.stderr_tail.trim().to_string();
         self.log.push(s);

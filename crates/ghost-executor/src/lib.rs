@@ -169,10 +169,34 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    // `run_as` users are resolved once, and every problem is reported at once.
+    let mut run_as = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, t) in &cfg.targets {
+        if let Some(user) = &t.run_as {
+            match command::RunAs::resolve(user) {
+                Ok(u) => {
+                    run_as.insert(name.clone(), u);
+                }
+                Err(e) => problems.push(format!("targets.{name}.{e}")),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ExecError::Other(format!(
+            "bad configuration in {}:\n  - {}",
+            cfg.source,
+            problems.join("\n  - ")
+        )));
+    }
     let counters = Arc::new(Counters::default());
     let ctxs: Vec<Arc<TargetCtx>> = targets
         .iter()
-        .map(|t| Arc::new(TargetCtx::new(cfg.clone(), t, counters.clone())))
+        .map(|t| {
+            let mut c = TargetCtx::new(cfg.clone(), t, counters.clone());
+            c.run_as = run_as.get(t).cloned();
+            Arc::new(c)
+        })
         .collect();
     for c in &ctxs {
         std::fs::create_dir_all(&c.tree_path)

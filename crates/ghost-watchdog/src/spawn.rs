@@ -37,11 +37,6 @@ pub enum SpawnError {
     },
 }
 
-/// `logs/<child>.stderr.log`.
-pub fn stderr_log(log_dir: &Path, child: &str) -> PathBuf {
-    log_dir.join(format!("{child}.stderr.log"))
-}
-
 /// Keep the stderr log bounded: past `max_bytes`, the file becomes
 /// `<child>.stderr.log.1` (replacing the previous one) before the next start.
 fn rotate(path: &Path, max_bytes: u64) {
@@ -60,7 +55,7 @@ fn rotate(path: &Path, max_bytes: u64) {
 pub fn spawn(
     spec: &ChildSpec,
     cwd: &Path,
-    log_dir: &Path,
+    log_path: &Path,
     max_log_bytes: u64,
 ) -> Result<tokio::process::Child, SpawnError> {
     if !spec.program_present() {
@@ -68,19 +63,18 @@ pub fn spawn(
             program: spec.program.clone(),
         });
     }
-    let log_path = stderr_log(log_dir, &spec.name);
-    rotate(&log_path, max_log_bytes);
+    rotate(log_path, max_log_bytes);
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(ghost_core::fs::FILE_MODE)
-        .open(&log_path)
+        .open(log_path)
         .map_err(|source| SpawnError::Log {
-            path: log_path.clone(),
+            path: log_path.to_path_buf(),
             source,
         })?;
     let log2 = log.try_clone().map_err(|source| SpawnError::Log {
-        path: log_path.clone(),
+        path: log_path.to_path_buf(),
         source,
     })?;
     let mut cmd = tokio::process::Command::new(&spec.program);
@@ -153,11 +147,12 @@ mod tests {
             "/bin/sh",
             &["-c", "echo pgid=$(cut -d' ' -f5 /proc/$$/stat) cwd=$(pwd) env=$GHOST_TEST_ENV notify=${NOTIFY_SOCKET:-none}; echo err >&2"],
         );
-        let mut c = spawn(&s, d.path(), d.path(), 1 << 20).unwrap();
+        let log = d.path().join("t.stderr.log");
+        let mut c = spawn(&s, d.path(), &log, 1 << 20).unwrap();
         let pid = c.id().unwrap();
         let st = c.wait().await.unwrap();
         assert!(st.success());
-        let out = std::fs::read_to_string(stderr_log(d.path(), "t")).unwrap();
+        let out = std::fs::read_to_string(&log).unwrap();
         assert!(out.contains(&format!("pgid={pid}")), "{out}");
         assert!(
             out.contains(&format!(
@@ -177,7 +172,7 @@ mod tests {
         match spawn(
             &spec("/nonexistent/ghost-monitor", &[]),
             d.path(),
-            d.path(),
+            &d.path().join("t.stderr.log"),
             1,
         ) {
             Err(SpawnError::Missing { program }) => {
@@ -190,15 +185,9 @@ mod tests {
     #[tokio::test]
     async fn a_large_log_is_rotated_before_the_start() {
         let d = tempfile::tempdir().unwrap();
-        let log = stderr_log(d.path(), "t");
+        let log = d.path().join("t.stderr.log");
         ghost_core::fs::durable_write(&log, &[b'x'; 100], 0o600).unwrap();
-        let mut c = spawn(
-            &spec("/bin/sh", &["-c", "echo new"]),
-            d.path(),
-            d.path(),
-            50,
-        )
-        .unwrap();
+        let mut c = spawn(&spec("/bin/sh", &["-c", "echo new"]), d.path(), &log, 50).unwrap();
         c.wait().await.unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "new\n");
         assert_eq!(

@@ -88,11 +88,16 @@ fn resolve_command(cmd: &Path, root: &Path) -> PathBuf {
 /// The configuration sections a built-in child reads.
 fn sections(name: &str, c: &Config) -> serde_json::Value {
     match name {
+        // The executor reads a few keys of `[bridge]` and `[alerts]` too: the
+        // patch size limit, and the secrets it scrubs from check output.
         "executor" => json!({
-            "targets": c.targets, "executor": c.executor, "heartbeat": c.heartbeat, "logs": c.logs,
+            "targets": c.targets, "executor": c.executor, "limits": c.limits,
+            "bridge": [c.bridge.max_patch_bytes, c.bridge.token, c.bridge.hmac_key],
+            "alerts": c.alerts.slack_webhook_url, "heartbeat": c.heartbeat, "logs": c.logs,
         }),
         "bridge" => json!({
-            "targets": c.targets, "bridge": c.bridge, "heartbeat": c.heartbeat, "logs": c.logs,
+            "targets": c.targets, "bridge": c.bridge, "limits": c.limits, "heartbeat": c.heartbeat,
+            "logs": c.logs,
         }),
         "monitor" => json!({
             "targets": c.targets, "executor": c.executor, "bridge": c.bridge, "monitor": c.monitor,
@@ -248,6 +253,10 @@ command = "no-such-program-anywhere"
         assert!(!same(&a, "executor") && same(&a, "bridge") && !same(&a, "monitor"));
         let a = fp("[bridge]\nlisten = \"127.0.0.1:9999\"\n");
         assert!(same(&a, "executor") && !same(&a, "bridge") && !same(&a, "monitor"));
+        let a = fp("[limits]\nmax_file_bytes = \"1MiB\"\n");
+        assert!(!same(&a, "executor") && !same(&a, "bridge"));
+        let a = fp("[bridge]\ntoken = \"a-new-token-value\"\n");
+        assert!(!same(&a, "executor") && !same(&a, "bridge"));
         let a = fp("[heartbeat]\ninterval = \"1s\"\n");
         assert!(!same(&a, "executor") && !same(&a, "bridge") && !same(&a, "monitor"));
         let a = fp("[watchdog]\nmax_restarts = 5\n");

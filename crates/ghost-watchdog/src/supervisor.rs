@@ -411,13 +411,13 @@ impl Sup {
 
     /// Spawn child `name`; the event to feed back.
     fn spawn(&mut self, name: &str) -> Event {
-        let (root, logs, max) = (
+        let (root, log, max) = (
             self.root.clone(),
-            self.layout.logs(),
+            self.layout.child_output_log(name),
             self.config.logs.max_bytes,
         );
         let c = self.children.get_mut(name).expect("known child");
-        match spawn::spawn(&c.spec, &root, &logs, max) {
+        match spawn::spawn(&c.spec, &root, &log, max) {
             Ok(mut child) => {
                 let Some(pid) = child.id() else {
                     return Event::SpawnFailed { missing: false };
@@ -462,7 +462,7 @@ impl Sup {
     }
 
     fn give_up(&mut self, name: &str, restarts: u32) {
-        let log = spawn::stderr_log(&self.layout.logs(), name);
+        let log = self.layout.child_output_log(name);
         let c = self.children.get_mut(name).expect("known child");
         c.given_up_at = Some(SystemTime::now());
         let last = c.last_exit.clone();

@@ -28,6 +28,7 @@ use tracing::info;
 use ghost_core::queue::{is_entry_file, EntryRecord, OperatorAction, Queue, QueueState};
 use ghost_core::{Config, Layout};
 
+use crate::commands;
 use crate::entries::{find, EntryInfo};
 use crate::util::{clean, who};
 use crate::{io, json_text, CtlError};
@@ -51,23 +52,25 @@ impl Action {
         }
     }
 
-    /// Where the entry goes from `from`, or why it cannot.
+    /// Where the entry goes from `from`, or why it cannot (each verb's rule
+    /// lives in its module).
     fn destination(self, from: QueueState) -> Result<QueueState, String> {
-        use QueueState::*;
-        match (self, from) {
-            (Action::Retry, Stuck | Failed | Deferred) => Ok(Pending),
-            (Action::Retry, Done) => Err("it was applied already; submit the patch again to apply it again".into()),
-            (Action::Retry, _) => Err("retry moves entries from .stuck/, failed/ or deferred/".into()),
-            (Action::Hold, Pending | Deferred) => Ok(Held),
-            (Action::Hold, Held) => Err("it is held already".into()),
-            (Action::Hold, _) => Err("hold moves entries from pending/ or deferred/".into()),
-            (Action::Release, Held) => Ok(Pending),
-            (Action::Release, _) => Err("release moves entries from held/".into()),
-            (Action::Delete, Active) => Err(
-                "it is being applied right now; wait until it finishes (see `ghostctl ls`), then delete it".into(),
-            ),
-            (Action::Delete, Trash) => Err("it is in trash/ already".into()),
-            (Action::Delete, _) => Ok(Trash),
+        match self {
+            Action::Retry => commands::retry::destination(from),
+            Action::Hold => commands::hold::destination(from),
+            Action::Release => commands::release::destination(from),
+            Action::Delete => commands::delete::destination(from),
+        }
+    }
+
+    /// What the action changes in the entry's record, besides its
+    /// operator action.
+    fn update(self, record: &mut EntryRecord) {
+        match self {
+            Action::Retry => commands::retry::update(record),
+            Action::Hold => commands::hold::update(record),
+            Action::Release => commands::release::update(record),
+            Action::Delete => commands::delete::update(record),
         }
     }
 }
@@ -129,16 +132,7 @@ pub fn act(
     if record.patch_id.is_none() {
         record.patch_id = entry.patch_id.clone();
     }
-    match action {
-        Action::Retry => {
-            record.attempts = 0;
-            record.reason = None;
-            record.due_at = None;
-            record.claim = None;
-        }
-        Action::Release => record.due_at = None,
-        Action::Hold | Action::Delete => {}
-    }
+    action.update(&mut record);
     record.operator.push(OperatorAction {
         action: action.name().into(),
         by: by.clone(),
@@ -173,7 +167,8 @@ pub fn act(
     })
 }
 
-/// The verbs' shared `run`: act, then print what was done (and notes on stderr).
+/// `ghostctl retry|hold|release|delete`: act, then print what was done (and
+/// notes on stderr).
 pub fn run(
     config: &Config,
     action: Action,

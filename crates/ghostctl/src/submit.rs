@@ -1,20 +1,17 @@
-//! `ghostctl submit`: validate patch files and enqueue them, as the bridge would.
+//! `ghostctl submit`: admit patch files through the one admission path the
+//! bridge uses ([`ghost_core::admit`]).
 //!
 //! Each file is judged on its own: an invalid one is reported with every field
 //! error and enqueues nothing, the others still go in, in command-line order
 //! (so FIFO order is the order given). What is enqueued is the file's bytes,
 //! unchanged; the parse is only the gate.
 //!
-//! Like the bridge, `submit` deduplicates by patch id (the patch's own, or
-//! `patch-<MD5 of its canonical JSON>`) against every entry of every queue of
-//! the root: the same id with the same content is reported as already queued
-//! and nothing is written; the same id with other content is refused.
-//!
-//! Beside each new entry goes a record carrying the patch id the parse found,
-//! written *before* the entry appears in `pending/` (the queue's invariant:
-//! the record beside an entry is accurate). It lets `ls`/`show` find an entry
-//! by the id printed here even when the patch had no id of its own and the
-//! parser assigned one.
+//! Duplicates are decided against the root's durable id index, whoever queued
+//! the first copy (the bridge, another `submit`): the same id with the same
+//! content is reported as already queued and nothing is written; the same id
+//! with other content is refused with the bridge's wording, and so is a target
+//! at its high-water mark. Beside each new entry goes its record with the
+//! patch id, so `ls`/`show` find it by the id printed here.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,10 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::info;
 
-use ghost_core::patch::parse::{parse_patch, ParseOptions};
+use ghost_core::admit::{conflict_reason, Admission, Outcome, Queued};
 use ghost_core::patch::FieldError;
-use ghost_core::queue::{content_md5, index_ids, new_name, EntryRecord, KnownEntry, QueueState};
-use ghost_core::{Config, Layout};
+use ghost_core::Config;
 
 /// The outcome for one file.
 #[derive(Debug, Clone, Serialize)]
@@ -112,17 +108,8 @@ pub fn submit(
     stdin: &mut dyn Read,
 ) -> anyhow::Result<Vec<SubmitItem>> {
     use anyhow::Context;
-    let layout = Layout::new(&config.root);
-    layout
-        .create(config.targets.keys().map(String::as_str))
-        .with_context(|| format!("cannot create the data root {}", config.root.display()))?;
-    let specs = config.target_specs();
-    let opts = ParseOptions {
-        targets: &specs,
-        target_override: target,
-    };
-    let mut known = index_ids(&layout, config.targets.keys().cloned())
-        .with_context(|| format!("cannot read the queues under {}", config.root.display()))?;
+    let admission = Admission::new(config)
+        .with_context(|| format!("cannot open the data root {}", config.root.display()))?;
     let mut out = Vec::new();
     for file in files {
         let label = file.display().to_string();
@@ -133,87 +120,50 @@ pub fn submit(
                 continue;
             }
         };
-        let patch = match parse_patch(&bytes, &opts) {
-            Ok(p) => p,
-            Err(e) => {
-                out.push(SubmitItem {
-                    file: label,
-                    ok: false,
-                    queue_name: None,
-                    patch_id: None,
-                    target: None,
-                    duplicate: false,
-                    errors: e.errors,
-                });
-                continue;
-            }
+        let item = |q: Queued, duplicate: bool| SubmitItem {
+            file: label.clone(),
+            ok: true,
+            queue_name: Some(q.name),
+            patch_id: Some(q.id),
+            target: Some(q.target),
+            duplicate,
+            errors: Vec::new(),
         };
-        // The parse succeeded, so the bytes are JSON.
-        let md5 = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map(|v| content_md5(&v))
-            .unwrap_or_default();
-        if let Some(k) = known.get(&patch.id) {
-            if k.md5 == md5 {
-                out.push(SubmitItem {
-                    file: label,
-                    ok: true,
-                    queue_name: Some(k.name.clone()),
-                    patch_id: Some(patch.id),
-                    target: Some(k.target.clone()),
-                    duplicate: true,
-                    errors: Vec::new(),
-                });
-            } else {
-                out.push(SubmitItem::failed(
-                    &label,
-                    "id",
-                    format!(
-                        "id {:?} is already used by entry {} ({}, {}) with other content; give this patch another id",
-                        patch.id, k.name, k.target, k.state
-                    ),
-                ));
+        match admission.admit(&bytes, target) {
+            Outcome::Queued(q) => {
+                info!(event = "PATCH_SUBMITTED", target = %q.target, queue_name = %q.name, patch_id = %q.id,
+                      file = %label, by = %crate::util::who(), "enqueued by ghostctl submit");
+                out.push(item(q, false));
             }
-            continue;
-        }
-        let q = layout.queue(&patch.target);
-        let name = new_name();
-        let record = EntryRecord {
-            patch_id: Some(patch.id.clone()),
-            ..EntryRecord::default()
-        };
-        let enqueued = q
-            .write_record(QueueState::Pending, &name, &record)
-            .and_then(|()| q.enqueue_named(&name, &bytes));
-        if let Err(e) = enqueued {
-            // Nothing is in pending/ under this name: the record is scratch.
-            let _ = ghost_core::fs::durable_remove(&q.record_path(QueueState::Pending, &name));
-            out.push(SubmitItem::failed(
+            Outcome::Duplicate(q) => out.push(item(q, true)),
+            Outcome::Conflict { id, existing } => out.push(SubmitItem::failed(
+                &label,
+                "id",
+                conflict_reason(&id, &existing),
+            )),
+            Outcome::Rejected(e) => out.push(SubmitItem {
+                file: label,
+                ok: false,
+                queue_name: None,
+                patch_id: None,
+                target: None,
+                duplicate: false,
+                errors: e.errors,
+            }),
+            Outcome::Full { target, depth } => out.push(SubmitItem::failed(
+                &label,
+                "target",
+                format!(
+                    "target {target} has {depth} pending patches, at or above bridge.high_water_mark ({}); try again later",
+                    config.bridge.high_water_mark
+                ),
+            )),
+            Outcome::Failed(msg) => out.push(SubmitItem::failed(
                 &label,
                 "(queue)",
-                format!("cannot enqueue: {e}"),
-            ));
-            continue;
+                format!("cannot enqueue: {msg}"),
+            )),
         }
-        info!(event = "PATCH_SUBMITTED", target = %patch.target, queue_name = %name, patch_id = %patch.id,
-              file = %label, by = %crate::util::who(), "enqueued by ghostctl submit");
-        known.insert(
-            patch.id.clone(),
-            KnownEntry {
-                target: patch.target.clone(),
-                name: name.clone(),
-                state: QueueState::Pending,
-                md5,
-            },
-        );
-        out.push(SubmitItem {
-            file: label,
-            ok: true,
-            queue_name: Some(name),
-            patch_id: Some(patch.id),
-            target: Some(patch.target),
-            duplicate: false,
-            errors: Vec::new(),
-        });
     }
     Ok(out)
 }

@@ -270,6 +270,7 @@ fn submit_legacy_fixtures() {
         t.aliases = vec!["DEV".into(), "ghost-system".into()];
         t.legacy_root = Some("/tmp".into());
         t.allow_shell = true;
+        t.commands = ghost_core::patch::CommandPolicy::Any;
     });
     let items = env.submit(None, &files);
     let ok: Vec<bool> = items.iter().map(|i| i.ok).collect();
@@ -1091,7 +1092,7 @@ fn submit_deduplicates_like_the_bridge() {
     let (code, _, err) = env.run(&["submit", other.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("already used by entry") && err.contains(&name),
+        err.contains("already used by queue entry") && err.contains(&name),
         "{err}"
     );
     // Twice in one invocation: once.

@@ -207,32 +207,52 @@ pub fn is_already_exists(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
 }
 
-/// Create directory `dir` (which must not exist) holding `files`, durably as a
-/// whole: every file is written without its own fsync, then one `syncfs` makes
-/// them all durable, then the directory is fsynced. For large derived sets
-/// (the id index built from an older root), where one fsync per file would
-/// take minutes; the caller publishes `dir` with one rename.
-pub fn write_dir_batch<I>(dir: &Path, files: I) -> Result<usize>
-where
-    I: IntoIterator<Item = (String, Vec<u8>)>,
-{
-    ensure_dir(dir)?;
-    let mut n = 0;
-    for (name, bytes) in files {
-        let p = dir.join(&name);
-        let mut f = OpenOptions::new()
+/// A directory filled with many small files and made durable as a whole:
+/// each file is written without its own fsync, then [`BatchDir::finish`] makes
+/// them all durable with one `syncfs` and fsyncs the directory. For large
+/// derived sets (the id index built from an older root), where one fsync per
+/// file would take minutes; the caller then publishes the directory with one
+/// rename.
+#[derive(Debug)]
+pub struct BatchDir {
+    dir: PathBuf,
+    files: usize,
+}
+
+impl BatchDir {
+    pub fn create(dir: &Path) -> Result<BatchDir> {
+        ensure_dir(dir)?;
+        Ok(BatchDir {
+            dir: dir.to_path_buf(),
+            files: 0,
+        })
+    }
+
+    /// Add file `name`; `false` (and nothing written) if it exists already.
+    pub fn add(&mut self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let p = self.dir.join(name);
+        let mut f = match OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(FILE_MODE)
             .open(&p)
-            .ctx("create", &p)?;
-        f.write_all(&bytes).ctx("write", &p)?;
-        n += 1;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(Error::io("create", p, e)),
+        };
+        f.write_all(bytes).ctx("write", &p)?;
+        self.files += 1;
+        Ok(true)
     }
-    let d = File::open(dir).ctx("open directory", dir)?;
-    nix::unistd::syncfs(&d).map_err(|e| Error::io("syncfs", dir, io::Error::from(e)))?;
-    d.sync_all().ctx("fsync directory", dir)?;
-    Ok(n)
+
+    /// Make every file and the directory durable; returns the number of files.
+    pub fn finish(self) -> Result<usize> {
+        let d = File::open(&self.dir).ctx("open directory", &self.dir)?;
+        nix::unistd::syncfs(&d).map_err(|e| Error::io("syncfs", &self.dir, io::Error::from(e)))?;
+        d.sync_all().ctx("fsync directory", &self.dir)?;
+        Ok(self.files)
+    }
 }
 
 #[allow(clippy::disallowed_methods)] // this is the durable helper
@@ -359,15 +379,21 @@ pub struct LockFile {
 impl LockFile {
     /// Take the lock or fail at once with [`Error::Locked`] naming the holder's pid.
     pub fn try_acquire(path: &Path) -> Result<LockFile> {
-        Self::acquire_with(path, FlockArg::LockExclusiveNonblock)
+        Self::acquire_with(path, FlockArg::LockExclusiveNonblock, true)
     }
 
     /// Wait for the lock.
     pub fn acquire(path: &Path) -> Result<LockFile> {
-        Self::acquire_with(path, FlockArg::LockExclusive)
+        Self::acquire_with(path, FlockArg::LockExclusive, true)
     }
 
-    fn acquire_with(path: &Path, arg: FlockArg) -> Result<LockFile> {
+    /// Wait for a lock held only for a moment (admission), without writing
+    /// the holder's pid: that would cost a write and an fsync per holding.
+    pub fn acquire_brief(path: &Path) -> Result<LockFile> {
+        Self::acquire_with(path, FlockArg::LockExclusive, false)
+    }
+
+    fn acquire_with(path: &Path, arg: FlockArg, record_pid: bool) -> Result<LockFile> {
         if let Some(dir) = path.parent() {
             ensure_dir(dir)?;
         }
@@ -382,9 +408,11 @@ impl LockFile {
         match Flock::lock(file, arg) {
             Ok(mut lock) => {
                 // Record our pid for whoever finds the lock taken. Informational only.
-                let _ = lock.set_len(0);
-                let _ = writeln!(&mut *lock, "{}", std::process::id());
-                let _ = lock.sync_data();
+                if record_pid {
+                    let _ = lock.set_len(0);
+                    let _ = writeln!(&mut *lock, "{}", std::process::id());
+                    let _ = lock.sync_data();
+                }
                 Ok(LockFile {
                     _lock: lock,
                     path: path.to_path_buf(),

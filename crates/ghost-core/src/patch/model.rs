@@ -193,7 +193,8 @@ pub struct Command {
 pub enum CommandKind {
     /// Run directly, no shell. Never empty.
     Argv(Vec<String>),
-    /// Run with `/bin/sh -c`; only accepted for targets with `allow_shell`.
+    /// Run with `/bin/sh -c`; only accepted for targets with `allow_shell` and
+    /// `commands = "any"` (see `policy`).
     Shell(String),
 }
 
@@ -214,13 +215,82 @@ pub struct GitAction {
 }
 
 /// What the parser needs to know about one configured target.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TargetSpec {
     pub name: String,
     pub aliases: Vec<String>,
     /// Absolute prefix that legacy patches use for this tree.
     pub legacy_root: Option<String>,
     pub allow_shell: bool,
+    /// Which commands (checks) the target's patches may run.
+    pub commands: CommandPolicy,
+    /// Path prefixes no operation may touch, besides every `.git` component.
+    pub protected_paths: Vec<String>,
+    /// Whether files may get setuid, setgid or sticky bits.
+    pub allow_special_modes: bool,
+}
+
+/// Which commands a target lets its patches run (`targets.<name>.commands`):
+/// `"none"` (the default), `"any"`, or a list of argv prefixes such as
+/// `[["cargo", "test"], ["npm", "test"]]`. See `policy` for the rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CommandPolicy {
+    #[default]
+    None,
+    Any,
+    /// A command's argv must start with one of these, element by element.
+    Allow(Vec<Vec<String>>),
+}
+
+impl fmt::Display for CommandPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandPolicy::None => f.write_str("\"none\""),
+            CommandPolicy::Any => f.write_str("\"any\""),
+            CommandPolicy::Allow(list) => {
+                let shown: Vec<String> = list.iter().map(|p| format!("{p:?}")).collect();
+                write!(f, "[{}]", shown.join(", "))
+            }
+        }
+    }
+}
+
+impl Serialize for CommandPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CommandPolicy::None => s.serialize_str("none"),
+            CommandPolicy::Any => s.serialize_str("any"),
+            CommandPolicy::Allow(list) => list.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            L(Vec<Vec<String>>),
+        }
+        const HOW: &str = "expected \"none\", \"any\" or a list of argv prefixes such as [[\"cargo\", \"test\"], [\"npm\", \"test\"]]";
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(HOW))? {
+            Raw::S(s) if s == "none" => Ok(CommandPolicy::None),
+            Raw::S(s) if s == "any" => Ok(CommandPolicy::Any),
+            Raw::S(s) => Err(serde::de::Error::custom(format!("{s:?}: {HOW}"))),
+            Raw::L(list) => {
+                if let Some(bad) = list
+                    .iter()
+                    .find(|p| p.is_empty() || p[0].is_empty() || p.iter().any(|a| a.contains('\0')))
+                {
+                    return Err(serde::de::Error::custom(format!(
+                        "{bad:?} is not an argv prefix: it needs a program name and no NUL bytes"
+                    )));
+                }
+                Ok(CommandPolicy::Allow(list))
+            }
+        }
+    }
 }
 
 /// One problem with an input patch: which field (a JSON-path-like locator such

@@ -349,17 +349,26 @@ struct Parts {
 
 fn finish(ctx: Ctx<'_>, parts: Parts) -> Result<Patch, PatchError> {
     match ctx.target {
-        Some(target) if ctx.errors.is_empty() => Ok(Patch {
-            // Empty means "none given": `parse_patch_value` derives it from the content.
-            id: parts.id.unwrap_or_default(),
-            target: target.name.clone(),
-            description: parts.description,
-            operations: parts.operations,
-            checks: parts.checks,
-            max_attempts: parts.max_attempts,
-            git: parts.git,
-            source_format: parts.format,
-        }),
+        Some(target) if ctx.errors.is_empty() => {
+            let patch = Patch {
+                // Empty means "none given": `parse_patch_value` derives it from the content.
+                id: parts.id.unwrap_or_default(),
+                target: target.name.clone(),
+                description: parts.description,
+                operations: parts.operations,
+                checks: parts.checks,
+                max_attempts: parts.max_attempts,
+                git: parts.git,
+                source_format: parts.format,
+            };
+            // What the target allows: commands, protected paths, modes.
+            let errors = super::policy::check(&patch, target);
+            if errors.is_empty() {
+                Ok(patch)
+            } else {
+                Err(PatchError { errors })
+            }
+        }
         _ => {
             let mut errors = ctx.errors;
             if errors.is_empty() {
@@ -562,11 +571,14 @@ fn unknown_keys(ctx: &mut Ctx<'_>, obj: &Map<String, Value>, allowed: &[&str], f
     }
 }
 
-/// Compiles a regex pattern, returning a one-line reason on failure.
+/// Checks a regex pattern's syntax, returning a one-line reason on failure.
+/// Only the syntax: compiling is bounded work done under `[limits]` (see
+/// `patch::limits`), which the parser does not know.
 fn check_regex(pattern: &str) -> Result<(), String> {
-    match regex::Regex::new(pattern) {
+    match regex_syntax::Parser::new().parse(pattern) {
         Ok(_) => Ok(()),
-        Err(regex::Error::Syntax(s)) => {
+        Err(e) => {
+            let s = e.to_string();
             let detail = s
                 .lines()
                 .rev()
@@ -577,6 +589,5 @@ fn check_regex(pattern: &str) -> Result<(), String> {
                 "pattern {pattern:?} does not compile as a regular expression: {detail}"
             ))
         }
-        Err(e) => Err(format!("pattern {pattern:?} cannot be used: {e}")),
     }
 }

@@ -20,6 +20,17 @@
 //!   special file among a path's ancestors.
 //! - `DiffDoesNotApply`: a unified diff whose hunks do not match the file (or
 //!   cannot be parsed, or whose deletion leaves content behind).
+//! - `Limit`: a file or the patch's staged total grew past `[limits]`
+//!   (`max_file_bytes`, `max_staged_bytes`), or a pattern past the regex
+//!   limits. Sizes are checked before the result is allocated where it can be
+//!   computed (replace, regex with a literal replacement) and as it grows
+//!   otherwise, so a small patch cannot make staging exhaust memory.
+//! - `Refused`: the result would carry setuid, setgid or sticky bits on a
+//!   target without `allow_special_modes` (also when the mode comes from the
+//!   file already in the tree: a patch never rewrites such a file).
+//! - `Deadline`: staging ran past its deadline (`executor.stuck_after`); it is
+//!   checked between operations, between the files of a diff and while a
+//!   regex replaces.
 //! - `Io`: the view could not be read; the executor retries later.
 //!
 //! Directories are never removed and a path never changes between file and
@@ -30,9 +41,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::config::LimitsConfig;
 use crate::hash::md5_hex;
 use crate::patch::{FileDiff, Operation, RelPath};
 
@@ -224,6 +237,9 @@ pub enum StageErrorKind {
     Precondition,
     DiffDoesNotApply,
     Conflict,
+    Limit,
+    Refused,
+    Deadline,
     Io,
 }
 
@@ -253,26 +269,67 @@ impl StageError {
 
 type Result<T, E = StageError> = std::result::Result<T, E>;
 
-/// Stages `ops` against `view`. `default_file_mode` is the mode of a file created
-/// without an explicit mode (e.g. 0o644).
+/// How to stage: the defaults of files, what the target allows, the bounds.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    /// Mode of a file created without an explicit mode (e.g. 0o644).
+    pub default_file_mode: u32,
+    /// The target's `allow_special_modes`.
+    pub allow_special_modes: bool,
+    /// Target name, for messages.
+    pub target: String,
+    pub limits: LimitsConfig,
+    /// Staging past this instant fails with `Deadline`.
+    pub deadline: Option<Instant>,
+}
+
+impl StageOptions {
+    /// The default limits, no special modes, no deadline.
+    pub fn new(default_file_mode: u32) -> Self {
+        StageOptions {
+            default_file_mode,
+            allow_special_modes: false,
+            target: "default".into(),
+            limits: LimitsConfig::default(),
+            deadline: None,
+        }
+    }
+}
+
+/// Stages `ops` against `view` with [`StageOptions::new`]`(default_file_mode)`.
 pub fn stage(
     ops: &[Operation],
     view: &dyn TreeView,
     default_file_mode: u32,
+) -> Result<Staged, StageError> {
+    stage_with(ops, view, &StageOptions::new(default_file_mode))
+}
+
+/// Stages `ops` against `view`.
+pub fn stage_with(
+    ops: &[Operation],
+    view: &dyn TreeView,
+    opts: &StageOptions,
 ) -> Result<Staged, StageError> {
     let mut ov = Overlay {
         view,
         original: BTreeMap::new(),
         current: BTreeMap::new(),
         created_dirs: BTreeSet::new(),
-        default_mode: default_file_mode,
+        default_mode: opts.default_file_mode,
+        opts,
+        staged_sizes: BTreeMap::new(),
+        staged_total: 0,
     };
     let mut results = Vec::with_capacity(ops.len());
     for (index, op) in ops.iter().enumerate() {
-        let (files, detail) = ov.apply(op).map_err(|mut e| {
-            e.index = Some(index);
-            e
-        })?;
+        let (files, detail) =
+            ov.check_deadline()
+                .and_then(|()| ov.apply(op))
+                .map_err(|mut e| {
+                    e.index = Some(index);
+                    e
+                })?;
         results.push(OpResult {
             index,
             op: op_name(op),
@@ -377,11 +434,39 @@ struct Overlay<'v> {
     /// Directories this patch creates.
     created_dirs: BTreeSet<RelPath>,
     default_mode: u32,
+    opts: &'v StageOptions,
+    /// Size of the content staged for each path written so far.
+    staged_sizes: BTreeMap<RelPath, u64>,
+    staged_total: u64,
 }
 
 type Outcome = (Vec<FileChange>, String);
 
 impl Overlay<'_> {
+    fn check_deadline(&self) -> Result<()> {
+        match self.opts.deadline {
+            Some(d) if Instant::now() >= d => Err(StageError::new(
+                StageErrorKind::Deadline,
+                "staging ran past the patch's deadline (executor.stuck_after)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a file of `size` bytes at `path` past `limits.max_file_bytes`.
+    fn check_file_size(&self, path: &RelPath, size: u64) -> Result<()> {
+        let max = self.opts.limits.max_file_bytes;
+        if size > max {
+            return Err(StageError::new(
+                StageErrorKind::Limit,
+                format!(
+                    "{path} would be {size} bytes or more; the limit is {max} (limits.max_file_bytes)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The entry of `path` itself, cached, with no regard to its ancestors.
     fn raw(&mut self, path: &RelPath) -> Result<Entry> {
         if let Some(e) = self.current.get(path) {
@@ -482,15 +567,40 @@ impl Overlay<'_> {
 
     /// Puts a regular file at `path` (callers have checked what is there).
     fn put(&mut self, path: &RelPath, data: FileData) -> Result<()> {
+        if let Some(why) = super::policy::special_mode_reason(
+            data.mode,
+            path,
+            self.opts.allow_special_modes,
+            &self.opts.target,
+        ) {
+            return Err(StageError::new(StageErrorKind::Refused, why));
+        }
+        let size = data.bytes.len() as u64;
+        self.check_file_size(path, size)?;
+        let total = self.staged_total - self.staged_sizes.get(path).copied().unwrap_or(0) + size;
+        let max = self.opts.limits.max_staged_bytes;
+        if total > max {
+            return Err(StageError::new(
+                StageErrorKind::Limit,
+                format!(
+                    "with {path} the patch would write {total} bytes; the limit is {max} (limits.max_staged_bytes)"
+                ),
+            ));
+        }
         if !self.original.contains_key(path) {
             self.lookup(path)?;
         }
         self.make_parents(path)?;
+        self.staged_sizes.insert(path.clone(), size);
+        self.staged_total = total;
         self.current.insert(path.clone(), Entry::File(data));
         Ok(())
     }
 
     fn remove(&mut self, path: &RelPath) {
+        if let Some(size) = self.staged_sizes.remove(path) {
+            self.staged_total -= size;
+        }
         self.current.insert(path.clone(), Entry::Absent);
     }
 
@@ -574,6 +684,10 @@ impl Overlay<'_> {
                 truncate(find, 80),
             )));
         }
+        // The exact size, before the result is allocated.
+        let size = (text.len() as u64 - (found * find.len()) as u64)
+            .saturating_add((found as u64).saturating_mul(replace.len() as u64));
+        self.check_file_size(path, size)?;
         let after = FileData {
             bytes: text.replace(find, replace).into_bytes(),
             mode: before.mode,
@@ -592,13 +706,22 @@ impl Overlay<'_> {
     ) -> Result<Outcome> {
         let before = self.existing_file(path)?;
         let text = as_text(&before, path)?;
-        let re = regex::Regex::new(pattern).map_err(|e| {
-            StageError::precondition(format!(
-                "invalid regular expression {}: {e}",
-                truncate(pattern, 80)
-            ))
+        let re = super::limits::compile_regex(pattern, &self.opts.limits).map_err(|e| {
+            let kind = if e.contains("(limits.") {
+                StageErrorKind::Limit
+            } else {
+                StageErrorKind::Precondition
+            };
+            StageError::new(
+                kind,
+                format!("regular expression {}: {e}", truncate(pattern, 80)),
+            )
         })?;
-        let found = re.find_iter(text).count();
+        let (mut found, mut matched) = (0usize, 0u64);
+        for m in re.find_iter(text) {
+            found += 1;
+            matched += m.len() as u64;
+        }
         if found == 0 {
             return Err(StageError::precondition(format!(
                 "regular expression {} does not match {path}",
@@ -614,8 +737,9 @@ impl Overlay<'_> {
                 )));
             }
         }
+        let bytes = self.replace_all(&re, text, replacement, path, found, matched)?;
         let after = FileData {
-            bytes: re.replace_all(text, replacement).into_owned().into_bytes(),
+            bytes,
             mode: before.mode,
         };
         let fc = change(path, Some(&before), Some(&after));
@@ -624,6 +748,45 @@ impl Overlay<'_> {
             vec![fc],
             format!("{} replaced", plural(found, "match", "matches")),
         ))
+    }
+
+    /// `re.replace_all(text, replacement)`, refused past `limits.max_file_bytes`
+    /// before it is allocated: exactly computed for a literal replacement,
+    /// checked as it grows when `$` expands groups. `found` matches of total
+    /// length `matched` are known from a first pass.
+    fn replace_all(
+        &self,
+        re: &regex::Regex,
+        text: &str,
+        replacement: &str,
+        path: &RelPath,
+        found: usize,
+        matched: u64,
+    ) -> Result<Vec<u8>> {
+        if !replacement.contains('$') {
+            let size = (text.len() as u64 - matched)
+                .saturating_add((found as u64).saturating_mul(replacement.len() as u64));
+            self.check_file_size(path, size)?;
+            return Ok(re
+                .replace_all(text, regex::NoExpand(replacement))
+                .into_owned()
+                .into_bytes());
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for (i, caps) in re.captures_iter(text).enumerate() {
+            let m = caps.get(0).expect("group 0 always matches");
+            out.push_str(&text[last..m.start()]);
+            caps.expand(replacement, &mut out);
+            last = m.end();
+            self.check_file_size(path, out.len() as u64)?;
+            if i % 4096 == 4095 {
+                self.check_deadline()?;
+            }
+        }
+        out.push_str(&text[last..]);
+        self.check_file_size(path, out.len() as u64)?;
+        Ok(out.into_bytes())
     }
 
     fn delete(&mut self, path: &RelPath, expect_md5: Option<&str>) -> Result<Outcome> {
@@ -677,6 +840,7 @@ impl Overlay<'_> {
         let mut files = Vec::new();
         let (mut hunks, mut created, mut deleted, mut renamed) = (0, 0, 0, 0);
         for fd in diffs {
+            self.check_deadline()?;
             let (old, new) = match (&fd.old_path, &fd.new_path) {
                 (None, None) => {
                     return Err(StageError::precondition(
@@ -1853,5 +2017,90 @@ mod tests {
         ) {
             check(&NESTED, &init, &ops, false)?;
         }
+    }
+
+    // ---------- limits, modes, deadline ----------
+
+    fn small(max_file: u64, max_total: u64) -> StageOptions {
+        let mut o = StageOptions::new(DEF);
+        o.limits.max_file_bytes = max_file;
+        o.limits.max_staged_bytes = max_total;
+        o
+    }
+
+    #[test]
+    fn the_regex_bomb_stops_at_the_file_limit() {
+        let mut ops = vec![write("a", "a")];
+        ops.extend((0..40).map(|_| regex("a", "a", "aa", None)));
+        let e = stage_with(&ops, &MemTree::new(), &small(1 << 16, 1 << 20)).unwrap_err();
+        assert_eq!(e.kind, StageErrorKind::Limit);
+        // 2^16 bytes are fine, the 17th doubling is not.
+        assert_eq!(e.index, Some(17), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the limit is 65536 (limits.max_file_bytes)"),
+            "{e}"
+        );
+        // Group expansion is checked as the result grows.
+        let mut ops = vec![write("a", "a")];
+        ops.extend((0..40).map(|_| regex("a", "(a)", "$1$1", None)));
+        let e = stage_with(&ops, &MemTree::new(), &small(1 << 16, 1 << 20)).unwrap_err();
+        assert_eq!((e.kind, e.index), (StageErrorKind::Limit, Some(17)), "{e}");
+    }
+
+    #[test]
+    fn replace_size_and_the_patch_total_are_bounded() {
+        let tree = MemTree::new().with_file("a", "xxxx", DEF);
+        let e = stage_with(
+            &[replace("a", "x", "0123456789", 4)],
+            &tree,
+            &small(32, 1 << 20),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, StageErrorKind::Limit, "{e}");
+        let ops = [
+            write("a", "0123456789"),
+            write("b", "0123456789"),
+            write("c", "01"),
+        ];
+        let e = stage_with(&ops, &MemTree::new(), &small(16, 20)).unwrap_err();
+        assert_eq!((e.kind, e.index), (StageErrorKind::Limit, Some(2)), "{e}");
+        assert!(e.to_string().contains("limits.max_staged_bytes"), "{e}");
+        // A file deleted again no longer counts.
+        let ops = [
+            write("a", "0123456789"),
+            delete("a", None),
+            write("b", "0123456789"),
+            write("c", "0123456789"),
+        ];
+        assert!(stage_with(&ops, &MemTree::new(), &small(16, 20)).is_ok());
+    }
+
+    #[test]
+    fn special_bits_are_refused_even_when_inherited() {
+        let tree = MemTree::new().with_file("suid", "x", 0o4755);
+        for ops in [
+            vec![write_full("n", "x", Some(0o4755), None)],
+            vec![chmod("suid", 0o2755)],
+            vec![replace("suid", "x", "y", 1)],
+            vec![rename("suid", "moved")],
+        ] {
+            let e = stage(&ops, &tree, DEF).unwrap_err();
+            assert_eq!(e.kind, StageErrorKind::Refused, "{ops:?}: {e}");
+        }
+        // Deleting it, or taking the bits off, is fine.
+        assert!(stage(&[delete("suid", None)], &tree, DEF).is_ok());
+        assert!(stage(&[chmod("suid", 0o755)], &tree, DEF).is_ok());
+        let mut o = StageOptions::new(DEF);
+        o.allow_special_modes = true;
+        assert!(stage_with(&[chmod("suid", 0o6755)], &tree, &o).is_ok());
+    }
+
+    #[test]
+    fn staging_past_its_deadline_stops() {
+        let mut o = StageOptions::new(DEF);
+        o.deadline = Some(std::time::Instant::now());
+        let e = stage_with(&[write("a", "x")], &MemTree::new(), &o).unwrap_err();
+        assert_eq!(e.kind, StageErrorKind::Deadline);
     }
 }

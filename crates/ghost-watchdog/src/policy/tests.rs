@@ -11,7 +11,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The defaults of DESIGN.md, without jitter unless a test adds it.
+/// The `[watchdog]` defaults (docs/formats.md), without jitter unless a test adds it.
 fn policy() -> Policy {
     Policy {
         max_restarts: 2,

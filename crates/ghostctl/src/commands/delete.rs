@@ -1,20 +1,19 @@
-//! `ghostctl delete ID --reason TEXT`: an entry moved to `trash/`, recoverable,
-//! never unlinked; its summaries stay (rules in [`crate::actions`]).
+//! `ghostctl delete ID --reason TEXT`: an entry moved to `trash/`,
+//! recoverable, never unlinked; its summaries stay (the move itself is
+//! [`crate::actions::act`], which insists on the reason).
 
-use std::io::Write;
+use ghost_core::queue::{EntryRecord, QueueState};
 
-use ghost_core::Config;
-
-use crate::actions::{self, Action};
-use crate::CtlError;
-
-pub fn run(
-    config: &Config,
-    id: &str,
-    reason: Option<&str>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<u8, CtlError> {
-    actions::run(config, Action::Delete, id, reason, json, out, err)
+/// Where `delete` moves an entry in state `from`, or why it cannot.
+pub fn destination(from: QueueState) -> Result<QueueState, String> {
+    match from {
+        QueueState::Active => Err(
+            "it is being applied right now; wait until it finishes (see `ghostctl ls`), then delete it".into(),
+        ),
+        QueueState::Trash => Err("it is in trash/ already".into()),
+        _ => Ok(QueueState::Trash),
+    }
 }
+
+/// Nothing but the operator action.
+pub fn update(_record: &mut EntryRecord) {}

@@ -1,6 +1,8 @@
 //! One module per `ghostctl` verb. Each has a `run` that does the work,
 //! prints the answer (a table, or JSON with `--json`) and returns the exit
-//! code; [`dispatch`] only picks the module.
+//! code; [`dispatch`] only picks the module. The four moves (retry, hold,
+//! release, delete) share one `run`, [`crate::actions::run`]; their modules
+//! hold each one's rule: from which states, and what changes in the record.
 
 pub mod ack;
 pub mod alerts;
@@ -23,6 +25,7 @@ use std::io::Write;
 
 use ghost_core::Config;
 
+use crate::actions::{self, Action};
 use crate::{Command, CtlArgs, CtlError};
 
 /// Run the verb `args` names.
@@ -33,6 +36,10 @@ pub fn dispatch(
     err: &mut dyn Write,
 ) -> Result<u8, CtlError> {
     let json = args.json;
+    // The four moves share their `run` (the rules are in their modules).
+    let mut move_entry = |a: Action, id: &str, reason: &Option<String>| {
+        actions::run(config, a, id, reason.as_deref(), json, &mut *out, &mut *err)
+    };
     match &args.command {
         Command::Submit { target, files } => {
             submit::run(config, target.as_deref(), files, json, out, err)
@@ -44,14 +51,10 @@ pub fn dispatch(
         } => ls::run(config, state, target.as_deref(), paging, json, out, err),
         Command::Show { id } => show::run(config, id, json, out),
         Command::Status => status::run(config, json, out),
-        Command::Retry { id, reason } => retry::run(config, id, reason.as_deref(), json, out, err),
-        Command::Hold { id, reason } => hold::run(config, id, reason.as_deref(), json, out, err),
-        Command::Release { id, reason } => {
-            release::run(config, id, reason.as_deref(), json, out, err)
-        }
-        Command::Delete { id, reason } => {
-            delete::run(config, id, reason.as_deref(), json, out, err)
-        }
+        Command::Retry { id, reason } => move_entry(Action::Retry, id, reason),
+        Command::Hold { id, reason } => move_entry(Action::Hold, id, reason),
+        Command::Release { id, reason } => move_entry(Action::Release, id, reason),
+        Command::Delete { id, reason } => move_entry(Action::Delete, id, reason),
         Command::Verify => verify::run(config, json, out),
         Command::Logs {
             follow,

@@ -1,20 +1,17 @@
 //! `ghostctl release ID [--reason TEXT]`: a held entry back to `pending/`
-//! (rules in [`crate::actions`]).
+//! (the move itself is [`crate::actions::act`]).
 
-use std::io::Write;
+use ghost_core::queue::{EntryRecord, QueueState};
 
-use ghost_core::Config;
+/// Where `release` moves an entry in state `from`, or why it cannot.
+pub fn destination(from: QueueState) -> Result<QueueState, String> {
+    match from {
+        QueueState::Held => Ok(QueueState::Pending),
+        _ => Err("release moves entries from held/".into()),
+    }
+}
 
-use crate::actions::{self, Action};
-use crate::CtlError;
-
-pub fn run(
-    config: &Config,
-    id: &str,
-    reason: Option<&str>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<u8, CtlError> {
-    actions::run(config, Action::Release, id, reason, json, out, err)
+/// Due at once: a due time kept from `deferred/` no longer applies.
+pub fn update(record: &mut EntryRecord) {
+    record.due_at = None;
 }

@@ -1,20 +1,24 @@
-//! `ghostctl retry ID [--reason TEXT]`: a stuck, failed or deferred entry back to
-//! `pending/`, attempts reset (rules in [`crate::actions`]).
+//! `ghostctl retry ID [--reason TEXT]`: a stuck, failed or deferred entry back
+//! to `pending/` with a fresh attempt budget (the move itself is
+//! [`crate::actions::act`]).
 
-use std::io::Write;
+use ghost_core::queue::{EntryRecord, QueueState};
 
-use ghost_core::Config;
+/// Where `retry` moves an entry in state `from`, or why it cannot.
+pub fn destination(from: QueueState) -> Result<QueueState, String> {
+    match from {
+        QueueState::Stuck | QueueState::Failed | QueueState::Deferred => Ok(QueueState::Pending),
+        QueueState::Done => {
+            Err("it was applied already; submit the patch again to apply it again".into())
+        }
+        _ => Err("retry moves entries from .stuck/, failed/ or deferred/".into()),
+    }
+}
 
-use crate::actions::{self, Action};
-use crate::CtlError;
-
-pub fn run(
-    config: &Config,
-    id: &str,
-    reason: Option<&str>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<u8, CtlError> {
-    actions::run(config, Action::Retry, id, reason, json, out, err)
+/// Attempts reset, failure reason, due time and claim cleared; history kept.
+pub fn update(record: &mut EntryRecord) {
+    record.attempts = 0;
+    record.reason = None;
+    record.due_at = None;
+    record.claim = None;
 }

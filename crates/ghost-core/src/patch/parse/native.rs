@@ -1,4 +1,4 @@
-//! The native v1 format (see "Patch format" in DESIGN.md). Strict: unknown keys
+//! The native v1 format (docs/formats.md, "Patch, native format v1"). Strict: unknown keys
 //! at the top level (except `metadata`, any JSON, ignored), inside operations,
 //! commands, `checks`, `retry` and `git` are errors.
 

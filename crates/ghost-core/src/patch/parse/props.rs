@@ -458,3 +458,36 @@ proptest! {
         }
     }
 }
+
+/// A patch-like document with an id, a `blockId`, both or neither.
+fn with_ids() -> impl Strategy<Value = Value> {
+    let id = || prop::option::of(prop_oneof![".{0,6}".prop_map(Value::String), leaf()]);
+    (patchish(), id(), id()).prop_map(|(mut d, id, block)| {
+        if let Some(obj) = d.as_object_mut() {
+            if let Some(id) = id {
+                obj.insert("id".into(), id);
+            }
+            if let Some(b) = block {
+                obj.insert("blockId".into(), b);
+            }
+        }
+        d
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The one id rule: for any bytes the parser accepts, the id read from the
+    /// stored bytes (what the id index and every lookup use) is the id the
+    /// parser gives, whatever the formatting and with or without a byte order mark.
+    #[test]
+    fn the_stored_id_is_the_parsers_id(v in with_ids(), pretty in any::<bool>(), bom in any::<bool>(), shell in any::<bool>()) {
+        let t = targets(shell, Some("/tmp"));
+        let mut bytes = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+        bytes.extend(if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.unwrap());
+        if let Ok(p) = parse_patch(&bytes, &ParseOptions { targets: &t, target_override: None }) {
+            prop_assert_eq!(crate::entry::stored_id(&bytes), Some(p.id));
+        }
+    }
+}

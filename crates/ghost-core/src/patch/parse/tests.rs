@@ -20,12 +20,18 @@ pub(super) fn targets(allow_shell: bool, legacy_root: Option<&str>) -> Vec<Targe
             ],
             legacy_root: legacy_root.map(str::to_owned),
             allow_shell,
+            // These tests are about shapes; the policy has its own below.
+            commands: crate::patch::CommandPolicy::Any,
+            allow_special_modes: true,
+            ..TargetSpec::default()
         },
         TargetSpec {
             name: "other".into(),
             aliases: vec!["OTHER-ALIAS".into()],
             legacy_root: None,
             allow_shell: false,
+            commands: crate::patch::CommandPolicy::Any,
+            ..TargetSpec::default()
         },
     ]
 }
@@ -265,6 +271,7 @@ fn id_is_assigned_when_missing() {
                 aliases: vec![],
                 legacy_root: None,
                 allow_shell: false,
+                ..TargetSpec::default()
             }],
             target_override: None,
         },
@@ -1278,4 +1285,51 @@ fn legacy_shell_needs_allow_shell() {
     let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["preCommit.shell", "postMutationBuild.shell"]);
     assert_err(&e, "preCommit.shell", &["shell commands are not allowed for target default (set allow_shell = true in [targets.default])"]);
+}
+
+#[test]
+fn the_targets_policy_is_applied_to_every_shape() {
+    let strict = [TargetSpec {
+        name: "default".into(),
+        protected_paths: vec!["ci".into()],
+        ..TargetSpec::default()
+    }];
+    let doc = json!({"operations": [
+        {"op": "write", "path": ".git/hooks/post-commit", "content": "x", "mode": "0755"},
+        {"op": "write", "path": "s", "content": "x", "mode": "4755"},
+        {"op": "chmod", "path": "t", "mode": "2755"},
+        {"op": "rename", "from": "a", "to": ".GIT/x"},
+        {"op": "delete", "path": "ci/check.sh"},
+        {"op": "diff", "diff": "diff --git a/b b/b\nnew file mode 101755\n--- /dev/null\n+++ b/b\n@@ -0,0 +1 @@\n+x\n"}
+    ], "checks": {"after": [{"argv": ["sh", "-c", "touch x"]}]}});
+    let e = parse_with(&doc, &strict, None).unwrap_err();
+    let fields: Vec<&str> = e.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "operations[0].path",
+            "operations[1].mode",
+            "operations[2].mode",
+            "operations[3].to",
+            "operations[4].path",
+            "operations[5].diff (file 1)",
+            "checks.after[0]",
+        ],
+        "{e}"
+    );
+    let all = e.to_string();
+    for needle in [
+        "sticky",
+        "setgid",
+        "setuid",
+        ".git",
+        "protected_paths",
+        "targets.default.commands",
+    ] {
+        assert!(all.contains(needle), "{needle} missing in {all}");
+    }
+    // The legacy shapes are judged the same way.
+    let legacy = json!({"blockId": "b", "target": "default", "mutations": [{"path": ".git/config", "contents": "x"}]});
+    let e = parse_with(&legacy, &strict, None).unwrap_err();
+    assert!(e.to_string().contains(".git"), "{e}");
 }
