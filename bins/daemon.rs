@@ -1,5 +1,5 @@
 //! What the long-running binaries share around their `run`: logging to
-//! `logs/<component>.log`, a multi-threaded runtime, and SIGTERM/SIGINT turned
+//! `logs/<component>.log` (kept until the runtime has finished), a multi-threaded runtime, and SIGTERM/SIGINT turned
 //! into a cancellation token. Included by `ghost-executor`, `ghost-bridge` and `ghost-monitor`
 //! with `#[path]` (the watchdog runs on one thread and also handles SIGHUP).
 
@@ -24,11 +24,14 @@ where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = u8>,
 {
-    let log = ghost_core::Layout::new(&config.root).log_file(component);
-    if let Err(e) = ghost_core::logging::init(component, verbosity, Some(&log)) {
-        eprintln!("{binary}: {e}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
+    // Held until main returns: dropping it writes and syncs what is queued.
+    let _log = match ghost_core::logging::init(component, verbosity, Some(&config)) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

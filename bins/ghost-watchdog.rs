@@ -35,11 +35,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let log = ghost_core::Layout::new(&config.root).log_file("watchdog");
-    if let Err(e) = ghost_core::logging::init("watchdog", cli.common.verbosity(), Some(&log)) {
-        eprintln!("ghost-watchdog: {e}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
+    // Held until main returns: dropping it writes and syncs what is queued.
+    let _log = match ghost_core::logging::init("watchdog", cli.common.verbosity(), Some(&config)) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("ghost-watchdog: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     // A current-thread runtime: the supervising task, and so every spawn of a
     // child, runs on the main thread, which lives as long as the process
     // (PR_SET_PDEATHSIG is tied to the thread that forked; see spawn.rs).

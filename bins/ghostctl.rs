@@ -31,16 +31,16 @@ fn main() -> ExitCode {
     // audit trail; read-only commands leave the root untouched. On stderr only
     // errors by default (-v: warnings, -vv: everything): the command's output
     // is the answer.
-    let log = cli
-        .ctl
-        .command
-        .changes_things()
-        .then(|| ghost_core::Layout::new(&config.root).log_file("ghostctl"));
+    let log = cli.ctl.command.changes_things().then_some(&config);
     let verbosity = cli.common.verbosity() - 2;
-    if let Err(e) = ghost_core::logging::init("ghostctl", verbosity, log.as_deref()) {
-        eprintln!("ghostctl: warning: cannot open the log ({e}); continuing without it");
-        let _ = ghost_core::logging::init("ghostctl", verbosity, None);
-    }
+    // Held until main returns: dropping it writes and syncs what is queued.
+    let _log = match ghost_core::logging::init("ghostctl", verbosity, log) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("ghostctl: warning: cannot start the log ({e}); continuing without it");
+            ghost_core::logging::init("ghostctl", verbosity, None).ok()
+        }
+    };
     let code = ghostctl::execute(
         &config,
         &cli.ctl,

@@ -54,10 +54,27 @@ fn patch(id: &str, content: &str) -> Value {
     json!({"id": id, "operations": [{"op": "write", "path": format!("{id}.txt"), "content": content}]})
 }
 
-fn sign(body: &[u8], key: &str) -> String {
+/// `X-Hub-Signature-256`: the HMAC of the body alone.
+pub fn sign(body: &[u8], key: &str) -> String {
     let mut mac = SimpleHmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// `X-Ghost-Signature`: the HMAC of `v1:<ts>:<METHOD>:<path>:<body>`.
+pub fn sign_v1(key: &str, ts: u64, method: &str, path: &str, body: &[u8]) -> String {
+    let mut mac = SimpleHmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("v1:{ts}:{method}:{path}:").as_bytes());
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
@@ -144,7 +161,7 @@ fn every_answer_code_of_the_api() {
     );
     assert!(v.to_string().contains("known targets"), "{v}");
 
-    // 401 / 403: no credentials, wrong token.
+    // 401: no credentials, or a wrong token.
     let r = client()
         .post(format!("{}/v1/patches", b.url))
         .header("Content-Type", "application/json")
@@ -159,7 +176,7 @@ fn every_answer_code_of_the_api() {
         .body(serde_json::to_vec(&patch("nope", "x")).unwrap())
         .send()
         .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(r.status().as_u16(), 401);
 
     // 413 over the body limit; 415 for a content type it does not take.
     let (code, v) = answer(post(
@@ -252,34 +269,46 @@ fn hmac_signatures_are_accepted_and_bad_ones_refused() {
     let mut env = TestEnv::new("");
     let b = env.spawn_bridge();
     let body = serde_json::to_vec(&patch("signed", "s\n")).unwrap();
-    for header in ["X-Ghost-Signature", "X-Hub-Signature-256"] {
-        let r = client()
+    let send = |headers: &[(&str, String)], body: &[u8]| {
+        let mut r = client()
             .post(format!("{}/v1/patches", b.url))
-            .header("Content-Type", "application/json")
-            .header(header, sign(&body, HMAC_KEY))
-            .body(body.clone())
-            .send()
-            .unwrap();
-        assert!(
-            matches!(r.status().as_u16(), 200 | 202),
-            "{header}: {}",
-            r.status()
-        );
-    }
+            .header("Content-Type", "application/json");
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        r.body(body.to_vec()).send().unwrap()
+    };
+    // The v1 form (timestamp, method, path, body) and GitHub's body-only form.
+    let ts = unix_now();
+    let r = send(
+        &[
+            ("X-Ghost-Timestamp", ts.to_string()),
+            (
+                "X-Ghost-Signature",
+                sign_v1(HMAC_KEY, ts, "POST", "/v1/patches", &body),
+            ),
+        ],
+        &body,
+    );
+    assert_eq!(r.status().as_u16(), 202);
+    let r = send(&[("X-Hub-Signature-256", sign(&body, HMAC_KEY))], &body);
+    assert_eq!(r.status().as_u16(), 200, "a duplicate");
     for bad in [
-        sign(&body, "another key"),
-        sign(b"another body", HMAC_KEY),
-        "sha256=zz".into(),
+        sign_v1("another key", ts, "POST", "/v1/patches", &body),
+        sign_v1(HMAC_KEY, ts, "POST", "/v1/patches", b"another body"),
+        // The old body-only form is no longer taken on X-Ghost-Signature.
+        sign(&body, HMAC_KEY),
+        "v1=zz".into(),
         "md5=00".into(),
     ] {
-        let r = client()
-            .post(format!("{}/v1/patches", b.url))
-            .header("Content-Type", "application/json")
-            .header("X-Ghost-Signature", bad.clone())
-            .body(body.clone())
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 403, "{bad}");
+        let r = send(
+            &[
+                ("X-Ghost-Timestamp", ts.to_string()),
+                ("X-Ghost-Signature", bad.clone()),
+            ],
+            &body,
+        );
+        assert_eq!(r.status().as_u16(), 401, "{bad}");
     }
     assert_eq!(env.list("default", QueueState::Pending).len(), 1);
 }

@@ -3,11 +3,15 @@
 //! timings are shrunk through the configuration.
 
 mod admission;
+mod batch;
 mod bridge;
+mod bridge_attack;
 mod crash;
 mod executor;
 mod ghostctl;
 mod harness;
+mod idle;
+mod logging;
 mod monitor;
 mod security;
 mod watchdog;

@@ -11,19 +11,26 @@
 //!   or queue name.
 //! - `GET /healthz`: liveness, without authentication.
 //!
-//! Invariants: authentication is judged before the body is parsed (for a
-//! signature, the raw bytes are read, within the size limit, and verified
-//! first); `202` is answered only after the patch is durable in `pending/`
-//! (the [`Ingestor`] guarantees that); every error body is JSON of the shape
-//! `{"error": kind, "message": text, "errors": [{"field", "reason"}]}`.
+//! Invariants: authentication is judged before any body byte is read (a
+//! bearer token or a refusal from the headers alone; a signature is verified
+//! while the body streams in, within `bridge.max_patch_bytes` and the shared
+//! budget for unverified bodies); every body is read within its size limit
+//! and `bridge.body_timeout`; a client over `bridge.rate_limit` gets `429`
+//! before anything else is done; JSON parsing and transcript extraction run
+//! on the blocking pool, so `/healthz` answers while big requests are judged;
+//! `202` is answered only after the patch is durable in `pending/` (the
+//! [`Ingestor`] guarantees that); refusals are logged through the
+//! aggregating [`RefusalLog`](crate::guard::RefusalLog); every error body is
+//! JSON of the shape `{"error": kind, "message": text, "errors": [{"field", "reason"}]}`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +42,8 @@ use tracing::{info, warn};
 use ghost_core::patch::FieldError;
 use ghost_core::text::clip;
 
-use crate::auth::{self, AuthFailure};
+use crate::auth::{self, AuthFailure, Judgement};
+use crate::guard::{self, Arrived, BodyError, Guard};
 use crate::ingest::{conflict_reason, document_id, field_error, Ingestor, Outcome, Queued, Source};
 use crate::secrets::Secrets;
 
@@ -44,16 +52,28 @@ use crate::secrets::Secrets;
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
     pub secrets: Arc<Secrets>,
+    pub guard: Arc<Guard>,
+}
+
+impl AppState {
+    /// The state for `ingestor`, with fresh guards from its configuration.
+    pub fn new(ingestor: Arc<Ingestor>, secrets: Arc<Secrets>) -> AppState {
+        let guard = Arc::new(Guard::new(&ingestor.config().bridge));
+        AppState {
+            ingestor,
+            secrets,
+            guard,
+        }
+    }
 }
 
 /// The content types `POST /v1/patches` accepts, for the 415 answer.
 const ACCEPTED_TYPES: &str =
     "application/json (one patch or an array), text/markdown or text/plain (a transcript)";
 
-/// Build the router. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: handlers log the peer.
+/// Build the router. Requests need a `ConnectInfo<SocketAddr>` extension
+/// (the server inserts it): the rate limit and the logs use the peer.
 pub fn router(state: AppState) -> Router {
-    let max = usize::try_from(state.ingestor.config().bridge.max_body_bytes).unwrap_or(usize::MAX);
     let authed = Router::new()
         .route("/v1/patches", post(post_patches))
         .route("/v1/patches/{id}", get(get_patch))
@@ -65,8 +85,8 @@ pub fn router(state: AppState) -> Router {
         .merge(authed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Outermost, so that the auth middleware's body read is limited too.
-        .layer(DefaultBodyLimit::max(max))
+        // Outermost: a client over its rate is answered before anything is read.
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .with_state(state)
 }
 
@@ -127,30 +147,69 @@ fn retry_after_secs(ing: &Ingestor) -> u64 {
         .max(1.0) as u64
 }
 
-fn body_error(rej: BytesRejection, ing: &Ingestor) -> ApiError {
-    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        let limit = ing.config().bridge.max_body_bytes;
-        ApiError::new(
+/// The answer to a body that could not be read; `key` names the size limit.
+fn body_error(e: BodyError, key: &str, ing: &Ingestor) -> ApiError {
+    match e {
+        BodyError::TooLarge { limit } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             "(body)",
-            format!("the request body is larger than {limit} bytes (bridge.max_body_bytes)"),
+            format!("the request body is larger than {limit} bytes ({key})"),
+        ),
+        BodyError::Timeout { after } => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "(body)",
+            format!(
+                "the request body was not complete after {} ms (bridge.body_timeout is {})",
+                after.as_millis(),
+                humantime_secs(ing.config().bridge.body_timeout)
+            ),
+        ),
+        BodyError::Overloaded => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "(body)",
+            "too many signed bodies are being verified at once (bridge.unverified_body_budget); retry shortly or use the bearer token",
         )
-    } else {
-        ApiError::new(
+        .retry_after(1),
+        BodyError::Unreadable(m) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "unreadable_body",
             "(body)",
-            format!("the request body could not be read: {}", rej.body_text()),
-        )
+            format!("the request body could not be read: {m}"),
+        ),
     }
 }
 
-/// Count and log a request refused before any patch reached the ingestor.
-fn refuse(ing: &Ingestor, source: &Source, e: ApiError) -> Response {
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// When a request's body must be complete.
+fn body_deadline(req: &Request, ing: &Ingestor) -> Instant {
+    let arrived = req
+        .extensions()
+        .get::<Arrived>()
+        .map_or_else(Instant::now, |a| a.0);
+    arrived + ing.config().bridge.body_timeout
+}
+
+/// The peer of a request (the server inserts it; in-process callers may not).
+fn peer_of(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Count and log (aggregated) a request refused before any patch reached the ingestor.
+fn refuse(st: &AppState, peer: SocketAddr, source: &Source, e: ApiError) -> Response {
+    let ing = &st.ingestor;
     ing.counters.received.fetch_add(1, Ordering::Relaxed);
     ing.counters.rejected.fetch_add(1, Ordering::Relaxed);
-    warn!(event = "PATCH_REJECTED", reason = e.kind, channel = %source.channel, source = %source.detail, error = %e.message, "refused");
+    st.guard.refusals.note(Some(peer.ip()), e.kind, || {
+        format!("{}: {}", source.detail, clip(&e.message, 300))
+    });
     e.into_response()
 }
 
@@ -186,66 +245,125 @@ async fn method_not_allowed(req: Request) -> Response {
 // Authentication
 // ---------------------------------------------------------------------------
 
+/// A client over `bridge.rate_limit` gets `429` with `Retry-After`;
+/// `/healthz` is exempt (the watchdog and load balancers poll it).
+async fn rate_limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(peer) = peer_of(&req) else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    match st.guard.rate.check(peer.ip()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let b = &st.ingestor.config().bridge;
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            st.guard.refusals.note(Some(peer.ip()), "rate_limited", || {
+                format!("{} {}", req.method(), clip(req.uri().path(), 200))
+            });
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "(client)",
+                format!(
+                    "more than {} requests per second from {} (bridge.rate_limit, burst bridge.rate_burst {}); retry after {secs} s",
+                    b.rate_limit,
+                    peer.ip(),
+                    b.rate_burst
+                ),
+            )
+            .retry_after(secs)
+            .into_response()
+        }
+    }
+}
+
 async fn require_auth(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    // The common case, judged on the headers alone.
-    if auth::bearer_ok(req.headers(), &st.secrets) {
-        return next.run(req).await;
-    }
+    let bridge = &st.ingestor.config().bridge;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let judged = auth::judge(
+        req.method(),
+        &path_and_query,
+        req.headers(),
+        &st.secrets,
+        ghost_core::time::unix_ms(std::time::SystemTime::now()) / 1000,
+        bridge.signature_window.as_secs(),
+    );
     let route = clip(req.uri().path(), 200);
-    let (req, result) = if auth::has_signature(req.headers()) {
-        // The signature covers the raw body: read it (within the limit) first.
-        let (parts, body) = req.into_parts();
-        let mut tmp = Request::new(body);
-        *tmp.extensions_mut() = parts.extensions.clone();
-        let bytes = match Bytes::from_request(tmp, &()).await {
-            Ok(b) => b,
-            Err(rej) => {
-                let e = body_error(rej, &st.ingestor);
-                warn!(event = "AUTH_FAILED", route = %route, peer = %peer, reason = %e.message, "body unreadable before its signature could be checked");
-                return e.into_response();
-            }
-        };
-        let result = auth::authenticate(&parts.headers, &bytes, &st.secrets);
-        (Request::from_parts(parts, Body::from(bytes)), result)
-    } else {
-        let result = auth::authenticate(req.headers(), b"", &st.secrets);
-        (req, result)
+    let mut check = match judged {
+        Ok(Judgement::Accepted(_)) => return next.run(req).await,
+        Ok(Judgement::Verify(c)) => c,
+        Err(f) => return auth_refused(&st, peer, &route, f),
     };
-    match result {
-        Ok(_) => next.run(req).await,
-        Err(f) => {
-            // The reasons never contain a credential.
-            warn!(event = "AUTH_FAILED", route = %route, peer = %peer, field = f.field(), reason = f.reason(), "request refused");
-            auth_error(f)
+    // A signature: the body is read (at most bridge.max_patch_bytes, within
+    // the shared budget for unverified bodies) and hashed as it arrives.
+    // A body over that cannot be verified: the request is unauthenticated
+    // (401), answered from its declared length before a byte is read.
+    let limit = bridge.max_patch_bytes;
+    let sig_field = check.field();
+    if guard::content_length(req.headers()).is_some_and(|n| n > limit) {
+        return auth_refused(&st, peer, &route, signed_too_large(sig_field, limit));
+    }
+    let src = source(&format!("{} {route}", req.method()), peer);
+    let deadline = body_deadline(&req, &st.ingestor);
+    let (parts, body) = req.into_parts();
+    let read = guard::read_body(body, limit, deadline, Some((&mut check, &st.guard.budget))).await;
+    let (bytes, permit) = match read {
+        Ok(x) => x,
+        Err(BodyError::TooLarge { .. }) => {
+            return auth_refused(&st, peer, &route, signed_too_large(sig_field, limit))
         }
+        Err(e) => {
+            let e = body_error(e, "bridge.max_patch_bytes", &st.ingestor);
+            return refuse(&st, peer, &src, e);
+        }
+    };
+    match check.finish() {
+        Ok(_) => {
+            drop(permit);
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(f) => auth_refused(&st, peer, &route, f),
     }
 }
 
-fn auth_error(f: AuthFailure) -> Response {
-    match f {
-        AuthFailure::Missing(reason) => {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authorization",
-                reason,
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"ghost-bridge\""),
-            );
-            r
-        }
-        AuthFailure::Refused { field, reason } => {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", &field, reason).into_response()
-        }
+/// A signed body over `limit` cannot be verified: the request is not authenticated.
+fn signed_too_large(field: &str, limit: u64) -> AuthFailure {
+    AuthFailure {
+        field: field.to_string(),
+        reason: format!(
+            "a signed request carries at most {limit} bytes (bridge.max_patch_bytes) and this body is larger, so its signature cannot be verified; send it with `Authorization: Bearer <token>`"
+        ),
+        kind: "signed_too_large",
     }
+}
+
+/// `401`, logged through the aggregating refusal log (reasons never contain a credential).
+fn auth_refused(st: &AppState, peer: SocketAddr, route: &str, f: AuthFailure) -> Response {
+    st.guard.refusals.note(Some(peer.ip()), f.kind, || {
+        format!("{route}: {}: {}", f.field(), f.reason())
+    });
+    auth_error(f)
+}
+
+fn auth_error(f: AuthFailure) -> Response {
+    let mut r =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", &f.field, f.reason).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ghost-bridge\""),
+    );
+    r
 }
 
 // ---------------------------------------------------------------------------
@@ -593,10 +711,44 @@ async fn ingest_single(
     report.into_response(ing)
 }
 
-async fn read_body(req: Request, ing: &Ingestor, source: &Source) -> Result<Bytes, Response> {
-    Bytes::from_request(req, &())
+/// Read an authenticated request's body, within `bridge.max_body_bytes` and
+/// `bridge.body_timeout`.
+async fn read_body(
+    st: &AppState,
+    peer: SocketAddr,
+    req: Request,
+    source: &Source,
+) -> Result<Bytes, Response> {
+    let ing = &st.ingestor;
+    let deadline = body_deadline(&req, ing);
+    let limit = ing.config().bridge.max_body_bytes;
+    if guard::content_length(req.headers()).is_some_and(|n| n > limit) {
+        let e = body_error(BodyError::TooLarge { limit }, "bridge.max_body_bytes", ing);
+        return Err(refuse(st, peer, source, e));
+    }
+    match guard::read_body(req.into_body(), limit, deadline, None).await {
+        Ok((b, _)) => Ok(b),
+        Err(e) => Err(refuse(
+            st,
+            peer,
+            source,
+            body_error(e, "bridge.max_body_bytes", ing),
+        )),
+    }
+}
+
+/// [`parse_json`] on the blocking pool: a 32 MiB document takes a while.
+async fn parse_json_off(bytes: Bytes) -> Result<(Bytes, Value), ApiError> {
+    tokio::task::spawn_blocking(move || parse_json(&bytes).map(|v| (bytes, v)))
         .await
-        .map_err(|rej| refuse(ing, source, body_error(rej, ing)))
+        .unwrap_or_else(|e| {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "(document)",
+                format!("the document could not be parsed: {e}"),
+            ))
+        })
 }
 
 async fn post_patches(
@@ -611,23 +763,24 @@ async fn post_patches(
     let src = source("POST /v1/patches", peer);
     let kind = body_kind(req.headers());
     if matches!(kind, BodyKind::Other(_) | BodyKind::Missing) {
-        return refuse(ing, &src, unsupported(&kind, ACCEPTED_TYPES));
+        return refuse(&st, peer, &src, unsupported(&kind, ACCEPTED_TYPES));
     }
-    let bytes = match read_body(req, ing, &src).await {
+    let bytes = match read_body(&st, peer, req, &src).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     match kind {
         BodyKind::Json => {
-            let value = match parse_json(&bytes) {
+            let (bytes, value) = match parse_json_off(bytes).await {
                 Ok(v) => v,
-                Err(e) => return refuse(ing, &src, e),
+                Err(e) => return refuse(&st, peer, &src, e),
             };
             match value {
                 Value::Array(items) => {
                     if items.is_empty() {
                         return refuse(
-                            ing,
+                            &st,
+                            peer,
                             &src,
                             ApiError::new(
                                 StatusCode::BAD_REQUEST,
@@ -658,37 +811,59 @@ async fn post_patches(
                 v => ingest_single(ing, v, Some(bytes.to_vec()), &src).await,
             }
         }
-        _ => transcript(ing, &bytes, &src).await,
+        _ => transcript(&st, peer, bytes, &src).await,
     }
 }
 
-async fn transcript(ing: &Arc<Ingestor>, bytes: &[u8], src: &Source) -> Response {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(t) => t,
+async fn transcript(st: &AppState, peer: SocketAddr, bytes: Bytes, src: &Source) -> Response {
+    let ing = &st.ingestor;
+    // Decoding and extraction run on the blocking pool (a transcript may be
+    // tens of MiB of YAML and JSON blocks).
+    let extracted = tokio::task::spawn_blocking(move || {
+        std::str::from_utf8(&bytes)
+            .map(crate::transcript::extract)
+            .map_err(|e| e.valid_up_to())
+    })
+    .await;
+    let blocks = match extracted {
+        Ok(Ok(b)) => b,
         Err(e) => {
             return refuse(
-                ing,
+                st,
+                peer,
+                src,
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "(document)",
+                    format!("the transcript could not be read: {e}"),
+                ),
+            )
+        }
+        Ok(Err(valid_up_to)) => {
+            return refuse(
+                st,
+                peer,
                 src,
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "malformed_text",
                     "(document)",
                     format!(
-                        "the transcript is not UTF-8 text (invalid byte at offset {})",
-                        e.valid_up_to()
+                        "the transcript is not UTF-8 text (invalid byte at offset {valid_up_to})"
                     ),
                 ),
             )
         }
     };
-    let blocks = crate::transcript::extract(text);
     if blocks.is_empty() {
         ing.counters
             .extraction_failures
             .fetch_add(1, Ordering::Relaxed);
         warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, "no fenced block holding a patch in the transcript");
         return refuse(
-            ing,
+            st,
+            peer,
             src,
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -699,6 +874,8 @@ async fn transcript(ing: &Arc<Ingestor>, bytes: &[u8], src: &Source) -> Response
         );
     }
     let mut report = Report::new(false, "block");
+    // One line per transcript for its unreadable blocks, not one per block.
+    let mut failed_blocks: Vec<(usize, usize, String)> = Vec::new();
     for (i, b) in blocks.into_iter().enumerate() {
         let at = At {
             item: i + 1,
@@ -719,10 +896,17 @@ async fn transcript(ing: &Arc<Ingestor>, bytes: &[u8], src: &Source) -> Response
                 ing.counters
                     .extraction_failures
                     .fetch_add(1, Ordering::Relaxed);
-                warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, block = b.block, line = b.line, reason = %reason, "a fenced block could not be read as a patch");
+                if failed_blocks.is_empty() {
+                    failed_blocks.push((b.block, b.line, clip(&reason, 300)));
+                } else {
+                    failed_blocks.push((b.block, b.line, String::new()));
+                }
                 report.extraction_failed(at, reason);
             }
         }
+    }
+    if let Some((block, line, reason)) = failed_blocks.first() {
+        warn!(event = "EXTRACTION_FAILED", channel = %src.channel, source = %src.detail, blocks = failed_blocks.len(), first_block = block, first_line = line, first_reason = %reason, "fenced blocks could not be read as patches (every one is listed in the answer)");
     }
     report.into_response(ing)
 }
@@ -750,12 +934,12 @@ async fn compat_json(
     }
     let src = source(route, peer);
     if let Err(e) = compat_type_ok(req.headers()) {
-        return Err(refuse(ing, &src, e));
+        return Err(refuse(st, peer, &src, e));
     }
-    let bytes = read_body(req, ing, &src).await?;
-    match parse_json(&bytes) {
-        Ok(v) => Ok((bytes, v, src)),
-        Err(e) => Err(refuse(ing, &src, e)),
+    let bytes = read_body(st, peer, req, &src).await?;
+    match parse_json_off(bytes).await {
+        Ok((bytes, v)) => Ok((bytes, v, src)),
+        Err(e) => Err(refuse(st, peer, &src, e)),
     }
 }
 
@@ -771,7 +955,8 @@ async fn post_webhook(
     let ing = &st.ingestor;
     if !value.is_object() {
         return refuse(
-            ing,
+            &st,
+            peer,
             &src,
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -796,7 +981,8 @@ async fn post_ingest_patch(
     let ing = &st.ingestor;
     let Value::Object(mut obj) = value else {
         return refuse(
-            ing,
+            &st,
+            peer,
             &src,
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -814,7 +1000,8 @@ async fn post_ingest_patch(
                 Some(_) => "`patch` must be a JSON object (the patch)".to_string(),
             };
             return refuse(
-                ing,
+                &st,
+                peer,
                 &src,
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "patch", reason),
             );

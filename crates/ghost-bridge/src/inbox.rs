@@ -23,8 +23,12 @@
 //!   observation of that state. Any change starts the wait again. A writer
 //!   that pauses for longer than the settle time mid-file can therefore be
 //!   taken early: such writers must use a temporary name and a rename.
-//! - Entries that are not regular files (symlinks, FIFOs, sockets) are never
-//!   opened; once settled they are moved to `.rejected/` with the reason.
+//! - Entries that are not regular files (symlinks, FIFOs, sockets, devices)
+//!   are never read; once settled they are moved to `.rejected/` with the
+//!   reason. An entry swapped for one of them after it was looked at is
+//!   caught at the open (`O_NOFOLLOW | O_NONBLOCK`, then `fstat` of the
+//!   descriptor: a regular file with the inode that was looked at, or not
+//!   read), so nothing in the inbox can block the bridge.
 //!
 //! Settled files are taken in the order they were first seen, one at a time.
 //!
@@ -106,6 +110,7 @@ use tracing::{debug, info, warn};
 
 use crate::ingest::{document_id, Ingestor, Outcome, Queued, Source};
 use ghost_core::fs::{durable_move, durable_remove, ensure_dir, sweep_temp_files, write_json};
+use ghost_core::text::clip;
 use ghost_core::Result;
 
 /// Name endings that mark a file still being written (compared case-insensitively).
@@ -227,6 +232,21 @@ pub async fn run(ingestor: Arc<Ingestor>, shutdown: CancellationToken) -> Result
     run_inner(ingestor, shutdown, None).await
 }
 
+/// True for the events that can mean a file arrived in the inbox or grew:
+/// a create, a rename, a write, the close of a file written, or an event
+/// that cannot be told apart. Not the opens, reads and closes without write
+/// that listing the inbox causes, nor a file leaving it.
+fn prompts_scan(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Create(_) | EventKind::Any | EventKind::Other => true,
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Remove(_) => false,
+    }
+}
+
 /// [`run`], telling `ready` once the watcher is in place (for tests that must
 /// not race the watcher's start).
 async fn run_inner(
@@ -266,7 +286,10 @@ async fn run_inner(
                 };
                 match to.and_then(|p| p.file_name()) {
                     Some(n) => Msg::Renamed(n.to_os_string()),
-                    None => Msg::Changed,
+                    None if prompts_scan(&ev.kind) => Msg::Changed,
+                    // The bridge's own reads of the inbox (and files leaving
+                    // it): waking on those made every scan trigger the next.
+                    None => return,
                 }
             }
             Err(_) => Msg::Changed,
@@ -471,15 +494,51 @@ enum ReadOutcome {
     Refused(Refusal),
 }
 
-/// Read at most `max` bytes; more is a refusal (the file grew past the limit).
-fn read_limited(path: &Path, max: u64) -> ReadOutcome {
-    let f = match std::fs::File::open(path) {
+/// Read at most `max` bytes of the regular file with inode `ino`; more is a
+/// refusal (the file grew past the limit).
+///
+/// The entry may have been swapped since it was looked at (a FIFO, a device
+/// or a symlink renamed over it): it is opened with `O_NOFOLLOW | O_NONBLOCK`,
+/// so that neither a symlink is followed nor a FIFO without writer blocks the
+/// open, and the descriptor itself is checked to be that regular file before
+/// a byte is read.
+fn read_limited(path: &Path, max: u64, ino: u64) -> ReadOutcome {
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path);
+    let f = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ReadOutcome::Gone,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return ReadOutcome::Refused((
+                "not_a_regular_file",
+                "the entry is a symbolic link; only regular files are taken".into(),
+            ))
+        }
         Err(e) => {
             return ReadOutcome::Refused(("unreadable", format!("cannot open the file: {e}")))
         }
     };
+    match f.metadata() {
+        Ok(m) if !m.file_type().is_file() => {
+            return ReadOutcome::Refused((
+                "not_a_regular_file",
+                format!(
+                    "the entry is a {}; only regular files are taken",
+                    Fingerprint::of(&m).kind
+                ),
+            ))
+        }
+        // Another file was renamed over the one looked at: observe it afresh.
+        Ok(m) if m.ino() != ino => return ReadOutcome::Gone,
+        Ok(_) => {}
+        Err(e) => {
+            return ReadOutcome::Refused(("unreadable", format!("cannot inspect the file: {e}")))
+        }
+    }
     let mut bytes = Vec::new();
     match f.take(max.saturating_add(1)).read_to_end(&mut bytes) {
         Ok(_) if bytes.len() as u64 > max => ReadOutcome::Refused(too_large(None, max)),
@@ -627,7 +686,7 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
             Ok(_) if fp.len > max => Err(too_large(Some(fp.len), max)),
             Ok(kind) => {
                 let p = path.clone();
-                match blocking(move || read_limited(&p, max)).await {
+                match blocking(move || read_limited(&p, max, fp.ino)).await {
                     None => return Taken::Retry("read_failed", "the read task failed".into()),
                     Some(ReadOutcome::Gone) => return Taken::Gone,
                     Some(ReadOutcome::Refused(r)) => Err(r),
@@ -774,11 +833,12 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
         Some(Ok(())) => {}
     }
 
-    for (block, line, reason) in &failed_blocks {
-        ing.counters
-            .extraction_failures
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(event = "EXTRACTION_FAILED", channel = "inbox", file = %fname, block, line, reason = %reason, "a fenced block could not be read as a patch");
+    // One line per file, however many blocks failed (each is in the record).
+    ing.counters
+        .extraction_failures
+        .fetch_add(failed_blocks.len() as u64, Ordering::Relaxed);
+    if let Some((block, line, reason)) = failed_blocks.first() {
+        warn!(event = "EXTRACTION_FAILED", channel = "inbox", file = %fname, blocks = failed_blocks.len(), first_block = block, first_line = line, first_reason = %clip(reason, 300), "fenced blocks could not be read as patches (each is listed in the .error.json)");
     }
     let dest_display = dest.display().to_string();
     if good {
@@ -798,6 +858,28 @@ mod tests {
     use std::io::Write;
     use std::path::PathBuf;
     use tokio::task::JoinHandle;
+
+    #[test]
+    fn reading_the_inbox_does_not_prompt_a_scan() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, RemoveKind};
+        for k in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert!(!prompts_scan(&k), "{k:?}");
+        }
+        for k in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Other,
+        ] {
+            assert!(prompts_scan(&k), "{k:?}");
+        }
+    }
 
     struct Env {
         _dir: tempfile::TempDir,
@@ -1137,6 +1219,46 @@ mod tests {
         );
         assert_eq!(rec("empty.json")["errors"][0]["error"], "empty_array");
         env.stop().await;
+    }
+
+    /// The open that takes a file never follows a symlink, never blocks on
+    /// a FIFO (a writer-less FIFO blocks a plain open forever) and reads
+    /// only the regular file with the inode that was looked at.
+    #[test]
+    fn the_open_takes_only_the_regular_file_that_was_looked_at() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("a.json");
+        durable_write(&file, b"{}", FILE_MODE).unwrap();
+        let ino = std::fs::metadata(&file).unwrap().ino();
+        assert!(matches!(read_limited(&file, 100, ino), ReadOutcome::Bytes(b) if b == b"{}"));
+        // Another file renamed over it: observed afresh, not read.
+        assert!(matches!(
+            read_limited(&file, 100, ino + 1),
+            ReadOutcome::Gone
+        ));
+        let fifo = d.path().join("f.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = d.path().join("l.json");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for p in [fifo, link] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(match read_limited(&p, 100, ino) {
+                    ReadOutcome::Refused((kind, reason)) => Some((kind, reason)),
+                    _ => None,
+                });
+            });
+            let (kind, reason) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the open blocked")
+                .expect("refused");
+            assert_eq!(kind, "not_a_regular_file");
+            assert!(
+                reason.contains("FIFO") || reason.contains("symbolic link"),
+                "{reason}"
+            );
+        }
     }
 
     #[tokio::test]

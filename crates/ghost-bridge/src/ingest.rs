@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use ghost_core::admit::Admission;
 use ghost_core::entry::Located;
@@ -102,13 +102,21 @@ impl Ingestor {
             .collect()
     }
 
-    /// True while `state/pause.json` exists: the bridge then answers 503.
+    /// True while intake is paused: `state/pause.json` (the operator) or an
+    /// executor's log pause (`state/log-pause.json`, not overridden). The
+    /// bridge then answers 503.
     pub fn paused(&self) -> bool {
         ghost_core::pause::is_paused(self.layout())
+            || ghost_core::logging::pause::log_paused(self.layout())
     }
 
+    /// The file that makes intake paused (the operator's first).
     pub fn pause_file(&self) -> PathBuf {
-        self.layout().pause_file()
+        let op = self.layout().pause_file();
+        if !op.exists() && ghost_core::logging::pause::log_paused(self.layout()) {
+            return ghost_core::logging::pause::pause_path(self.layout());
+        }
+        op
     }
 
     /// The canonical name of a target or alias, or an error naming the known ones.
@@ -146,7 +154,9 @@ impl Ingestor {
         source: &Source,
     ) -> Outcome {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        info!(event = "PATCH_RECEIVED", channel = %source.channel, source = %source.detail, "patch received");
+        // Debug: a transcript of thousands of blocks must not write thousands
+        // of lines at info; the outcome of each patch is logged below.
+        debug!(event = "PATCH_RECEIVED", channel = %source.channel, source = %source.detail, "patch received");
         let bytes =
             original.unwrap_or_else(|| serde_json::to_vec_pretty(&value).unwrap_or_default());
         let admission = self.admission.clone();

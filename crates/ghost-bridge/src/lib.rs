@@ -4,18 +4,20 @@
 //! `queue/<target>/pending/`.
 //!
 //! [`run`] holds the root's `bridge` lock for its whole life (one bridge per
-//! root), serves HTTP until `shutdown`, then stops accepting, lets in-flight
-//! requests finish (within a deadline), stops the inbox watcher and writes a
-//! final `stopped` heartbeat.
+//! root), serves HTTP until `shutdown` (through [`server::serve`], under the
+//! limits of [`guard`]), then stops accepting, lets in-flight requests finish
+//! (within a deadline), stops the inbox watcher and writes a final `stopped`
+//! heartbeat.
 
 pub mod auth;
+pub mod guard;
 pub mod http;
 pub mod inbox;
 pub mod ingest;
 pub mod secrets;
+pub mod server;
 pub mod transcript;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,17 +169,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
         })
     };
 
-    let state = http::AppState {
-        ingestor: ingestor.clone(),
-        secrets: Arc::new(secrets),
+    let state = http::AppState::new(ingestor.clone(), Arc::new(secrets));
+    let guard = state.guard.clone();
+    let app = http::router(state);
+    // Aggregated refusal lines are flushed, and idle rate-limit state
+    // forgotten, once per interval.
+    let housekeeping = {
+        let (guard, done) = (guard.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(guard.refusals.interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        guard.refusals.flush();
+                        guard.rate.forget_idle();
+                    }
+                    _ = done.cancelled() => break,
+                }
+            }
+            guard.refusals.flush();
+        })
     };
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     // The server stops on `shutdown`, or when the inbox task ends early (a
     // fatal inbox error: the bridge exits 1 so that a person hears of it).
     let stop = CancellationToken::new();
-    let server = std::future::IntoFuture::into_future(
-        axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()),
-    );
+    let server = server::serve(listener, app, &cfg.bridge, guard, stop.clone());
     let mut inbox = inbox;
     let mut inbox_result: Option<Result<ghost_core::Result<()>, tokio::task::JoinError>> = None;
     // Whether the inbox ended on its own, before anyone asked it to. (On a
@@ -216,6 +233,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Brid
         None => inbox.await,
     };
     done.cancel();
+    let _ = housekeeping.await;
     let final_details = {
         let (i2, l2) = (ingestor.clone(), listen.clone());
         tokio::task::spawn_blocking(move || heartbeat_details(&i2, &l2, i2.paused()))

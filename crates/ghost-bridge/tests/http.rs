@@ -14,7 +14,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use ghost_bridge::auth::sign;
+use ghost_bridge::auth::{sign_hub, sign_v1};
 use ghost_bridge::http::{router, AppState};
 use ghost_bridge::ingest::Ingestor;
 use ghost_bridge::secrets::{Secret, SecretSource, Secrets};
@@ -44,11 +44,8 @@ fn env(extra: &str) -> Env {
         hmac_key: Secret::new(KEY),
         hmac_source: SecretSource::Configuration("bridge.hmac_key"),
     };
-    let app = router(AppState {
-        ingestor: ing.clone(),
-        secrets: Arc::new(secrets),
-    })
-    .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4242))));
+    let app = router(AppState::new(ing.clone(), Arc::new(secrets)))
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4242))));
     Env {
         _dir: dir,
         ing,
@@ -127,6 +124,29 @@ fn patch(id: &str, content: &str) -> Value {
 }
 
 /// Every field named in the answer's top-level errors.
+/// The current Unix time in seconds (for `X-Ghost-Timestamp`).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A body of the given chunks without a declared length (like chunked encoding).
+struct Chunked(std::collections::VecDeque<axum::body::Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
 fn fields(v: &Value) -> Vec<String> {
     v["errors"]
         .as_array()
@@ -299,31 +319,68 @@ async fn authentication() {
         assert_error_body(&v, "unauthorized");
         assert!(hd.contains_key(header::WWW_AUTHENTICATE));
     }
-    // 403: wrong token; a bad, foreign or malformed signature.
+    // 401 too: a wrong token; a bad, foreign, stale or malformed signature,
+    // each naming the header it is about.
     let (s, _, v) = e
         .call(with(&[("authorization", "Bearer wrong".into())]))
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert_error_body(&v, "forbidden");
-    for bad in [
-        sign(b"another key", &body),
-        sign(KEY.as_bytes(), b"another body"),
-        "sha256=zz".to_string(),
-        "md5=00".to_string(),
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_error_body(&v, "unauthorized");
+    let ts = now();
+    for (bad, ts, field) in [
+        (
+            sign_v1(b"another key", ts, "POST", "/v1/patches", &body),
+            ts,
+            "X-Ghost-Signature",
+        ),
+        (
+            sign_v1(KEY.as_bytes(), ts, "POST", "/v1/patches", b"another body"),
+            ts,
+            "X-Ghost-Signature",
+        ),
+        (
+            sign_v1(KEY.as_bytes(), ts, "POST", "/webhook", &body),
+            ts,
+            "X-Ghost-Signature",
+        ),
+        (
+            sign_v1(KEY.as_bytes(), ts - 301, "POST", "/v1/patches", &body),
+            ts - 301,
+            "X-Ghost-Timestamp",
+        ),
+        // The old body-only form on X-Ghost-Signature.
+        (sign_hub(KEY.as_bytes(), &body), ts, "X-Ghost-Signature"),
+        ("v1=zz".to_string(), ts, "X-Ghost-Signature"),
+        ("md5=00".to_string(), ts, "X-Ghost-Signature"),
     ] {
-        let (s, _, v) = e.call(with(&[("x-ghost-signature", bad.clone())])).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{bad}: {v}");
-        assert_eq!(fields(&v), ["X-Ghost-Signature"]);
+        let (s, _, v) = e
+            .call(with(&[
+                ("x-ghost-signature", bad.clone()),
+                ("x-ghost-timestamp", ts.to_string()),
+            ]))
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad}: {v}");
+        assert_eq!(fields(&v), [field], "{bad}: {v}");
     }
     assert!(e.pending("default").is_empty());
     // Nothing of the token is ever echoed.
     let (_, _, v) = e.call(with(&[("authorization", TOKEN.to_string())])).await;
     assert!(!v.to_string().contains(TOKEN), "{v}");
-    // HMAC through either header is accepted.
-    let sig = sign(KEY.as_bytes(), &body);
-    let (s, _, v) = e.call(with(&[("x-ghost-signature", sig.clone())])).await;
+    // Either signature form is accepted on POST.
+    let sig = sign_v1(KEY.as_bytes(), ts, "POST", "/v1/patches", &body);
+    let (s, _, v) = e
+        .call(with(&[
+            ("x-ghost-signature", sig),
+            ("x-ghost-timestamp", ts.to_string()),
+        ]))
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let (s, _, v) = e.call(with(&[("x-hub-signature-256", sig)])).await;
+    let (s, _, v) = e
+        .call(with(&[(
+            "x-hub-signature-256",
+            sign_hub(KEY.as_bytes(), &body),
+        )]))
+        .await;
     assert_eq!(s, StatusCode::OK, "duplicate: {v}");
     // The entry holds the signed bytes.
     let name = e.pending("default")[0].clone();
@@ -337,6 +394,26 @@ async fn authentication() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // A signature is no credential for GET, not even a valid one.
+    for (h, v) in [
+        ("x-hub-signature-256", sign_hub(KEY.as_bytes(), b"")),
+        (
+            "x-ghost-signature",
+            sign_v1(KEY.as_bytes(), ts, "GET", "/v1/patches/auth", b""),
+        ),
+    ] {
+        let (s, _, body) = e
+            .call(
+                Request::get("/v1/patches/auth")
+                    .header(h, v)
+                    .header("x-ghost-timestamp", ts.to_string())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{h}: {body}");
+        assert!(body.to_string().contains("Bearer"), "{body}");
+    }
     let (s, _, v) = e
         .call(Request::get("/healthz").body(Body::empty()).unwrap())
         .await;
@@ -360,15 +437,36 @@ async fn oversized_bodies_are_413_and_wrong_types_415() {
             .contains("1024 bytes (bridge.max_body_bytes)"),
         "{v}"
     );
-    // Also when the body must be read to check its signature.
-    let bytes = serde_json::to_vec(&big).unwrap();
-    let r = Request::post("/v1/patches")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-ghost-signature", sign(KEY.as_bytes(), &bytes))
-        .body(Body::from(bytes))
-        .unwrap();
-    let (s, _, v) = e.call(r).await;
-    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    // A signed body is verified within bridge.max_patch_bytes (600 here),
+    // whether its length is declared or not: past it, the request is not
+    // authenticated.
+    let bytes = serde_json::to_vec(&patch("mid", &"x".repeat(700))).unwrap();
+    for declared in [true, false] {
+        let ts = now();
+        let body = if declared {
+            Body::from(bytes.clone())
+        } else {
+            Body::new(Chunked(
+                bytes
+                    .chunks(100)
+                    .map(axum::body::Bytes::copy_from_slice)
+                    .collect(),
+            ))
+        };
+        let r = Request::post("/v1/patches")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-ghost-timestamp", ts.to_string())
+            .header(
+                "x-ghost-signature",
+                sign_v1(KEY.as_bytes(), ts, "POST", "/v1/patches", &bytes),
+            )
+            .body(body)
+            .unwrap();
+        let (s, _, v) = e.call(r).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+        assert_eq!(fields(&v), ["X-Ghost-Signature"], "{v}");
+        assert!(v.to_string().contains("bridge.max_patch_bytes"), "{v}");
+    }
     // Within the body limit but over the patch limit: refused by field.
     let (s, v) = e.post_json(&patch("mid", &"x".repeat(700))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");

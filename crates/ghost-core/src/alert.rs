@@ -90,6 +90,26 @@ pub struct Alert {
     /// The end of the child's output log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_tail: Option<String>,
+
+    // About a process's log (the log writer's alerts).
+    /// The component whose log it is (`executor`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Why the log could not be written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `logs/<component>.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_path: Option<String>,
+    /// Where its lines go while the primary fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_path: Option<String>,
+    /// Lines written to the fallback during the outage (resolved alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines_in_fallback: Option<u64>,
+    /// Rotations of the log within the last hour (rapid-rotation alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotations_in_hour: Option<u32>,
 }
 
 impl Alert {
@@ -118,6 +138,12 @@ impl Alert {
             last_exit: None,
             cause: None,
             stderr_tail: None,
+            component: None,
+            error: None,
+            primary_path: None,
+            fallback_path: None,
+            lines_in_fallback: None,
+            rotations_in_hour: None,
         }
     }
 

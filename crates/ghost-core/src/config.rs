@@ -194,12 +194,23 @@ section!(HeartbeatConfig {
 });
 
 section!(LogsConfig {
+    /// A log file is rotated before it would grow past this size …
     #[serde(with = "size")] max_bytes: u64 = 5 << 20,
+    /// … or once its first line is this old, whichever comes first.
     #[serde(with = "duration")] max_age: Duration = secs(7 * 24 * 3600),
+    /// Rotated files kept per component; older ones are purged.
     keep: u32 = 10,
+    /// More rotations of one component than this within a sliding hour raise an alert.
     rapid_rotations_per_hour: u32 = 3,
+    /// An executor whose primary log has failed this long stops claiming patches.
     #[serde(with = "duration")] pause_after: Duration = secs(30),
+    /// Where lines go while `logs/` cannot be written (default: under the
+    /// system temporary directory, `ghostbridge-<hash of the root>/logs`).
     fallback_dir: Option<PathBuf> = None,
+    /// Gzip rotated files.
+    compress: bool = true,
+    /// While on the fallback, how often the primary log is tried again.
+    #[serde(with = "duration")] retry_interval: Duration = secs(5),
 });
 
 section!(ExecutorConfig {
@@ -228,6 +239,9 @@ section!(ExecutorConfig {
     output_tail_bytes: u64 = 4096,
     /// Mode of files a patch creates without giving one.
     default_file_mode: String = "0644".into(),
+    /// Most patches of one target applied as one group commit (each still its
+    /// own transaction); 1 applies them one by one.
+    batch_max: u32 = 64,
 });
 
 section!(
@@ -276,6 +290,31 @@ section!(BridgeConfig {
     /// Full rescan of the inbox, in case the watcher missed an event.
     #[serde(with = "duration")]
     inbox_scan_interval: Duration = secs(2),
+    /// A connection must deliver a request's headers within this long (and an
+    /// idle keep-alive connection is closed after it).
+    #[serde(with = "duration")]
+    header_timeout: Duration = secs(10),
+    /// A request body must arrive whole within this long (a trickle is cut off).
+    #[serde(with = "duration")]
+    body_timeout: Duration = secs(30),
+    /// Concurrent connections; more are answered 503 and closed. Clamped at
+    /// start-up below the open-file limit, keeping a reserve for the queue,
+    /// the inbox, the logs and the heartbeat.
+    max_connections: u32 = 512,
+    /// Requests per second per client address (0: no limit); more get 429.
+    rate_limit: u32 = 50,
+    /// How many requests a client may send at once above `rate_limit`.
+    rate_burst: u32 = 100,
+    /// How far the `X-Ghost-Timestamp` of a signed request may be from now.
+    #[serde(with = "duration")]
+    signature_window: Duration = secs(5 * 60),
+    /// Memory for bodies of signed requests not yet verified, all clients
+    /// together; past it such requests get 503.
+    #[serde(with = "size")]
+    unverified_body_budget: u64 = 64 << 20,
+    /// Repeated refusals are logged once per client and reason per interval, with a count.
+    #[serde(with = "duration")]
+    refusal_log_interval: Duration = secs(10),
 });
 
 section!(
@@ -685,6 +724,9 @@ impl Config {
         if e.max_attempts == 0 {
             problems.push("executor.max_attempts: must be at least 1".into());
         }
+        if e.batch_max == 0 {
+            problems.push("executor.batch_max: must be at least 1".into());
+        }
         if e.backoff_base > e.backoff_max {
             problems.push("executor.backoff_base: must not exceed executor.backoff_max".into());
         }
@@ -694,9 +736,26 @@ impl Config {
             ("executor.stuck_after", e.stuck_after),
             ("heartbeat.interval", self.heartbeat.interval),
             ("heartbeat.stale_after", self.heartbeat.stale_after),
+            ("logs.max_age", self.logs.max_age),
+            ("logs.retry_interval", self.logs.retry_interval),
         ] {
             if d.is_zero() {
                 problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if self.logs.max_bytes == 0 {
+            problems.push("logs.max_bytes: must be greater than zero".into());
+        }
+        if self.logs.keep == 0 {
+            problems
+                .push("logs.keep: must be at least 1 (the rotated file is the only copy)".into());
+        }
+        if let Some(d) = &self.logs.fallback_dir {
+            if !d.is_absolute() {
+                problems.push(format!(
+                    "logs.fallback_dir: {} must be an absolute path (ideally on another filesystem than the root)",
+                    d.display()
+                ));
             }
         }
         match parse_mode(&e.default_file_mode) {
@@ -775,7 +834,35 @@ impl Config {
         if self.bridge.max_patch_bytes == 0 {
             problems.push("bridge.max_patch_bytes: must be greater than zero".into());
         }
+        self.validate_bridge(problems);
         self.validate_watchdog(problems);
+    }
+
+    fn validate_bridge(&self, problems: &mut Vec<String>) {
+        let b = &self.bridge;
+        for (k, d) in [
+            ("bridge.header_timeout", b.header_timeout),
+            ("bridge.body_timeout", b.body_timeout),
+            ("bridge.signature_window", b.signature_window),
+            ("bridge.refusal_log_interval", b.refusal_log_interval),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if b.max_connections == 0 {
+            problems.push("bridge.max_connections: must be at least 1".into());
+        }
+        if b.rate_limit > 0 && b.rate_burst == 0 {
+            problems
+                .push("bridge.rate_burst: must be at least 1 when bridge.rate_limit is set".into());
+        }
+        if b.unverified_body_budget < b.max_patch_bytes {
+            problems.push(format!(
+                "bridge.unverified_body_budget: must be at least bridge.max_patch_bytes ({} bytes), or no signed patch of the largest size could be verified",
+                b.max_patch_bytes
+            ));
+        }
     }
 
     fn validate_watchdog(&self, problems: &mut Vec<String>) {
@@ -1033,6 +1120,32 @@ listen = "not an address"
         let text = "[targets.a]\naliases=[\"DEV\"]\n[targets.b]\naliases=[\"dev\"]\n";
         let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
         assert!(e.to_string().contains("also used by"), "{e}");
+    }
+
+    #[test]
+    fn bridge_limits_have_safe_defaults_and_are_checked_together() {
+        let b = Config::default().bridge;
+        assert_eq!(
+            (b.header_timeout, b.body_timeout, b.signature_window),
+            (secs(10), secs(30), secs(300))
+        );
+        assert_eq!(
+            (b.max_connections, b.rate_limit, b.rate_burst),
+            (512, 50, 100)
+        );
+        assert!(b.unverified_body_budget >= b.max_patch_bytes);
+        let text = "[bridge]\nheader_timeout = \"0s\"\nbody_timeout = \"0s\"\nmax_connections = 0\nrate_burst = 0\nunverified_body_budget = \"1MiB\"\n";
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.problems.join("\n");
+        for key in [
+            "bridge.header_timeout",
+            "bridge.body_timeout",
+            "bridge.max_connections",
+            "bridge.rate_burst",
+            "bridge.unverified_body_budget",
+        ] {
+            assert!(all.contains(key), "{key} not reported:\n{all}");
+        }
     }
 
     #[test]

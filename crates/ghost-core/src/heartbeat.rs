@@ -1,5 +1,6 @@
 //! Heartbeats: `state/heartbeats/<component>.json`, written on a change of content
 //! or every `interval`, deduplicated by the MD5 of the content without timestamps.
+//! Details carry the process's log health under `logs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,7 +62,13 @@ impl HeartbeatWriter {
 
     /// Write the heartbeat if its content changed or `interval` passed since the
     /// last write. Returns whether it wrote.
-    pub fn beat(&mut self, status: &str, details: serde_json::Value) -> Result<bool> {
+    /// The process's log health is added to object details as `logs` (see
+    /// `logging::LogHealthReport`), so every daemon's heartbeat carries it.
+    pub fn beat(&mut self, status: &str, mut details: serde_json::Value) -> Result<bool> {
+        if let (Some(m), Some(h)) = (details.as_object_mut(), crate::logging::health()) {
+            m.entry("logs")
+                .or_insert_with(|| serde_json::to_value(h.report()).unwrap_or_default());
+        }
         let hash = crate::md5_hex(
             serde_json::to_string(&(&self.component, status, &details))
                 .unwrap_or_default()

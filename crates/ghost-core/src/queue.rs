@@ -110,6 +110,10 @@ pub fn new_name() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Sidecar kinds besides the records of the states: the executor's undo
+/// journal, and the records an operator's move keeps under another name.
+pub const SIDECAR_KINDS: [&str; 3] = ["journal", "previous-record", "unreadable-record"];
+
 /// True for an entry file name (`<name>.json` with no other dot, not hidden).
 pub fn is_entry_file(file: &str) -> bool {
     match file.strip_suffix(".json") {
@@ -337,17 +341,15 @@ impl Queue {
 
     /// Remove every sidecar of `name` in `state`. Best effort and without fsync:
     /// one that reappears after a crash is an orphan that [`Queue::sweep`] clears.
+    /// Each kind ghostbridge writes is unlinked by name: listing the directory
+    /// would make every move cost as much as the directory is large.
     pub fn remove_sidecars(&self, state: QueueState, name: &str) {
-        let dir = self.dir(state);
-        let prefix = format!("{name}.");
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if let Some(f) = e.file_name().to_str() {
-                    if f.starts_with(&prefix) && f.ends_with(".json") && !is_entry_file(f) {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
+        let kinds = QueueState::ALL
+            .iter()
+            .map(|s| s.record_kind())
+            .chain(SIDECAR_KINDS);
+        for kind in kinds {
+            let _ = std::fs::remove_file(self.sidecar_path(state, name, kind));
         }
     }
 

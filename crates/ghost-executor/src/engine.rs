@@ -652,42 +652,6 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
     Ok(outcome)
 }
 
-/// Move every deferred entry whose time has come back to `pending/`. Returns how
-/// long until the next one is due, if any.
-pub fn promote_due(ctx: &TargetCtx) -> Result<Option<Duration>> {
-    let q = &ctx.queue;
-    let now = SystemTime::now();
-    let mut next: Option<Duration> = None;
-    for name in q.list(QueueState::Deferred)? {
-        let record = q
-            .read_record(QueueState::Deferred, &name)
-            .unwrap_or_default();
-        let due = record
-            .due_at
-            .as_deref()
-            .and_then(ghost_core::time::parse_rfc3339)
-            .unwrap_or(now);
-        match due.duration_since(now) {
-            Ok(wait) if !wait.is_zero() => {
-                next = Some(next.map_or(wait, |n| n.min(wait)));
-            }
-            _ => {
-                let mut r = record;
-                r.due_at = None;
-                match q.transition(&name, QueueState::Deferred, QueueState::Pending, &r) {
-                    Ok(()) => {
-                        info!(event = "PATCH_RETRY_DUE", target = %ctx.target, queue_name = %name, "deferred patch is due: back to pending")
-                    }
-                    Err(e) => {
-                        warn!(target = %ctx.target, queue_name = %name, error = %e, "could not promote deferred patch")
-                    }
-                }
-            }
-        }
-    }
-    Ok(next)
-}
-
 /// Start-up recovery for one target: clear orphans and stale temp files, and
 /// resolve every entry left in `active/` by a dead executor.
 pub fn recover(ctx: &TargetCtx) -> Result<usize> {
@@ -705,6 +669,8 @@ pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     for p in stale {
         info!(event = "STALE_FILE_REMOVED", target = %ctx.target, path = %p.display(), "removed a stale temp or orphan file");
     }
+    // An unfinished batch first: it leaves its members as single ones.
+    crate::batch::recover(ctx)?;
     let names = q.list(QueueState::Active)?;
     for name in &names {
         recover_one(ctx, name)?;

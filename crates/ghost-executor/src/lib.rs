@@ -1,18 +1,22 @@
 //! ghost-executor: claims patches from `queue/<target>/pending/` and applies each
 //! as an all-or-nothing transaction (see [`engine`]). One worker per target
 //! keeps each target's queue FIFO and one patch at a time; targets run in
-//! parallel. A `notify` watcher wakes the workers, and a periodic rescan covers
-//! events the watcher drops.
+//! parallel. Each worker keeps its target's due entries in memory ([`due`]);
+//! a `notify` watcher reports arrivals and wakes the workers, and a periodic
+//! rescan covers events the watcher drops. Idle, nothing runs but the timers.
 
+pub mod batch;
 pub mod command;
 pub mod decision;
+pub mod due;
 pub mod engine;
 pub mod git;
 pub mod journal;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use serde_json::json;
@@ -22,6 +26,7 @@ use tracing::{error, info, warn};
 
 use ghost_core::fs::LockFile;
 use ghost_core::heartbeat::HeartbeatWriter;
+use ghost_core::logging::pause::{self as log_pause, LogPause};
 use ghost_core::queue::QueueState;
 use ghost_core::{Config, Layout};
 
@@ -62,12 +67,21 @@ pub fn raise_alert(layout: &Layout, target: &str, name: &str, patch_id: &str, me
     }
 }
 
-fn queue_stats(ctxs: &[Arc<TargetCtx>]) -> serde_json::Value {
+/// Entries per open state and target. `pending/` and `deferred/` are counted
+/// from the workers' due lists (they may hold 100,000 entries); the other
+/// states are small and listed.
+fn queue_stats(ctxs: &[Arc<TargetCtx>], inboxes: &[Arc<due::Inbox>]) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut targets = serde_json::Map::new();
-    for c in ctxs {
+    for (c, i) in ctxs.iter().zip(inboxes) {
         let mut m = BTreeMap::new();
         for s in QueueState::OPEN {
-            m.insert(s.name(), c.queue.list(s).map(|v| v.len()).unwrap_or(0));
+            let n = match s {
+                QueueState::Pending => i.pending_len.load(Relaxed),
+                QueueState::Deferred => i.deferred_len.load(Relaxed),
+                _ => c.queue.list(s).map(|v| v.len()).unwrap_or(0),
+            };
+            m.insert(s.name(), n);
         }
         targets.insert(c.target.clone(), json!(m));
     }
@@ -80,75 +94,204 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("blocking task panicked")
 }
 
+/// Apply the due entries `due` (oldest first): as a batch when two or more
+/// qualify, else the first on its own. False when the tree was busy.
+fn step(
+    ctx: &TargetCtx,
+    list: &std::sync::Mutex<due::DueList>,
+    due: &[String],
+    hard_stop: &CancellationToken,
+) -> Result<bool, ghost_core::Error> {
+    let forget = |names: &[String]| {
+        let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
+        for n in names {
+            l.forget(n);
+        }
+    };
+    if batch::worth_trying(ctx, due.len()) {
+        match batch::process(ctx, due)? {
+            batch::Batched::Done(n) if n > 0 => {
+                // Claimed: not due here any more (an entry put back into
+                // pending/ is reported by the watcher).
+                forget(&due[..n]);
+                return Ok(true);
+            }
+            batch::Batched::Busy => return Ok(false),
+            batch::Batched::Done(_) | batch::Batched::Single => {}
+        }
+    }
+    let name = &due[0];
+    let r = engine::process_one(ctx, name, hard_stop);
+    if matches!(r, Ok(Some(_))) || !ctx.queue.entry_path(QueueState::Pending, name).exists() {
+        // Claimed, or moved meanwhile.
+        forget(std::slice::from_ref(name));
+        return Ok(true);
+    }
+    r.map(|o| o.is_some())
+}
+
+/// One target's worker: claims its due entries oldest first, one at a time.
+/// The due list lives in memory ([`due`]); the directories are listed only at
+/// start, every `executor.scan_interval`, and when the watcher overflowed.
 async fn worker(
     ctx: Arc<TargetCtx>,
+    inbox: Arc<due::Inbox>,
     wake: Arc<Notify>,
     opts: RunOptions,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
+    log_paused: Arc<AtomicBool>,
 ) {
     let scan = ctx.cfg.executor.scan_interval;
+    let list = Arc::new(std::sync::Mutex::new(due::DueList::new(
+        ctx.queue.clone(),
+        inbox.clone(),
+    )));
+    let mut next_rescan = tokio::time::Instant::now();
+    // Entries in active/ that this (sequential) worker is not processing are
+    // orphans of an error or a crash; looked for at each rescan and after an error.
+    let mut look_for_orphans = true;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        // Anything in active/ that this (sequential) worker is not processing is
-        // an orphan of an error or a crash: resolve it the way start-up does.
-        let c = ctx.clone();
-        let orphans =
-            blocking(move || c.queue.list(QueueState::Active).map(|v| !v.is_empty())).await;
-        if orphans.unwrap_or(false) {
-            let c = ctx.clone();
-            if let Err(e) = blocking(move || engine::recover(&c)).await {
-                error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
-                tokio::select! {
-                    _ = tokio::time::sleep(scan) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-                continue;
+        // Our log cannot be written: claim nothing new until it can (the
+        // heartbeat task decides; see ghost_core::logging::pause).
+        if log_paused.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
+                _ = shutdown.cancelled() => {}
             }
+            continue;
         }
-        let c = ctx.clone();
-        let next_due = blocking(move || engine::promote_due(&c))
-            .await
-            .unwrap_or_else(|e| {
-                warn!(target = %ctx.target, error = %e, "could not scan deferred/");
-                None
-            });
-        let c = ctx.clone();
-        let first = blocking(move || c.queue.list(QueueState::Pending)).await;
-        match first {
-            Ok(names) if !names.is_empty() => {
-                let (c, h, name) = (ctx.clone(), hard_stop.clone(), names[0].clone());
-                let pause = match blocking(move || engine::process_one(&c, &name, &h)).await {
-                    Ok(Some(_)) => false,
-                    // Not claimed: moved meanwhile, or the tree is busy. Look again soon.
-                    Ok(None) => true,
-                    Err(e) => {
-                        error!(event = "EXECUTOR_ERROR", target = %ctx.target, error = %e, "processing failed; the entry is resolved by recovery");
-                        true
-                    }
-                };
-                if pause {
+        let rescan = tokio::time::Instant::now() >= next_rescan;
+        if rescan || look_for_orphans {
+            let c = ctx.clone();
+            let orphans =
+                blocking(move || c.queue.list(QueueState::Active).map(|v| !v.is_empty())).await;
+            if orphans.unwrap_or(false) {
+                let c = ctx.clone();
+                if let Err(e) = blocking(move || engine::recover(&c)).await {
+                    error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
                     tokio::select! {
-                        _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
+                        _ = tokio::time::sleep(scan) => {}
                         _ = shutdown.cancelled() => {}
                     }
+                    continue;
                 }
-                continue;
             }
-            Ok(_) => {}
-            Err(e) => warn!(target = %ctx.target, error = %e, "could not list pending/"),
+            look_for_orphans = false;
+        }
+        let l = list.clone();
+        let refreshed = blocking(move || {
+            let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
+            if rescan {
+                l.rescan()
+            } else {
+                l.apply()
+            }
+        })
+        .await;
+        if rescan {
+            next_rescan = tokio::time::Instant::now() + scan;
+        }
+        if let Err(e) = refreshed {
+            warn!(target = %ctx.target, error = %e, "could not list the queue; retrying at the next scan");
+        }
+        let (l, batch_max) = (list.clone(), ctx.cfg.executor.batch_max as usize);
+        let (due_now, next_due) = blocking(move || {
+            let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
+            let (ready, next) = l.due_deferred(std::time::SystemTime::now());
+            for name in ready {
+                l.promote(&name);
+            }
+            (l.first(batch_max), next)
+        })
+        .await;
+        if !due_now.is_empty() {
+            let (c, h, l) = (ctx.clone(), hard_stop.clone(), list.clone());
+            let pause = match blocking(move || step(&c, &l, &due_now, &h)).await {
+                Ok(true) => false,
+                // Not claimed: the tree is busy. Look again soon.
+                Ok(false) => true,
+                Err(e) => {
+                    error!(event = "EXECUTOR_ERROR", target = %ctx.target, error = %e, "processing failed; the entry is resolved by recovery");
+                    look_for_orphans = true;
+                    true
+                }
+            };
+            if pause {
+                tokio::select! {
+                    _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            continue;
         }
         if opts.drain {
             break;
         }
-        let wait = next_due.map_or(scan, |d| d.min(scan));
+        let until_rescan = next_rescan.saturating_duration_since(tokio::time::Instant::now());
+        let wait = next_due.map_or(until_rescan, |d| d.min(until_rescan));
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {}
         }
+    }
+}
+
+/// Pause or resume claiming by the health of our log (called every heartbeat tick).
+fn decide_log_pause(
+    layout: &Layout,
+    pause_after: Duration,
+    paused: &mut Option<LogPause>,
+    flag: &AtomicBool,
+) {
+    let Some(health) = ghost_core::logging::health() else {
+        return;
+    };
+    let report = health.report();
+    let over = report
+        .failing_since
+        .as_deref()
+        .is_some_and(|f| log_pause::overridden(layout, f));
+    let want = log_pause::should_pause(health.failing_for(SystemTime::now()), pause_after, over);
+    match (want, paused.is_some()) {
+        (true, false) => {
+            let p = LogPause {
+                component: "executor".into(),
+                pid: std::process::id(),
+                paused_at: ghost_core::time::now_rfc3339(),
+                failing_since: report.failing_since.clone().unwrap_or_default(),
+                error: report.last_error.clone(),
+                fallback_path: report.fallback_path.clone(),
+            };
+            flag.store(true, Ordering::Relaxed);
+            if let Err(e) = log_pause::write(layout, &p) {
+                error!(event = "LOG_PAUSE_WRITE_FAILED", error = %e, "cannot record the log pause");
+            }
+            warn!(event = "EXECUTOR_PAUSED", failing_since = %p.failing_since, pause_after = ?pause_after, "the log cannot be written: claiming no new patches until it can");
+            *paused = Some(p);
+        }
+        (false, true) => {
+            flag.store(false, Ordering::Relaxed);
+            if let Err(e) = log_pause::clear(layout) {
+                error!(event = "LOG_PAUSE_WRITE_FAILED", error = %e, "cannot remove state/log-pause.json");
+            }
+            let why = if over {
+                "overridden by the operator"
+            } else {
+                "the log works again"
+            };
+            info!(
+                event = "EXECUTOR_RESUMED",
+                reason = why,
+                "claiming patches again"
+            );
+            *paused = None;
+        }
+        _ => {}
     }
 }
 
@@ -219,33 +362,57 @@ pub async fn run(
         }
     }
 
-    // Wake a target's worker when something lands in its pending/.
+    // Wake a target's worker when an entry may have arrived in (or left) its
+    // pending/ or deferred/; never on the workers' own reads (see due::wakes).
     let wakes: Vec<Arc<Notify>> = ctxs.iter().map(|_| Arc::new(Notify::new())).collect();
-    let dirs: Vec<(std::path::PathBuf, Arc<Notify>)> = ctxs
+    let inboxes: Vec<Arc<due::Inbox>> = ctxs.iter().map(|_| Arc::default()).collect();
+    let watched: Vec<(ghost_core::queue::Queue, Arc<due::Inbox>, Arc<Notify>)> = ctxs
         .iter()
+        .zip(&inboxes)
         .zip(&wakes)
-        .map(|(c, w)| (c.queue.dir(QueueState::Pending), w.clone()))
+        .map(|((c, i), w)| (c.queue.clone(), i.clone(), w.clone()))
         .collect();
-    let dirs_cb = dirs.clone();
+    let watched_cb = watched.clone();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) => {
-                for (d, w) in &dirs_cb {
-                    if ev.paths.iter().any(|p| p.starts_with(d)) {
+            Ok(ev) if due::wakes(&ev.kind) => {
+                let rescan = matches!(ev.kind, notify::EventKind::Any | notify::EventKind::Other)
+                    || ev.need_rescan();
+                for (q, i, w) in &watched_cb {
+                    let mut hit = false;
+                    for p in &ev.paths {
+                        hit |= i.touch(q, p);
+                    }
+                    if rescan {
+                        i.request_rescan();
+                        hit = true;
+                    }
+                    if hit {
                         w.notify_one();
                     }
                 }
             }
-            // An overflowed or failed watch: wake everyone, the rescan finds the work.
-            Err(_) => dirs_cb.iter().for_each(|(_, w)| w.notify_one()),
+            Ok(_) => {}
+            // An overflowed or failed watch: rescan everything.
+            Err(_) => watched_cb.iter().for_each(|(_, i, w)| {
+                i.request_rescan();
+                w.notify_one();
+            }),
         })
         .map_err(|e| ExecError::Other(format!("cannot start the file watcher: {e}")))?;
-    for (d, _) in &dirs {
-        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-            warn!(dir = %d.display(), error = %e, "cannot watch; relying on the periodic rescan");
+    for (q, _, _) in &watched {
+        for d in due::watched_dirs(q) {
+            if let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive) {
+                warn!(dir = %d.display(), error = %e, "cannot watch; relying on the periodic rescan");
+            }
         }
     }
 
+    // A log pause left by a crashed executor means nothing now.
+    if let Err(e) = log_pause::clear(&layout) {
+        warn!(error = %e, "cannot remove a stale state/log-pause.json");
+    }
+    let log_paused = Arc::new(AtomicBool::new(false));
     let hard_stop = CancellationToken::new();
     {
         let (s, h, grace) = (
@@ -262,33 +429,47 @@ pub async fn run(
     let workers: Vec<_> = ctxs
         .iter()
         .zip(&wakes)
-        .map(|(c, w)| {
+        .zip(&inboxes)
+        .map(|((c, w), i)| {
             tokio::spawn(worker(
                 c.clone(),
+                i.clone(),
                 w.clone(),
                 opts,
                 shutdown.clone(),
                 hard_stop.clone(),
+                log_paused.clone(),
             ))
         })
         .collect();
 
     let done = CancellationToken::new();
     let beat = {
-        let (ctxs, counters, done, tick) = (
+        let (ctxs, inboxes, counters, done, tick) = (
             ctxs.clone(),
+            inboxes.clone(),
             counters.clone(),
             done.clone(),
             cfg.heartbeat.interval.min(Duration::from_secs(1)),
         );
+        let (layout, log_paused, pause_after) =
+            (layout.clone(), log_paused.clone(), cfg.logs.pause_after);
         tokio::spawn(async move {
+            let mut paused: Option<LogPause> = None;
             loop {
-                let (c2, k2) = (ctxs.clone(), counters.clone());
-                let details = blocking(
-                    move || json!({"queues": queue_stats(&c2), "counters": k2.snapshot()}),
+                decide_log_pause(&layout, pause_after, &mut paused, &log_paused);
+                let (c2, i2, k2) = (ctxs.clone(), inboxes.clone(), counters.clone());
+                let mut details = blocking(
+                    move || json!({"queues": queue_stats(&c2, &i2), "counters": k2.snapshot()}),
                 )
                 .await;
-                if let Err(e) = hb.beat("running", details) {
+                details["log_pause"] = json!(paused);
+                let status = if paused.is_some() {
+                    "paused"
+                } else {
+                    "running"
+                };
+                if let Err(e) = hb.beat(status, details) {
                     warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write heartbeat");
                 }
                 tokio::select! {
@@ -305,9 +486,12 @@ pub async fn run(
     done.cancel();
     drop(watcher);
     if let Ok(mut hb) = beat.await {
-        let details = json!({"queues": queue_stats(&ctxs), "counters": counters.snapshot()});
+        let details =
+            json!({"queues": queue_stats(&ctxs, &inboxes), "counters": counters.snapshot()});
         let _ = hb.beat("stopped", details);
     }
-    info!(event = "EXECUTOR_STOPPED", counters = %counters.snapshot(), "executor stopped");
+    // A stopped executor pauses nothing.
+    let _ = log_pause::clear(&layout);
+    info!(event = "EXECUTOR_STOPPED", counters = %counters.snapshot(), fsyncs = ghost_core::fs::fsync_count(), "executor stopped");
     Ok(())
 }

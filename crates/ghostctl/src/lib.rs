@@ -178,6 +178,12 @@ pub enum Command {
         /// Only the last N lines of what is there already
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<usize>,
+        /// Only lines of this level or more severe (error, warn, info, debug, trace)
+        #[arg(long, value_name = "L")]
+        level: Option<String>,
+        /// Only lines with this correlation_id
+        #[arg(long, value_name = "ID")]
+        correlation_id: Option<String>,
     },
     /// Alerts firing and recently resolved, and the silences (alerts/state.json)
     ///

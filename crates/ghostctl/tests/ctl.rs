@@ -1064,6 +1064,88 @@ fn logs_filter_by_patch_and_follow() {
 }
 
 #[test]
+fn logs_read_rotated_and_gzip_files_in_order_filter_by_level_and_correlation_and_follow_a_rotation()
+{
+    let env = Env::new();
+    let dir = env.layout().logs();
+    std::fs::create_dir_all(&dir).unwrap();
+    let line = |ts: &str, level: &str, ev: &str, extra: &str| {
+        format!(
+            r#"{{"ts":"2026-01-01T00:00:{ts}.000Z","level":"{level}","component":"executor","pid":1,"event":"{ev}","msg":"m"{extra}}}"#
+        ) + "\n"
+    };
+    let oldest = dir.join("executor.20260101T000001.500Z.log");
+    ghost_core::fs::durable_write(
+        &oldest,
+        line("01", "INFO", "A", r#","correlation_id":"c1""#).as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    ghost_core::logging::rotate::compress(&oldest).unwrap();
+    ghost_core::fs::durable_write(
+        &dir.join("executor.20260101T000002.500Z.log"),
+        line("02", "WARN", "B", "").as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let current = dir.join("executor.log");
+    ghost_core::fs::durable_write(
+        &current,
+        line("03", "ERROR", "C", r#","correlation_id":"c1""#).as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let events = |opts: &LogsOptions, stop: &dyn Fn() -> bool| {
+        let mut out = Vec::new();
+        logs(&env.config, opts, &mut out, stop).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_whitespace().nth(3).unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(&LogsOptions::default(), &|| true), ["A", "B", "C"]);
+    let level = LogsOptions {
+        level: Some("warn".into()),
+        ..Default::default()
+    };
+    assert_eq!(events(&level, &|| true), ["B", "C"]);
+    let corr = LogsOptions {
+        correlation_id: Some("c1".into()),
+        ..Default::default()
+    };
+    assert_eq!(events(&corr, &|| true), ["A", "C"]);
+    let (code, _, err) = env.run(&["logs", "--level", "loud"]);
+    assert_eq!(code, 2, "{err}");
+
+    // Follow: a line written just before the rotation is not missed, and the
+    // new file is read from its start.
+    let polls = std::cell::Cell::new(0);
+    let stop = || {
+        polls.set(polls.get() + 1);
+        if polls.get() == 1 {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&current)
+                .unwrap();
+            use std::io::Write;
+            f.write_all(line("04", "INFO", "D", "").as_bytes()).unwrap();
+            ghost_core::fs::durable_move(&current, &dir.join("executor.20260101T000004.500Z.log"))
+                .unwrap();
+            ghost_core::fs::durable_write(&current, line("05", "INFO", "E", "").as_bytes(), 0o600)
+                .unwrap();
+        }
+        polls.get() > 3
+    };
+    let follow = LogsOptions {
+        follow: true,
+        component: Some("executor".into()),
+        ..Default::default()
+    };
+    assert_eq!(events(&follow, &stop), ["A", "B", "C", "D", "E"]);
+}
+
+#[test]
 fn submit_deduplicates_like_the_bridge() {
     let env = Env::new();
     let p = env.file(

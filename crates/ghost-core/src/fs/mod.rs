@@ -15,9 +15,11 @@
 //! second fsync that "succeeds" proves nothing. The caller treats the item as not
 //! written.
 
+pub mod group;
 pub mod groupsync;
 pub mod tree;
 
+pub use group::WriteGroup;
 pub use groupsync::{durable_write_grouped, DirSync};
 
 use std::fs::{self, File, OpenOptions};
@@ -36,6 +38,18 @@ pub const FILE_MODE: u32 = 0o600;
 pub const DIR_MODE: u32 = 0o700;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `fsync`s this process issued through this module (files and
+/// directories, failed ones included): what the benchmark divides by the
+/// patches applied.
+pub fn fsync_count() -> u64 {
+    FSYNCS.load(Ordering::Relaxed)
+}
+
+fn note_fsync() {
+    FSYNCS.fetch_add(1, Ordering::Relaxed);
+}
 
 /// A temp-file name unique within this process and across processes.
 pub fn tmp_name(hint: &str) -> String {
@@ -80,7 +94,7 @@ pub fn sweep_temp_files(dir: &Path, min_age: std::time::Duration) -> Vec<PathBuf
     removed
 }
 
-fn parent_of(path: &Path) -> &Path {
+pub(crate) fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -90,6 +104,7 @@ fn parent_of(path: &Path) -> &Path {
 /// `fsync` a directory so that the entries created, renamed or removed in it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).ctx("open directory", dir)?;
+    note_fsync();
     f.sync_all().ctx("fsync directory", dir)
 }
 
@@ -144,6 +159,7 @@ fn write_synced_temp(
         f.set_permissions(fs::Permissions::from_mode(mode))
             .ctx("chmod temp file", &tmp)?;
         f.write_all(bytes).ctx("write temp file", &tmp)?;
+        note_fsync();
         f.sync_all().ctx("fsync", &tmp)?;
         drop(f);
         publish(&tmp)
@@ -256,7 +272,7 @@ impl BatchDir {
 }
 
 #[allow(clippy::disallowed_methods)] // this is the durable helper
-fn rename_raw(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn rename_raw(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| {
         Error::io(
             "rename",

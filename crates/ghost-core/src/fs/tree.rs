@@ -70,6 +70,7 @@ impl Tree {
         // cap-std may hold directories as O_PATH descriptors, which fsync(2)
         // refuses; a read-only descriptor of the same directory is fsync-able.
         let handle = dir.open(".").ctx("open directory", path)?;
+        super::note_fsync();
         handle.sync_all().ctx("fsync directory", path)
     }
 
@@ -114,6 +115,7 @@ impl Tree {
             f.set_permissions(Permissions::from_mode(mode))
                 .ctx("chmod temp file for", &abs)?;
             f.write_all(bytes).ctx("write temp file for", &abs)?;
+            super::note_fsync();
             f.sync_all().ctx("fsync temp file for", &abs)?;
             drop(f);
             dir.rename(&tmp, &dir, &name)
@@ -183,7 +185,170 @@ impl Tree {
         let f = dir.open(&name).ctx("open", self.abs(rel))?;
         f.set_permissions(Permissions::from_mode(mode))
             .ctx("chmod", self.abs(rel))?;
+        super::note_fsync();
         f.sync_all().ctx("fsync", self.abs(rel))
+    }
+}
+
+/// Group commit inside a tree, as [`super::WriteGroup`] does for plain paths:
+/// [`TreeGroup::stage`] writes temp files, [`TreeGroup::sync`] fsyncs them
+/// together, [`TreeGroup::publish`] renames (or removes) in the caller's order,
+/// [`TreeGroup::finish`] fsyncs each directory touched once. Unpublished temp
+/// files are removed on drop.
+pub struct TreeGroup<'t> {
+    tree: &'t Tree,
+    items: Vec<GroupItem>,
+    dirs: Vec<(String, Dir)>,
+    synced: bool,
+}
+
+struct GroupItem {
+    /// Index into `dirs` of the parent directory.
+    dir: usize,
+    name: String,
+    /// The temp file and its name; `None` for a removal.
+    tmp: Option<(String, cap_std::fs::File)>,
+    abs: PathBuf,
+    published: bool,
+}
+
+impl<'t> TreeGroup<'t> {
+    pub fn new(tree: &'t Tree) -> Self {
+        TreeGroup {
+            tree,
+            items: Vec::new(),
+            dirs: Vec::new(),
+            synced: false,
+        }
+    }
+
+    fn dir_index(&mut self, rel: &RelPath) -> Result<(usize, String)> {
+        let (parent, name) = split(rel);
+        let key = parent.unwrap_or("").to_string();
+        if let Some(i) = self.dirs.iter().position(|(k, _)| *k == key) {
+            return Ok((i, name.to_string()));
+        }
+        let (dir, name) = self.tree.parent_dir(rel)?;
+        self.dirs.push((key, dir));
+        Ok((self.dirs.len() - 1, name))
+    }
+
+    /// Stage `rel`'s new content (`Some`) or its removal (`None`); the index.
+    pub fn stage(&mut self, rel: &RelPath, content: Option<(&[u8], u32)>) -> Result<usize> {
+        let (di, name) = self.dir_index(rel)?;
+        let abs = self.tree.abs(rel);
+        let tmp = match content {
+            None => None,
+            Some((bytes, mode)) => {
+                let dir = &self.dirs[di].1;
+                let tmp = super::tmp_name(&name);
+                let result = (|| {
+                    let mut opts = OpenOptions::new();
+                    opts.write(true).create_new(true).mode(mode);
+                    let mut f = dir
+                        .open_with(&tmp, &opts)
+                        .ctx("create temp file for", &abs)?;
+                    f.set_permissions(Permissions::from_mode(mode))
+                        .ctx("chmod temp file for", &abs)?;
+                    f.write_all(bytes).ctx("write temp file for", &abs)?;
+                    Ok(f)
+                })();
+                match result {
+                    Ok(f) => Some((tmp, f)),
+                    Err(e) => {
+                        let _ = dir.remove_file(&tmp);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        self.items.push(GroupItem {
+            dir: di,
+            name,
+            tmp,
+            abs,
+            published: false,
+        });
+        self.synced = false;
+        Ok(self.items.len() - 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Make the content of every staged file durable.
+    pub fn sync(&mut self) -> Result<()> {
+        let files: Vec<(&cap_std::fs::File, &PathBuf)> = self
+            .items
+            .iter()
+            .filter(|i| !i.published)
+            .filter_map(|i| i.tmp.as_ref().map(|(_, f)| (f, &i.abs)))
+            .collect();
+        super::group::sync_concurrently(&files, |(f, abs)| {
+            super::note_fsync();
+            f.sync_all().ctx("fsync temp file for", abs)
+        })?;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Rename (or remove) the staged items `range` (after [`TreeGroup::sync`]).
+    pub fn publish(&mut self, range: std::ops::Range<usize>) -> Result<()> {
+        assert!(self.synced, "publish before sync");
+        for i in range {
+            let it = &mut self.items[i];
+            if it.published {
+                continue;
+            }
+            let dir = &self.dirs[it.dir].1;
+            match &it.tmp {
+                Some((tmp, _)) => dir
+                    .rename(tmp, dir, &it.name)
+                    .ctx("rename temp file onto", &it.abs)?,
+                None => match dir.remove_file(&it.name) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", &it.abs, e)),
+                },
+            }
+            it.published = true;
+        }
+        Ok(())
+    }
+
+    /// Fsync each directory an item was published in, once.
+    pub fn finish(&mut self) -> Result<()> {
+        let mut used: Vec<usize> = self
+            .items
+            .iter()
+            .filter(|i| i.published)
+            .map(|i| i.dir)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let dirs: Vec<(&Dir, PathBuf)> = used
+            .into_iter()
+            .map(|i| {
+                let (k, d) = &self.dirs[i];
+                (d, self.tree.root.join(k))
+            })
+            .collect();
+        super::group::sync_concurrently(&dirs, |(d, p)| Tree::fsync(d, p))
+    }
+}
+
+impl Drop for TreeGroup<'_> {
+    fn drop(&mut self) {
+        for it in &self.items {
+            if let (false, Some((tmp, _))) = (it.published, &it.tmp) {
+                let _ = self.dirs[it.dir].1.remove_file(tmp);
+            }
+        }
     }
 }
 

@@ -1,17 +1,21 @@
-//! `ghostctl logs`: read the JSON-lines logs in `logs/<component>.log`.
+//! `ghostctl logs`: read the JSON-lines logs in `logs/`.
 //!
-//! Without `--component`, every `<component>.log` is read and the lines are
-//! merged by timestamp. `--patch ID` keeps the lines whose `patch_id` or
+//! Without `--component`, every `<component>.log` is read, with its rotated
+//! files (`<component>.<stamp>.log[.gz]`, gzip read transparently) and the
+//! lines it wrote to the fallback directory during an outage, and the lines
+//! are merged by timestamp. `--patch ID` keeps the lines whose `patch_id` or
 //! `queue_name` is ID, or is the queue name / patch id of an entry ID names
 //! (so a patch id also finds the claim line, which carries only the queue
-//! name). `-f` follows: every 200 ms the files are read from where the last
-//! read ended; a file that shrank or was replaced (rotation) is read again from
-//! its start, and new component files are picked up.
+//! name); `--level L` keeps L and more severe; `--correlation-id ID` keeps the
+//! lines with that `correlation_id`. `-f` follows: every 200 ms the files are
+//! read from where the last read ended; when a file was rotated, the rest of
+//! the rotated file is read first (so no line is missed), then the new file
+//! from its start, and new component files are picked up.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,6 +44,64 @@ pub struct LogsOptions {
     /// Only the last N lines of what is there already.
     pub lines: Option<usize>,
     pub json: bool,
+    /// Only lines of this level or more severe (`error`, `warn`, `info`, `debug`, `trace`).
+    pub level: Option<String>,
+    /// Only lines with this `correlation_id`.
+    pub correlation_id: Option<String>,
+}
+
+/// `error` 0 … `trace` 4; `None` for anything else.
+fn severity(level: &str) -> Option<u8> {
+    match level.to_ascii_lowercase().as_str() {
+        "error" => Some(0),
+        "warn" | "warning" => Some(1),
+        "info" => Some(2),
+        "debug" => Some(3),
+        "trace" => Some(4),
+        _ => None,
+    }
+}
+
+/// What a line must match.
+struct Filter {
+    ids: Option<BTreeSet<String>>,
+    max_severity: Option<u8>,
+    correlation_id: Option<String>,
+}
+
+impl Filter {
+    fn keeps(&self, l: &Line) -> bool {
+        if !l.matches(self.ids.as_ref()) {
+            return false;
+        }
+        let field = |k: &str| {
+            l.json
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+        };
+        if let Some(max) = self.max_severity {
+            if field("level").and_then(severity).is_none_or(|s| s > max) {
+                return false;
+            }
+        }
+        if let Some(c) = &self.correlation_id {
+            if field("correlation_id") != Some(c.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Every line of a finished file (plain or gzip), as lines.
+fn read_whole(path: &Path) -> Vec<Line> {
+    let bytes = ghost_core::logging::rotate::read_log(path).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Line::new(l.to_string()))
+        .collect()
 }
 
 /// The current (not rotated) log file of each component: `logs/<component>.log`.
@@ -47,7 +109,15 @@ pub fn log_files(layout: &Layout, component: Option<&str>) -> Vec<(String, PathB
     if let Some(c) = component {
         return vec![(c.to_string(), layout.log_file(c))];
     }
-    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(layout.logs())
+    log_files_in(&layout.logs(), None)
+}
+
+/// The same for another directory (the fallback directory).
+fn log_files_in(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
+    if let Some(c) = component {
+        return vec![(c.to_string(), dir.join(format!("{c}.log")))];
+    }
+    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -145,6 +215,8 @@ impl Line {
 
 /// Where the reading of one file stands.
 struct Tail {
+    /// The component whose rotated files to look in when the file is rotated.
+    component: Option<String>,
     path: PathBuf,
     offset: u64,
     ino: Option<u64>,
@@ -154,11 +226,45 @@ struct Tail {
 impl Tail {
     fn new(path: PathBuf) -> Tail {
         Tail {
+            component: None,
             path,
             offset: 0,
             ino: None,
             partial: Vec::new(),
         }
+    }
+
+    fn rotating(component: &str, path: PathBuf) -> Tail {
+        Tail {
+            component: Some(component.to_string()),
+            ..Tail::new(path)
+        }
+    }
+
+    /// What was added to the file we were reading before it was rotated: the
+    /// rotated file with our inode, or (compressed meanwhile) the newest one.
+    fn rest_of_rotated(&mut self) -> Vec<Line> {
+        let (Some(c), Some(dir), Some(ino)) = (&self.component, self.path.parent(), self.ino)
+        else {
+            return Vec::new();
+        };
+        let rotated = ghost_core::logging::rotate::list(dir, c);
+        let same = rotated
+            .iter()
+            .rev()
+            .find(|r| std::fs::metadata(&r.path).is_ok_and(|m| m.ino() == ino));
+        let Some(r) = same.or(rotated.last()) else {
+            return Vec::new();
+        };
+        let bytes = ghost_core::logging::rotate::read_log(&r.path).unwrap_or_default();
+        let from = (self.offset as usize).min(bytes.len());
+        let mut rest = std::mem::take(&mut self.partial);
+        rest.extend_from_slice(&bytes[from..]);
+        String::from_utf8_lossy(&rest)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| Line::new(l.to_string()))
+            .collect()
     }
 
     /// The complete lines written since the last call.
@@ -169,31 +275,37 @@ impl Tail {
         let Ok(meta) = f.metadata() else {
             return Vec::new();
         };
+        let mut before = Vec::new();
         if self.ino.is_some_and(|i| i != meta.ino()) || meta.len() < self.offset {
-            // Rotated or truncated: start over on the new file.
+            // Rotated (or truncated): finish the old file, then start over on the new one.
+            if self.ino.is_some_and(|i| i != meta.ino()) {
+                before = self.rest_of_rotated();
+            }
             self.offset = 0;
             self.partial.clear();
         }
         self.ino = Some(meta.ino());
         if meta.len() == self.offset || f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
+            return before;
         }
         let mut buf = Vec::new();
         let Ok(n) = f.read_to_end(&mut buf) else {
-            return Vec::new();
+            return before;
         };
         self.offset += n as u64;
         self.partial.extend_from_slice(&buf);
         let Some(last_nl) = self.partial.iter().rposition(|b| *b == b'\n') else {
-            return Vec::new();
+            return before;
         };
         let rest = self.partial.split_off(last_nl + 1);
         let done = std::mem::replace(&mut self.partial, rest);
-        String::from_utf8_lossy(&done)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| Line::new(l.to_string()))
-            .collect()
+        before.extend(
+            String::from_utf8_lossy(&done)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| Line::new(l.to_string())),
+        );
+        before
     }
 }
 
@@ -212,14 +324,52 @@ pub fn logs(
             )));
         }
     }
+    let max_severity = match &opts.level {
+        Some(l) => Some(severity(l).ok_or_else(|| {
+            CtlError::Usage(format!(
+                "--level {:?}: use error, warn, info, debug or trace",
+                clean(l)
+            ))
+        })?),
+        None => None,
+    };
     let layout = Layout::new(&config.root);
     let dir = layout.logs();
-    let ids = opts.patch.as_deref().map(|p| ids_for(config, p));
+    let fallback_dir = config
+        .logs
+        .fallback_dir
+        .clone()
+        .unwrap_or_else(|| ghost_core::logging::fallback::default_dir(&config.root));
+    let filter = Filter {
+        ids: opts.patch.as_deref().map(|p| ids_for(config, p)),
+        max_severity,
+        correlation_id: opts.correlation_id.clone(),
+    };
     let mut tails: Vec<(String, Tail)> = log_files(&layout, opts.component.as_deref())
         .into_iter()
-        .map(|(c, p)| (c, Tail::new(p)))
+        .map(|(c, p)| {
+            let t = Tail::rotating(&c, p);
+            (c, t)
+        })
         .collect();
-    if !opts.follow && tails.iter().all(|(_, t)| !t.path.exists()) {
+    // What went to the fallback directory while logs/ could not be written.
+    let fallback_key = |c: &str| format!("{c} (fallback)");
+    for (c, p) in log_files_in(&fallback_dir, opts.component.as_deref()) {
+        if p.exists() {
+            tails.push((fallback_key(&c), Tail::new(p)));
+        }
+    }
+    let components: Vec<String> = tails
+        .iter()
+        .filter(|(_, t)| t.component.is_some())
+        .map(|(c, _)| c.clone())
+        .collect();
+    let rotated: Vec<PathBuf> = components
+        .iter()
+        .flat_map(|c| ghost_core::logging::rotate::list(&dir, c))
+        .map(|r| r.path)
+        .collect();
+    if !opts.follow && rotated.is_empty() && tails.iter().all(|(_, t)| !t.path.exists()) {
         let what = match &opts.component {
             Some(c) => format!("no log file {}", layout.log_file(c).display()),
             None => format!("no log files in {}", dir.display()),
@@ -227,12 +377,14 @@ pub fn logs(
         return Err(CtlError::Failed(what));
     }
     let mut first: Vec<Line> = Vec::new();
+    for p in &rotated {
+        first.extend(read_whole(p).into_iter().filter(|l| filter.keeps(l)));
+    }
     for (_, t) in tails.iter_mut() {
-        first.extend(t.read_new().into_iter().filter(|l| l.matches(ids.as_ref())));
+        first.extend(t.read_new().into_iter().filter(|l| filter.keeps(l)));
     }
-    if tails.len() > 1 {
-        first.sort_by(|a, b| a.ts().cmp(b.ts()));
-    }
+    // A stable sort: lines of one file with equal stamps keep their order.
+    first.sort_by(|a, b| a.ts().cmp(b.ts()));
     let skip = opts
         .lines
         .map(|n| first.len().saturating_sub(n))
@@ -252,13 +404,20 @@ pub fn logs(
         if opts.component.is_none() {
             for (c, p) in log_files(&layout, None) {
                 if !tails.iter().any(|(k, _)| *k == c) {
-                    tails.push((c, Tail::new(p)));
+                    let t = Tail::rotating(&c, p);
+                    tails.push((c, t));
+                }
+            }
+            for (c, p) in log_files_in(&fallback_dir, None) {
+                let k = fallback_key(&c);
+                if !tails.iter().any(|(x, _)| *x == k) {
+                    tails.push((k, Tail::new(p)));
                 }
             }
         }
         for (_, t) in tails.iter_mut() {
             for l in t.read_new() {
-                if l.matches(ids.as_ref()) {
+                if filter.keeps(&l) {
                     write(out, &l)?;
                 }
             }

@@ -61,6 +61,8 @@ pub fn dispatch(
             component,
             patch,
             lines,
+            level,
+            correlation_id,
         } => logs::run(
             config,
             logs::LogsOptions {
@@ -69,6 +71,8 @@ pub fn dispatch(
                 patch: patch.clone(),
                 lines: *lines,
                 json,
+                level: level.clone(),
+                correlation_id: correlation_id.clone(),
             },
             out,
         ),

@@ -52,6 +52,9 @@ pub struct HeartbeatState {
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The component's log health (`details.logs` of its heartbeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<ghost_core::logging::LogHealthReport>,
 }
 
 /// The watchdog's view of its children (`state/watchdog.json`), and whether
@@ -81,6 +84,8 @@ pub struct Status {
     /// Why `state/watchdog.json` could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watchdog_error: Option<String>,
+    /// Why intake is paused (the operator, an executor's failing log); empty: open.
+    pub pause: Vec<ghost_core::logging::pause::PauseCause>,
     /// The monitor's health model (`state/health.json`), when a monitor ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<ghost_core::health::Health>,
@@ -111,6 +116,7 @@ fn heartbeat_state(
         updated_at: None,
         version: None,
         error: None,
+        logs: None,
     };
     if !path.exists() {
         return hs;
@@ -130,6 +136,7 @@ fn heartbeat_state(
             hs.pid = Some(hb.pid);
             hs.updated_at = Some(hb.updated_at);
             hs.version = Some(hb.version);
+            hs.logs = serde_json::from_value(hb.details["logs"].clone()).ok();
         }
         Err(e) => {
             hs.state = "unreadable".into();
@@ -210,6 +217,7 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
         failed,
         watchdog,
         watchdog_error,
+        pause: ghost_core::logging::pause::causes(&layout),
     })
 }
 
@@ -356,14 +364,25 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
                 }
                 "unreadable" => clean(h.error.as_deref().unwrap_or("")),
                 _ => format!(
-                    "{} pid {} version {}, updated {}",
+                    "{} pid {} version {}, updated {}{}",
                     clean(h.status.as_deref().unwrap_or("-")),
                     h.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     clean(h.version.as_deref().unwrap_or("-")),
                     h.updated_at
                         .as_deref()
                         .map(relative_str)
-                        .unwrap_or_else(|| "-".into())
+                        .unwrap_or_else(|| "-".into()),
+                    match &h.logs {
+                        Some(l) if !l.primary_ok => format!(
+                            "; LOG FAILING since {}, lines go to {}",
+                            clean(l.failing_since.as_deref().unwrap_or("?")),
+                            clean(l.fallback_path.as_deref().unwrap_or("nowhere"))
+                        ),
+                        Some(l) if l.dropped_lines > 0 => {
+                            format!("; {} log line(s) lost", l.dropped_lines)
+                        }
+                        _ => String::new(),
+                    }
                 ),
             };
             let state = if h.state == "ok" {
@@ -392,6 +411,13 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
         }
     } else if let Some(e) = &s.watchdog_error {
         let _ = writeln!(o, "\nstate/watchdog.json is unreadable: {}", clean(e));
+    }
+    for c in &s.pause {
+        let _ = writeln!(
+            o,
+            "\n!! intake paused (the bridge answers 503): {}",
+            clean(&c.describe())
+        );
     }
     render_health(&mut o, s);
     if s.stuck + s.failed > 0 {
