@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -304,7 +303,7 @@ impl Collector {
 
     /// Read what is new in `logs/rotations.jsonl`; keep the last hour.
     fn ledger(&mut self, layout: &Layout, now_ms: u64) {
-        let path = layout.logs().join("rotations.jsonl");
+        let path = ghost_core::logging::ledger::path(&layout.logs());
         if let Ok(mut file) = std::fs::File::open(&path) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             if len < self.ledger_offset {
@@ -412,12 +411,7 @@ pub fn summary_problem(dir: &Path, name: &str) -> Option<String> {
 pub fn log_fallback_dir(config: &Config) -> PathBuf {
     match &config.logs.fallback_dir {
         Some(d) => d.clone(),
-        None => {
-            let h = ghost_core::md5_hex(config.root.as_os_str().as_bytes());
-            std::env::temp_dir()
-                .join(format!("ghostbridge-{}", &h[..12]))
-                .join("logs")
-        }
+        None => ghost_core::logging::fallback::default_dir(&config.root),
     }
 }
 
