@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 mod executor_bench;
 #[path = "logging_bench.rs"]
 mod logging_bench;
+#[path = "monitor_bench.rs"]
+mod monitor_bench;
 #[path = "watchdog_bench.rs"]
 mod watchdog_bench;
 
@@ -221,6 +223,13 @@ fn main() {
     }
     let quick = std::env::var_os("GHOST_BENCH_QUICK").is_some_and(|v| v != "0");
     let base = tempfile::tempdir().unwrap();
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("monitor") {
+        // One section alone, printed (docs/benchmarks.md is left as it is).
+        let mut md = String::new();
+        monitor_bench::run(&mut md, base.path());
+        print!("{md}");
+        return;
+    }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -302,6 +311,9 @@ fn main() {
     eprintln!("logging scenarios");
     md.push('\n');
     logging_bench::run(&mut md);
+    eprintln!("monitor scenarios");
+    md.push('\n');
+    monitor_bench::run(&mut md, base.path());
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

@@ -1,6 +1,6 @@
 //! What the long-running binaries share around their `run`: logging to
 //! `logs/<component>.log` (kept until the runtime has finished), a multi-threaded runtime, and SIGTERM/SIGINT turned
-//! into a cancellation token. Included by `ghost-executor` and `ghost-bridge`
+//! into a cancellation token. Included by `ghost-executor`, `ghost-bridge` and `ghost-monitor`
 //! with `#[path]` (the watchdog runs on one thread and also handles SIGHUP).
 
 use std::future::Future;

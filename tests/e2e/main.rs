@@ -15,5 +15,6 @@ mod ghostctl;
 mod harness;
 mod idle;
 mod logging;
+mod monitor;
 mod security;
 mod watchdog;

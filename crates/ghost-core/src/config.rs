@@ -317,17 +317,38 @@ section!(BridgeConfig {
     refusal_log_interval: Duration = secs(10),
 });
 
-section!(MonitorConfig {
+section!(
+    /// `[monitor]`: the health model and the alert rules (docs/monitor.md).
+    MonitorConfig {
+    /// Where the dashboard will listen.
     listen: String = "127.0.0.1:7879".into(),
+    /// A full cycle at least this often (file events trigger one sooner).
     #[serde(with = "duration")]
     interval: Duration = secs(30),
+    /// After a file event, wait this long for more before a cycle.
+    #[serde(with = "duration")]
+    debounce: Duration = Duration::from_millis(250),
+    /// A pending entry older than this is stale (rule `pending_stale`).
     #[serde(with = "duration")]
     stale_pending_after: Duration = secs(15 * 60),
+    /// More pending entries than this in one target (rule `queue_depth_high`).
     queue_depth_warn: u32 = 10,
+    /// Free space below this percentage of a disk (rule `disk_low`).
+    disk_free_min_percent: f64 = 10.0,
+    /// How long a summary check may wait before every summary is checked again.
+    #[serde(with = "duration")]
+    summary_sweep_interval: Duration = secs(24 * 3600),
+    /// How much history `state/history/` keeps (at one sample a minute).
+    #[serde(with = "duration")]
+    history_keep: Duration = secs(25 * 3600),
+    /// A fingerprint that fires again this soon after its last notification
+    /// is not notified again.
     #[serde(with = "duration")]
     dedup_window: Duration = secs(5 * 60),
+    /// While an episode fires (not acknowledged), a reminder this often.
     #[serde(with = "duration")]
     repeat_interval: Duration = secs(4 * 3600),
+    /// New episodes of one rule within this long go out as one message.
     #[serde(with = "duration")]
     group_wait: Duration = secs(30),
 });
@@ -426,9 +447,24 @@ impl WatchdogConfig {
     }
 }
 
-section!(AlertsConfig {
+section!(
+    /// `[alerts]`: where notifications go (docs/monitor.md, "Channels").
+    AlertsConfig {
+    /// Slack incoming webhook (else GHOST_SLACK_WEBHOOK_URL); a secret, never logged.
     slack_webhook_url: Option<ConfigSecret> = None,
+    /// Generic JSON webhooks: each gets every notification as one JSON POST.
     webhooks: Vec<String> = Vec::new(),
+    /// An Alertmanager base URL such as `http://127.0.0.1:9093`.
+    alertmanager_url: Option<String> = None,
+    /// Per attempt, per channel.
+    #[serde(with = "duration")]
+    timeout: Duration = secs(10),
+    /// The first retry waits this long, each further one twice as long (plus jitter) …
+    #[serde(with = "duration")]
+    retry_base: Duration = secs(5),
+    /// … at most this.
+    #[serde(with = "duration")]
+    retry_max: Duration = secs(10 * 60),
 });
 
 /// The whole configuration, plus the data root it applies to.
@@ -757,6 +793,42 @@ impl Config {
                 problems.push(format!(
                     "{k}: {v:?} is not an address such as \"127.0.0.1:7878\""
                 ));
+            }
+        }
+        let m = &self.monitor;
+        for (k, d) in [
+            ("monitor.interval", m.interval),
+            ("monitor.summary_sweep_interval", m.summary_sweep_interval),
+            ("alerts.timeout", self.alerts.timeout),
+            ("alerts.retry_base", self.alerts.retry_base),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{k}: must be greater than zero"));
+            }
+        }
+        if !(0.0..=100.0).contains(&m.disk_free_min_percent) {
+            problems.push(format!(
+                "monitor.disk_free_min_percent: {} is not a percentage between 0 and 100",
+                m.disk_free_min_percent
+            ));
+        }
+        if self.alerts.retry_base > self.alerts.retry_max {
+            problems.push("alerts.retry_base: must not exceed alerts.retry_max".into());
+        }
+        let urls = self
+            .alerts
+            .webhooks
+            .iter()
+            .map(|u| ("alerts.webhooks", u.as_str()))
+            .chain(
+                self.alerts
+                    .alertmanager_url
+                    .iter()
+                    .map(|u| ("alerts.alertmanager_url", u.as_str())),
+            );
+        for (k, u) in urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                problems.push(format!("{k}: {u:?} is not an http:// or https:// URL"));
             }
         }
         if self.bridge.max_patch_bytes == 0 {

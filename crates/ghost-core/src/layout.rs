@@ -116,6 +116,38 @@ impl Layout {
     pub fn critical_alert(&self) -> PathBuf {
         self.alerts().join("CRITICAL_ALERT")
     }
+    /// `alerts/inbox/.done/`: inbox alerts the monitor has taken in, kept.
+    pub fn alerts_inbox_done(&self) -> PathBuf {
+        self.alerts_inbox().join(".done")
+    }
+    /// `alerts/state.json`: the monitor's alert book (episodes, silences).
+    pub fn alerts_state(&self) -> PathBuf {
+        self.alerts().join("state.json")
+    }
+    /// `alerts/outbox/`: notifications not yet delivered on every channel.
+    pub fn alerts_outbox(&self) -> PathBuf {
+        self.alerts().join("outbox")
+    }
+    /// `alerts/requests/`: silences and acknowledgements for the monitor.
+    pub fn alerts_requests(&self) -> PathBuf {
+        self.alerts().join("requests")
+    }
+    /// `alerts/alerts.jsonl`: every notification and every delivery result.
+    pub fn alerts_log(&self) -> PathBuf {
+        self.alerts().join("alerts.jsonl")
+    }
+    /// `alerts/LOCAL_ALERTS`: one line per notification a remote channel failed to take.
+    pub fn local_alerts(&self) -> PathBuf {
+        self.alerts().join("LOCAL_ALERTS")
+    }
+    /// `state/health.json`: the monitor's health model.
+    pub fn health(&self) -> PathBuf {
+        self.state().join("health.json")
+    }
+    /// `state/history/`: the monitor's one-minute samples, one file per hour.
+    pub fn history(&self) -> PathBuf {
+        self.state().join("history")
+    }
     pub fn workspaces(&self) -> PathBuf {
         self.root.join("workspaces")
     }

@@ -3,18 +3,21 @@
 //! than one process reads or writes, one module per kind: the queue and its
 //! records ([`queue`]), an entry's id and the one lookup ([`entry`]), the id
 //! index ([`ids`]), summaries, heartbeats, the watchdog's state and
-//! requests ([`watchdog`]), the intake pause ([`pause`]), alerts ([`alert`])
-//! and the secret locations ([`secrets`]). Processes coordinate only through
+//! requests ([`watchdog`]), the intake pause ([`pause`]), alerts ([`alert`]),
+//! the monitor's alert book and health model ([`alerting`], [`health`]) and
+//! the secret locations ([`secrets`]). Processes coordinate only through
 //! these files and atomic renames.
 
 pub mod admit;
 pub mod alert;
+pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod entry;
 pub mod error;
 pub mod fs;
 pub mod hash;
+pub mod health;
 pub mod heartbeat;
 pub mod ids;
 pub mod layout;

@@ -165,3 +165,30 @@ fn heartbeat_reads_and_round_trips() {
     assert_eq!((hb.component.as_str(), hb.pid), ("executor", 4244));
     same_json(&hb, "heartbeat.json");
 }
+
+#[test]
+fn health_reads_and_round_trips() {
+    use ghost_core::health::{self, BeatState};
+    let (_d, layout) = root_with("health.json", Layout::health);
+    let h = health::read(&layout).unwrap().unwrap();
+    assert_eq!(h.components["executor"].state, BeatState::Late);
+    assert_eq!(h.components["bridge"].state, BeatState::Absent);
+    assert!(!h.components["executor"].logs.as_ref().unwrap().primary_ok);
+    assert_eq!(h.targets["default"].states["pending"].count, 2);
+    same_json(&h, "health.json");
+}
+
+#[test]
+fn alert_book_and_requests_read_and_round_trip() {
+    use ghost_core::alerting::{self, EpisodeStatus, Origin, Request};
+    let (_d, layout) = root_with("alert_book.json", Layout::alerts_state);
+    let b = alerting::read_book(&layout).unwrap();
+    let e = b.episodes.values().next().unwrap();
+    assert_eq!((e.status, e.origin), (EpisodeStatus::Firing, Origin::Inbox));
+    assert_eq!(e.acked_by.as_deref(), Some("alice (uid 1000)"));
+    assert!(b.silences[0].matches("heartbeat:bridge"));
+    same_json(&b, "alert_book.json");
+    let r: Request = serde_json::from_value(json("alert_request_silence.json")).unwrap();
+    assert!(matches!(&r, Request::Silence { duration, .. } if duration == "2h"));
+    same_json(&r, "alert_request_silence.json");
+}

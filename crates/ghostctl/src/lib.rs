@@ -185,15 +185,30 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         correlation_id: Option<String>,
     },
-    /// Alerts (not available yet: needs the monitor)
-    Alerts {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
-    },
-    /// Silence an alert: FINGERPRINT --for DURATION (not available yet: needs the monitor)
+    /// Alerts firing and recently resolved, and the silences (alerts/state.json)
+    ///
+    /// Written by ghost-monitor; each episode has a UUID that every
+    /// notification about it carries.
+    Alerts,
+    /// Silence alerts: no notification about matching ones until it ends
+    ///
+    /// MATCHER is a fingerprint (`patch_stuck:default:0190…`) or a pattern
+    /// where `*` matches anything (`heartbeat:*`). The request goes to
+    /// alerts/requests/; the monitor takes it in at its next cycle.
     Silence {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
+        /// A fingerprint or a pattern with `*`
+        matcher: String,
+        /// How long: 30m, 2h, 1d
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (kept with the silence)
+        #[arg(long)]
+        reason: String,
+    },
+    /// Acknowledge firing alerts: no more reminders (the resolved message still comes)
+    Ack {
+        /// A fingerprint, a pattern with `*`, or an episode UUID
+        matcher: String,
     },
     /// Restart a child of the watchdog with a fresh restart budget
     ///
@@ -233,14 +248,15 @@ impl Command {
             | Command::Delete { .. }
             | Command::Verify
             | Command::Restart { .. }
+            | Command::Silence { .. }
+            | Command::Ack { .. }
             | Command::Pause { .. }
             | Command::Resume { .. } => true,
             Command::Ls { .. }
             | Command::Show { .. }
             | Command::Status
             | Command::Logs { .. }
-            | Command::Alerts { .. }
-            | Command::Silence { .. } => false,
+            | Command::Alerts => false,
         }
     }
 }

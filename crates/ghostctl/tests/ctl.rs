@@ -738,13 +738,47 @@ fn status_counts_and_heartbeats() {
 }
 
 #[test]
-fn not_yet_available_commands_exit_2() {
+fn alerts_silence_and_ack_through_files() {
     let env = Env::new();
-    for args in [vec!["alerts"], vec!["silence", "fp", "--for", "5m"]] {
+    let (code, out, _) = env.run(&["alerts"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ghost-monitor has not run"), "{out}");
+    for (args, why) in [
+        (
+            vec!["silence", "fp", "--for", "soon", "--reason", "r"],
+            "not a duration",
+        ),
+        (
+            vec!["silence", "fp", "--for", "0s", "--reason", "r"],
+            "longer than zero",
+        ),
+        (
+            vec!["silence", "fp", "--for", "5m", "--reason", " "],
+            "say why",
+        ),
+        (vec!["ack", "nothing:*"], "no firing alert"),
+    ] {
         let (code, _, err) = env.run(&args);
         assert_eq!(code, 2, "{args:?}");
-        assert!(err.contains("not available yet"), "{err}");
+        assert!(err.contains(why), "{err}");
     }
+    let (code, out, _) = env.run(&[
+        "silence",
+        "patch_stuck:*",
+        "--for",
+        "2h",
+        "--reason",
+        "maintenance",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let dir = env.config.root.join("alerts/requests");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap();
+    assert_eq!(v["action"], "silence");
+    assert_eq!(v["matcher"], "patch_stuck:*");
+    assert_eq!(v["for"], "2h");
 }
 
 #[test]

@@ -404,6 +404,24 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     durable_write(path, &bytes, FILE_MODE)
 }
 
+/// Append one line (a newline is added) to `path`, creating it with mode
+/// 0600, and `fdatasync` it. For append-only records (`alerts/alerts.jsonl`,
+/// `alerts/LOCAL_ALERTS`): one `write(2)` on an `O_APPEND` file, so
+/// concurrent appenders never interleave within a line.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .ctx("open for append", path)?;
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    f.write_all(&buf).ctx("append", path)?;
+    f.sync_data().ctx("fdatasync", path)
+}
+
 /// An exclusive advisory lock held for the life of the value.
 ///
 /// The lock file holds the holder's pid for the error message of the next

@@ -4,6 +4,7 @@
 //! release, delete) share one `run`, [`crate::actions::run`]; their modules
 //! hold each one's rule: from which states, and what changes in the record.
 
+pub mod ack;
 pub mod alerts;
 pub mod delete;
 pub mod hold;
@@ -75,17 +76,15 @@ pub fn dispatch(
             },
             out,
         ),
-        Command::Alerts { .. } => alerts::run(),
-        Command::Silence { .. } => silence::run(),
+        Command::Alerts => alerts::run(config, json, out),
+        Command::Silence {
+            matcher,
+            duration,
+            reason,
+        } => silence::run(config, matcher, duration, reason, json, out),
+        Command::Ack { matcher } => ack::run(config, matcher, json, out),
         Command::Restart { child } => restart::run(config, child, json, out),
         Command::Pause { reason } => pause::run(config, reason, json, out),
         Command::Resume { force } => resume::run(config, *force, json, out),
     }
-}
-
-/// The answer to a verb that needs a component that does not exist yet.
-pub(crate) fn not_yet(cmd: &str, needs: &str) -> Result<u8, CtlError> {
-    Err(CtlError::Usage(format!(
-        "`ghostctl {cmd}` is not available yet (needs {needs})"
-    )))
 }

@@ -86,6 +86,21 @@ pub struct Status {
     pub watchdog_error: Option<String>,
     /// Why intake is paused (the operator, an executor's failing log); empty: open.
     pub pause: Vec<ghost_core::logging::pause::PauseCause>,
+    /// The monitor's health model (`state/health.json`), when a monitor ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<ghost_core::health::Health>,
+    /// Alerts firing now, from the monitor's alert book.
+    pub firing: Vec<FiringAlert>,
+}
+
+/// One firing alert, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FiringAlert {
+    pub fingerprint: String,
+    pub severity: String,
+    pub title: String,
+    pub uuid: String,
+    pub started_ms: u64,
 }
 
 fn heartbeat_state(
@@ -175,7 +190,25 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
         Ok(None) => (None, None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let health = ghost_core::health::read(&layout).ok().flatten();
+    let firing = ghost_core::alerting::read_book(&layout)
+        .map(|b| {
+            b.episodes
+                .values()
+                .filter(|e| e.status == ghost_core::alerting::EpisodeStatus::Firing)
+                .map(|e| FiringAlert {
+                    fingerprint: e.fingerprint.clone(),
+                    severity: format!("{:?}", e.severity).to_lowercase(),
+                    title: e.title.clone(),
+                    uuid: e.uuid.clone(),
+                    started_ms: e.started_ms,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Status {
+        health,
+        firing,
         root: config.root.display().to_string(),
         config: config.source.clone(),
         targets,
@@ -386,6 +419,7 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
             clean(&c.describe())
         );
     }
+    render_health(&mut o, s);
     if s.stuck + s.failed > 0 {
         let _ = writeln!(
             o,
@@ -396,4 +430,87 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
         let _ = writeln!(o, "\nnothing stuck or failed");
     }
     o
+}
+
+/// The monitor's part of `status`: components late or down, queues with
+/// their oldest entry, firing alerts.
+fn render_health(o: &mut String, s: &Status) {
+    let Some(h) = &s.health else {
+        let _ = writeln!(
+            o,
+            "\nmonitor: no state/health.json (ghost-monitor has not run on this root)"
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "\nhealth (ghost-monitor pid {}, {}):",
+        h.monitor_pid,
+        relative_str(&h.generated_at)
+    );
+    let mut rows = Vec::new();
+    for (c, ch) in &h.components {
+        let state = match ch.state {
+            ghost_core::health::BeatState::Ok => "ok".to_string(),
+            st => st.as_str().to_uppercase(),
+        };
+        let usage = match (ch.cpu_percent, ch.rss_bytes) {
+            (Some(cpu), Some(rss)) => format!("cpu {cpu:.1} % rss {} MiB", rss >> 20),
+            (None, Some(rss)) => format!("rss {} MiB", rss >> 20),
+            _ => "-".into(),
+        };
+        let logs = match &ch.logs {
+            Some(l) if !l.primary_ok => "LOG FAILING".to_string(),
+            _ => String::new(),
+        };
+        rows.push(vec![format!("  {}", clean(c)), state, usage, logs]);
+    }
+    o.push_str(&table(
+        &["  COMPONENT", "HEARTBEAT", "USAGE", "LOGS"],
+        &rows,
+    ));
+    let mut rows = Vec::new();
+    for (t, th) in &h.targets {
+        for (st, sh) in &th.states {
+            if sh.count == 0 || st == "done" || st == "trash" {
+                continue;
+            }
+            rows.push(vec![
+                format!("  {}", clean(t)),
+                st.clone(),
+                sh.count.to_string(),
+                sh.oldest_age_s
+                    .map(|a| short_duration(Duration::from_secs(a)))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        o.push_str(&table(&["  TARGET", "STATE", "COUNT", "OLDEST"], &rows));
+    }
+    if !h.summaries.corrupt.is_empty() {
+        let _ = writeln!(
+            o,
+            "  !! {} summaries not intact (`ghostctl verify`)",
+            h.summaries.corrupt.len()
+        );
+    }
+    if s.firing.is_empty() {
+        let _ = writeln!(o, "  no alerts firing");
+    } else {
+        let _ = writeln!(
+            o,
+            "  !! {} alerts firing (`ghostctl alerts`):",
+            s.firing.len()
+        );
+        for f in s.firing.iter().take(10) {
+            let _ = writeln!(
+                o,
+                "     {} {} — {}",
+                f.severity,
+                clean(&f.fingerprint),
+                clean(&f.title)
+            );
+        }
+    }
 }
