@@ -40,9 +40,11 @@ pub fn dispatch(
         actions::run(config, a, id, reason.as_deref(), json, &mut *out, &mut *err)
     };
     match &args.command {
-        Command::Submit { target, files } => {
-            submit::run(config, target.as_deref(), files, json, out, err)
-        }
+        Command::Submit {
+            target,
+            files,
+            force,
+        } => submit::run(config, target.as_deref(), files, *force, json, out, err),
         Command::Ls {
             state,
             target,
