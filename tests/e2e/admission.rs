@@ -174,7 +174,8 @@ fn one_patch_by_submit_http_and_the_inbox_across_a_pause_is_queued_once() {
 
 #[test]
 fn concurrent_http_and_submit_of_the_same_100_ids_queue_each_once() {
-    let mut env = TestEnv::new("");
+    // Three senders from one address, faster than the per-client rate limit allows.
+    let mut env = TestEnv::new("[bridge]\nrate_limit = 0\n");
     let b = env.spawn_bridge();
     let files: Vec<PathBuf> = (0..100)
         .map(|i| {

@@ -1,7 +1,8 @@
 //! Admission: the one way a patch enters the queue, whoever brings it (the
 //! bridge's HTTP routes and inbox, `ghostctl submit`).
 //!
-//! In order: the size limit, the parse (every problem by field), the
+//! In order: the size limit, the parse (every problem by field), the bounds on
+//! the patch's work (`[limits]`, the same check the executor makes), the
 //! duplicate/conflict decision against the root's durable id index
 //! ([`crate::ids`]), the target's high-water mark, and the durable enqueue
 //! with its record (`patch_id` and the content MD5, which the executor checks
@@ -26,10 +27,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::config::LimitsConfig;
 use crate::error::Result;
 use crate::fs::{self, DirSync, LockFile, Staged, FILE_MODE};
 use crate::ids::{self, IdRecord};
 use crate::patch::parse::{canonical_md5, document_value, parse_patch_value, ParseOptions};
+use crate::patch::validate_limits;
 use crate::patch::{PatchError, TargetSpec};
 use crate::queue::{new_name, EntryRecord, QueueState};
 use crate::Layout;
@@ -86,6 +89,9 @@ pub struct Admission {
     layout: Layout,
     specs: Vec<TargetSpec>,
     limits: Limits,
+    /// The bounds on a patch's work ([limits]); checked here so that a patch
+    /// the executor would refuse is refused at the door, naming the limit.
+    work: LimitsConfig,
     syncs: Mutex<BTreeMap<String, Arc<DirSync>>>,
     ids_sync: DirSync,
 }
@@ -105,6 +111,7 @@ impl Admission {
                 max_patch_bytes: config.bridge.max_patch_bytes,
                 high_water_mark: u64::from(config.bridge.high_water_mark),
             },
+            work: config.limits.clone(),
             syncs: Mutex::new(BTreeMap::new()),
         })
     }
@@ -143,6 +150,9 @@ impl Admission {
             Ok(p) => p,
             Err(e) => return Outcome::Rejected(e),
         };
+        if let Err(e) = validate_limits(&patch, &self.work) {
+            return Outcome::Rejected(e);
+        }
         let md5 = canonical_md5(&value);
         match self.enqueue(&patch.id, &md5, &patch.target, bytes) {
             Ok(o) => o,

@@ -208,3 +208,20 @@ fn an_older_root_keeps_its_duplicates() {
         o => panic!("{o:?}"),
     }
 }
+
+#[test]
+fn a_patch_over_a_work_limit_is_refused_at_the_door_naming_it() {
+    let (_d, cfg) = setup("[limits]\nmax_regex_operations = 2\n");
+    let a = Admission::new(&cfg).unwrap();
+    let ops: Vec<String> = (0..3)
+        .map(|_| r#"{"op": "regex", "path": "a.txt", "pattern": "a", "replacement": "aa"}"#.into())
+        .collect();
+    let doc = format!(r#"{{"id": "bomb", "operations": [{}]}}"#, ops.join(","));
+    match a.admit(doc.as_bytes(), None) {
+        Outcome::Rejected(e) => {
+            assert!(e.to_string().contains("limits.max_regex_operations"), "{e}")
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(pending(&a, "default").is_empty());
+}
