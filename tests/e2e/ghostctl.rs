@@ -354,3 +354,60 @@ fn a_heartbeat_interval_not_below_stale_after_is_a_configuration_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn restore_brings_a_deleted_entry_back_from_trash_and_is_audited() {
+    let env = TestEnv::new("");
+    let patch = env.dir.path().join("p.json");
+    let body =
+        br#"{"id": "regretted", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
+    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    assert!(env
+        .ghostctl(&["submit", patch.to_str().unwrap()])
+        .status
+        .success());
+    let name = env.list("default", QueueState::Pending)[0].clone();
+    let del = env.ghostctl(&["delete", "regretted", "--reason", "oops"]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Trash));
+    // retry names what works for a trashed entry.
+    let retry = env.ghostctl(&["retry", "regretted"]);
+    assert_eq!(retry.status.code(), Some(2));
+    assert!(
+        stderr(&retry).contains("ghostctl restore"),
+        "{}",
+        stderr(&retry)
+    );
+
+    let out = env.ghostctl(&["restore", "regretted", "--reason", "needed after all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Pending));
+    let body_now = std::fs::read(
+        env.layout()
+            .queue("default")
+            .entry_path(QueueState::Pending, &name),
+    );
+    assert_eq!(
+        body_now.unwrap(),
+        body.to_vec(),
+        "the entry comes back unchanged"
+    );
+    // Only from trash.
+    assert_eq!(env.ghostctl(&["restore", &name]).status.code(), Some(2));
+
+    // Again, into held/ this time.
+    assert!(env
+        .ghostctl(&["delete", &name, "--reason", "again"])
+        .status
+        .success());
+    assert!(env.ghostctl(&["restore", &name, "--held"]).status.success());
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Held));
+
+    let restores: Vec<_> = env
+        .log_lines("ghostctl")
+        .into_iter()
+        .filter(|l| l.to_string().contains("OPERATOR_ACTION") && l.to_string().contains("restore"))
+        .collect();
+    assert_eq!(restores.len(), 2, "{restores:?}");
+    assert!(restores[0].to_string().contains("needed after all"));
+}

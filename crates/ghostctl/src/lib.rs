@@ -165,6 +165,19 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Bring an entry back from trash/ to pending/ (or held/ with --held)
+    ///
+    /// Attempts reset; the record keeps its history, the delete and this
+    /// restore (also logged to logs/ghostctl.log).
+    Restore {
+        id: String,
+        /// To held/ instead of pending/, so the executor leaves it alone
+        #[arg(long)]
+        held: bool,
+        /// Why (kept in the entry's record)
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Check every summary against its backup and repair from the intact copy
     ///
     /// Exit 1 if any summary is unrepairable.
@@ -236,6 +249,7 @@ impl Command {
             | Command::Hold { .. }
             | Command::Release { .. }
             | Command::Delete { .. }
+            | Command::Restore { .. }
             | Command::Verify
             | Command::Restart { .. }
             | Command::Pause { .. }

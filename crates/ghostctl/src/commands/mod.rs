@@ -12,6 +12,7 @@ pub mod ls;
 pub mod pause;
 pub mod release;
 pub mod restart;
+pub mod restore;
 pub mod resume;
 pub mod retry;
 pub mod show;
@@ -56,6 +57,14 @@ pub fn dispatch(
         Command::Hold { id, reason } => move_entry(Action::Hold, id, reason),
         Command::Release { id, reason } => move_entry(Action::Release, id, reason),
         Command::Delete { id, reason } => move_entry(Action::Delete, id, reason),
+        Command::Restore { id, held, reason } => {
+            let a = if *held {
+                Action::RestoreHeld
+            } else {
+                Action::Restore
+            };
+            move_entry(a, id, reason)
+        }
         Command::Verify => verify::run(config, json, out),
         Command::Logs {
             follow,
