@@ -305,7 +305,9 @@ pub async fn run(
     let layout = Layout::new(cfg.root.clone());
     let targets: Vec<String> = cfg.targets.keys().cloned().collect();
     layout.create(targets.iter().map(String::as_str))?;
-    let _lock = match LockFile::try_acquire(&layout.lock("executor")) {
+    // A killed predecessor's check child may hold the lock until it execs.
+    let _lock = match LockFile::try_acquire_after(&layout.lock("executor"), Duration::from_secs(2))
+    {
         Ok(l) => l,
         Err(ghost_core::Error::Locked { path, pid }) => {
             return Err(ExecError::Locked { path, pid })

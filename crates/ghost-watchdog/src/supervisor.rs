@@ -112,7 +112,11 @@ pub async fn run(
         .canonicalize()
         .map_err(|e| ghost_core::Error::io("resolve the data root", &config.root, e))?;
     let layout = Layout::new(&root);
-    let _lock = match LockFile::try_acquire(&layout.lock("watchdog")) {
+    // A killed predecessor's child may hold the lock until it execs.
+    let _lock = match LockFile::try_acquire_after(
+        &layout.lock("watchdog"),
+        std::time::Duration::from_secs(2),
+    ) {
         Ok(l) => l,
         Err(ghost_core::Error::Locked { path, pid }) => {
             return Err(WatchdogError::Locked { path, pid })

@@ -380,6 +380,26 @@ impl LockFile {
         Self::acquire_with(path, FlockArg::LockExclusiveNonblock, true)
     }
 
+    /// Like [`LockFile::try_acquire`], but when the recorded holder is dead,
+    /// wait up to `grace` for the lock. A child that a killed holder forked a
+    /// moment before its death keeps a copy of the lock's descriptor until it
+    /// execs (which closes it: every descriptor here is close-on-exec), so a
+    /// replacement started at once can find the lock still taken by nobody
+    /// alive. A live holder is refused at once.
+    pub fn try_acquire_after(path: &Path, grace: std::time::Duration) -> Result<LockFile> {
+        let until = std::time::Instant::now() + grace;
+        loop {
+            match Self::try_acquire(path) {
+                Err(Error::Locked { pid: Some(pid), .. })
+                    if !pid_alive(pid) && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Wait for the lock.
     pub fn acquire(path: &Path) -> Result<LockFile> {
         Self::acquire_with(path, FlockArg::LockExclusive, true)
@@ -448,6 +468,18 @@ impl DirLock {
 }
 
 /// The pid written into a lock file by its holder, if readable.
+/// Whether a process with this pid exists (signal 0; a process of another
+/// user counts as alive).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 pub fn lock_holder(path: &Path) -> Option<u32> {
     let mut s = String::new();
     File::open(path).ok()?.read_to_string(&mut s).ok()?;
@@ -457,6 +489,34 @@ pub fn lock_holder(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_left_to_a_dead_holder_is_waited_for_a_live_one_is_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.lock");
+        let held = LockFile::try_acquire(&p).unwrap();
+        // A live holder (this process): refused at once, naming it.
+        let t = std::time::Instant::now();
+        match LockFile::try_acquire_after(&p, std::time::Duration::from_secs(5)) {
+            Err(Error::Locked { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            o => panic!("{o:?}"),
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(4));
+        // The recorded holder is dead (a reaped child's pid) and the lock is
+        // released a moment later: taken.
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let dead = c.id();
+        c.wait().unwrap();
+        assert!(!pid_alive(dead));
+        #[allow(clippy::disallowed_methods)] // test: fake the holder's pid record
+        std::fs::write(&p, format!("{dead}\n")).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        LockFile::try_acquire_after(&p, std::time::Duration::from_secs(10)).unwrap();
+        release.join().unwrap();
+    }
 
     #[test]
     fn durable_write_replaces_atomically_with_mode() {
