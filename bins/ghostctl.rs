@@ -27,6 +27,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Before anything is opened or created under it (the audit log included).
+    if let Err(e) = ghostctl::check_root(&config.root, cli.ctl.command.changes_things()) {
+        eprintln!("ghostctl: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     // Operator actions are logged to logs/ghostctl.log for the monitor and the
     // audit trail; read-only commands leave the root untouched. On stderr only
     // errors by default (-v: warnings, -vv: everything): the command's output

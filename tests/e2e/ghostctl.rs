@@ -236,3 +236,178 @@ fn verify_repairs_damaged_summaries_and_fails_on_unrepairable_ones() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("1 unrepairable"), "{}", stdout(&out));
 }
+
+#[test]
+fn status_and_submit_refuse_a_directory_that_is_not_a_data_root() {
+    let env = TestEnv::new("");
+    let patch = env.dir.path().join("p.json");
+    let body = json!({"id": "nowhere-1", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]});
+    ghost_core::fs::durable_write(&patch, &serde_json::to_vec(&body).unwrap(), 0o600).unwrap();
+    // A mistyped root that does not exist, and a plain directory.
+    let plain = env.dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    for bad in [env.dir.path().join("rooot"), plain.clone()] {
+        let before = snapshot(env.dir.path());
+        for args in [
+            vec!["status"],
+            vec!["status", "--json"],
+            vec!["submit", patch.to_str().unwrap()],
+        ] {
+            let out = std::process::Command::new(GHOSTCTL)
+                .arg("--root")
+                .arg(&bad)
+                .args(&args)
+                .current_dir(&plain)
+                .env_remove("GHOST_ROOT")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?} {}", stderr(&out));
+            let e = stderr(&out);
+            assert!(e.contains("not a ghostbridge data root"), "{e}");
+            assert!(e.contains("--root or GHOST_ROOT"), "{e}");
+        }
+        assert_eq!(snapshot(env.dir.path()), before, "nothing created");
+        assert!(!env.dir.path().join("rooot").exists());
+        assert_eq!(std::fs::read_dir(&plain).unwrap().count(), 0);
+    }
+    // Without --root, the default ./ghost-data is not created either.
+    let out = std::process::Command::new(GHOSTCTL)
+        .args(["submit", patch.to_str().unwrap()])
+        .current_dir(&plain)
+        .env_remove("GHOST_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!plain.join("ghost-data").exists());
+    // The real root still works.
+    assert!(env.ghostctl(&["status"]).status.success());
+}
+
+#[test]
+fn a_pause_shows_in_status_and_submit_refuses_it_without_force() {
+    let env = TestEnv::new("");
+    let patch = env.dir.path().join("p.json");
+    let body = br#"{"id": "during-pause", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
+    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    let out = env.ghostctl(&["pause", "--reason", "migrating the disk"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let table = stdout(&env.ghostctl(&["status"]));
+    assert!(table.contains("intake paused"), "{table}");
+    assert!(table.contains("migrating the disk"), "{table}");
+    let v: Value = serde_json::from_slice(&env.ghostctl(&["status", "--json"]).stdout).unwrap();
+    let pause = v["pause"].as_array().expect("pause causes");
+    assert_eq!(pause.len(), 1, "{v}");
+    let text = pause[0].to_string();
+    assert!(text.contains("migrating the disk"), "{text}");
+    assert!(
+        text.contains("paused_by") && text.contains("paused_at"),
+        "{text}"
+    );
+
+    let out = env.ghostctl(&["submit", patch.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let e = stderr(&out);
+    assert!(e.contains("intake is paused"), "{e}");
+    assert!(
+        e.contains("migrating the disk") && e.contains("--force"),
+        "{e}"
+    );
+    assert!(env.list("default", QueueState::Pending).is_empty());
+
+    let out = env.ghostctl(&["submit", "--force", patch.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.list("default", QueueState::Pending).len(), 1);
+}
+
+#[test]
+fn a_heartbeat_interval_not_below_stale_after_is_a_configuration_error() {
+    let env = TestEnv::new("");
+    env.write_config(&merge_toml(
+        FAST,
+        "[heartbeat]\ninterval = \"4s\"\nstale_after = \"2s\"\n",
+    ));
+    // The watchdog refuses to start with it rather than give up on every child.
+    let mut wd = env
+        .cmd(WATCHDOG)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut wd, std::time::Duration::from_secs(30));
+    if status.is_none() {
+        let _ = wd.kill();
+    }
+    let out = wd.wait_with_output().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("heartbeat.interval: 4s must be below heartbeat.stale_after (2s)"),
+        "{e}"
+    );
+    // ghostctl reads the same configuration and says the same.
+    let out = env.ghostctl(&["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("heartbeat.interval"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn restore_brings_a_deleted_entry_back_from_trash_and_is_audited() {
+    let env = TestEnv::new("");
+    let patch = env.dir.path().join("p.json");
+    let body =
+        br#"{"id": "regretted", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
+    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    assert!(env
+        .ghostctl(&["submit", patch.to_str().unwrap()])
+        .status
+        .success());
+    let name = env.list("default", QueueState::Pending)[0].clone();
+    let del = env.ghostctl(&["delete", "regretted", "--reason", "oops"]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Trash));
+    // retry names what works for a trashed entry.
+    let retry = env.ghostctl(&["retry", "regretted"]);
+    assert_eq!(retry.status.code(), Some(2));
+    assert!(
+        stderr(&retry).contains("ghostctl restore"),
+        "{}",
+        stderr(&retry)
+    );
+
+    let out = env.ghostctl(&["restore", "regretted", "--reason", "needed after all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Pending));
+    let body_now = std::fs::read(
+        env.layout()
+            .queue("default")
+            .entry_path(QueueState::Pending, &name),
+    );
+    assert_eq!(
+        body_now.unwrap(),
+        body.to_vec(),
+        "the entry comes back unchanged"
+    );
+    // Only from trash.
+    assert_eq!(env.ghostctl(&["restore", &name]).status.code(), Some(2));
+
+    // Again, into held/ this time.
+    assert!(env
+        .ghostctl(&["delete", &name, "--reason", "again"])
+        .status
+        .success());
+    assert!(env.ghostctl(&["restore", &name, "--held"]).status.success());
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Held));
+
+    let restores: Vec<_> = env
+        .log_lines("ghostctl")
+        .into_iter()
+        .filter(|l| l.to_string().contains("OPERATOR_ACTION") && l.to_string().contains("restore"))
+        .collect();
+    assert_eq!(restores.len(), 2, "{restores:?}");
+    assert!(restores[0].to_string().contains("needed after all"));
+}

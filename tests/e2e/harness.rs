@@ -76,6 +76,15 @@ impl TestEnv {
             children: Vec::new(),
         };
         env.write_config(&merge_toml(FAST, extra));
+        // A data root as a daemon leaves it on its first start, so that
+        // ghostctl, which refuses anything else, can be used before one runs.
+        // (A test of a bad configuration gets the bare layout.)
+        let targets: Vec<String> = ghost_core::Config::load(&env.root, None)
+            .map(|c| c.targets.keys().cloned().collect())
+            .unwrap_or_default();
+        env.layout()
+            .create(targets.iter().map(String::as_str))
+            .unwrap();
         env
     }
 

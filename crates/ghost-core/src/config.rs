@@ -746,6 +746,17 @@ impl Config {
         if self.logs.max_bytes == 0 {
             problems.push("logs.max_bytes: must be greater than zero".into());
         }
+        // A heartbeat written every `interval` must not count as stale
+        // between two writes, or the watchdog declares every child hung.
+        let hb = &self.heartbeat;
+        if !hb.interval.is_zero() && hb.interval >= hb.stale_after {
+            problems.push(format!(
+                "heartbeat.interval: {} must be below heartbeat.stale_after ({}), or every \
+                 component counts as hung between two heartbeats",
+                humantime::format_duration(hb.interval),
+                humantime::format_duration(hb.stale_after)
+            ));
+        }
         if self.logs.keep == 0 {
             problems
                 .push("logs.keep: must be at least 1 (the rotated file is the only copy)".into());
@@ -878,6 +889,16 @@ impl Config {
             if d.is_zero() {
                 problems.push(format!("{k}: must be greater than zero"));
             }
+        }
+        // The first heartbeat comes up to one interval after the start.
+        let interval = self.heartbeat.interval;
+        if !w.start_timeout.is_zero() && w.start_timeout <= interval {
+            problems.push(format!(
+                "watchdog.start_timeout: {} must be above heartbeat.interval ({}), or a child \
+                 counts as hung before its first heartbeat is due",
+                humantime::format_duration(w.start_timeout),
+                humantime::format_duration(interval)
+            ));
         }
         if w.restart_delay > w.restart_delay_max {
             problems
@@ -1106,6 +1127,29 @@ listen = "not an address"
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert_eq!(e.problems.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn relations_between_settings_are_checked_together() {
+        let text = "[heartbeat]\ninterval = \"4s\"\nstale_after = \"2s\"\n\
+                    [watchdog]\nstart_timeout = \"3s\"\nrestart_delay = \"2m\"\n\
+                    [executor]\nbackoff_base = \"10m\"\n";
+        let e = Config::from_toml(Path::new("/r"), text, "t").unwrap_err();
+        let all = e.to_string();
+        for needle in [
+            "heartbeat.interval: 4s must be below heartbeat.stale_after (2s)",
+            "watchdog.start_timeout: 3s must be above heartbeat.interval (4s)",
+            "watchdog.restart_delay: must not exceed",
+            "executor.backoff_base: must not exceed",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 4, "{all}");
+        // Equal is not enough either; below is fine.
+        let eq = "[heartbeat]\ninterval = \"2s\"\nstale_after = \"2s\"\n";
+        assert!(Config::from_toml(Path::new("/r"), eq, "t").is_err());
+        let ok = "[heartbeat]\ninterval = \"1s\"\nstale_after = \"2s\"\n";
+        assert!(Config::from_toml(Path::new("/r"), ok, "t").is_ok());
     }
 
     #[test]

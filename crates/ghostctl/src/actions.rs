@@ -40,6 +40,10 @@ pub enum Action {
     Hold,
     Release,
     Delete,
+    /// Out of trash/ into pending/.
+    Restore,
+    /// Out of trash/ into held/.
+    RestoreHeld,
 }
 
 impl Action {
@@ -49,6 +53,7 @@ impl Action {
             Action::Hold => "hold",
             Action::Release => "release",
             Action::Delete => "delete",
+            Action::Restore | Action::RestoreHeld => "restore",
         }
     }
 
@@ -60,6 +65,8 @@ impl Action {
             Action::Hold => commands::hold::destination(from),
             Action::Release => commands::release::destination(from),
             Action::Delete => commands::delete::destination(from),
+            Action::Restore => commands::restore::destination(from, QueueState::Pending),
+            Action::RestoreHeld => commands::restore::destination(from, QueueState::Held),
         }
     }
 
@@ -71,6 +78,7 @@ impl Action {
             Action::Hold => commands::hold::update(record),
             Action::Release => commands::release::update(record),
             Action::Delete => commands::delete::update(record),
+            Action::Restore | Action::RestoreHeld => commands::restore::update(record),
         }
     }
 }
@@ -188,6 +196,7 @@ pub fn run(
         Action::Hold => "held",
         Action::Release => "released",
         Action::Delete => "deleted",
+        Action::Restore | Action::RestoreHeld => "restored",
     };
     writeln!(
         out,
@@ -351,6 +360,10 @@ mod tests {
             (Action::Delete, Held, Some(Trash)),
             (Action::Delete, Active, None),
             (Action::Delete, Trash, None),
+            (Action::Restore, Trash, Some(Pending)),
+            (Action::RestoreHeld, Trash, Some(Held)),
+            (Action::Restore, Done, None),
+            (Action::Restore, Pending, None),
         ] {
             assert_eq!(a.destination(from).ok(), to, "{a:?} from {from:?}");
         }

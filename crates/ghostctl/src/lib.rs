@@ -99,11 +99,16 @@ pub enum Command {
     /// Prints one line per enqueued file: FILE, queue name, patch id, target
     /// (tab-separated). An invalid file is reported on stderr with every problem
     /// found and nothing is enqueued for it; the other files still go in.
-    /// Exit 1 if any file was refused.
+    /// Exit 1 if any file was refused. While intake is paused nothing is
+    /// enqueued and the exit is 2, unless --force.
     Submit {
         /// Target for patches that name none (a patch naming another target is refused)
         #[arg(long, value_name = "T")]
         target: Option<String>,
+        /// Enqueue even while intake is paused (`ghostctl pause`, or an
+        /// executor that cannot write its log)
+        #[arg(long)]
+        force: bool,
         /// Patch files (JSON, native or legacy shapes); `-` reads standard input
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -157,6 +162,19 @@ pub enum Command {
     Delete {
         id: String,
         /// Why (required; kept in the entry's record)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Bring an entry back from trash/ to pending/ (or held/ with --held)
+    ///
+    /// Attempts reset; the record keeps its history, the delete and this
+    /// restore (also logged to logs/ghostctl.log).
+    Restore {
+        id: String,
+        /// To held/ instead of pending/, so the executor leaves it alone
+        #[arg(long)]
+        held: bool,
+        /// Why (kept in the entry's record)
         #[arg(long)]
         reason: Option<String>,
     },
@@ -246,6 +264,7 @@ impl Command {
             | Command::Hold { .. }
             | Command::Release { .. }
             | Command::Delete { .. }
+            | Command::Restore { .. }
             | Command::Verify
             | Command::Restart { .. }
             | Command::Silence { .. }
@@ -288,4 +307,48 @@ pub fn execute(config: &Config, args: &CtlArgs, out: &mut dyn Write, err: &mut d
             e.exit_code()
         }
     }
+}
+
+/// Check that `root` is a ghostbridge data root before any verb runs, so a
+/// mistyped `--root` or a run from the wrong directory is refused instead of
+/// answering "nothing stuck" or creating a new root. A root is recognised by
+/// its `state/` and `logs/` directories, which every daemon creates on its
+/// first start ([`ghost_core::layout::Layout::create`]); no verb creates a
+/// root. Exit 2 ([`CtlError::Usage`]) when it is not one.
+///
+/// A verb that changes the root is also refused when ghostctl runs as
+/// another user than the root's owner: the entries and logs it would write
+/// (mode 0600) could not be read by the service user.
+pub fn check_root(root: &std::path::Path, changes_things: bool) -> Result<(), CtlError> {
+    use std::os::unix::fs::MetadataExt;
+    let layout = ghost_core::layout::Layout::new(root);
+    let is_root = root.is_dir() && layout.state().is_dir() && layout.logs().is_dir();
+    if !is_root {
+        return Err(CtlError::Usage(format!(
+            "not a ghostbridge data root: {} (no state/ and logs/ directories; a daemon \
+             creates them on its first start); use --root or GHOST_ROOT",
+            util::clean(&root.display().to_string())
+        )));
+    }
+    if changes_things {
+        let owner = std::fs::metadata(root)
+            .map_err(|e| CtlError::Other(e.into()))?
+            .uid();
+        let me = nix::unistd::geteuid().as_raw();
+        if owner != me {
+            let name = nix::unistd::User::from_uid(owner.into())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| owner.to_string());
+            return Err(CtlError::Usage(format!(
+                "the data root {} belongs to {name} (uid {owner}) but ghostctl runs as uid {me}: \
+                 what it writes would not be readable by the service; run it as the owner, \
+                 e.g. `sudo -u {name} ghostctl --root {} …`",
+                util::clean(&root.display().to_string()),
+                util::clean(&root.display().to_string())
+            )));
+        }
+    }
+    Ok(())
 }

@@ -720,6 +720,24 @@ fn status_counts_and_heartbeats() {
         .collect();
     assert_eq!(hb, [("executor", "ok"), ("monitor", "ok")]);
 
+    // A fresh heartbeat whose process is gone (SIGKILLed) is not running.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.layout().heartbeat("monitor")).unwrap()).unwrap();
+    v["pid"] = dead_pid.into();
+    ghost_core::fs::durable_write(
+        &env.layout().heartbeat("monitor"),
+        v.to_string().as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let s = ghostctl::status::status(&env.config).unwrap();
+    assert_eq!(s.heartbeats[1].state, "gone", "{:?}", s.heartbeats[1]);
+    let (_, out, _) = env.run(&["status"]);
+    assert!(out.contains("GONE"), "{out}");
+
     let mut config = env.config.clone();
     config.heartbeat.stale_after = std::time::Duration::from_millis(1);
     std::thread::sleep(std::time::Duration::from_millis(20));

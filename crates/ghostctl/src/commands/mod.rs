@@ -13,6 +13,7 @@ pub mod ls;
 pub mod pause;
 pub mod release;
 pub mod restart;
+pub mod restore;
 pub mod resume;
 pub mod retry;
 pub mod show;
@@ -41,9 +42,11 @@ pub fn dispatch(
         actions::run(config, a, id, reason.as_deref(), json, &mut *out, &mut *err)
     };
     match &args.command {
-        Command::Submit { target, files } => {
-            submit::run(config, target.as_deref(), files, json, out, err)
-        }
+        Command::Submit {
+            target,
+            files,
+            force,
+        } => submit::run(config, target.as_deref(), files, *force, json, out, err),
         Command::Ls {
             state,
             target,
@@ -55,6 +58,14 @@ pub fn dispatch(
         Command::Hold { id, reason } => move_entry(Action::Hold, id, reason),
         Command::Release { id, reason } => move_entry(Action::Release, id, reason),
         Command::Delete { id, reason } => move_entry(Action::Delete, id, reason),
+        Command::Restore { id, held, reason } => {
+            let a = if *held {
+                Action::RestoreHeld
+            } else {
+                Action::Restore
+            };
+            move_entry(a, id, reason)
+        }
         Command::Verify => verify::run(config, json, out),
         Command::Logs {
             follow,

@@ -8,8 +8,13 @@ use ghost_core::queue::{EntryRecord, QueueState};
 pub fn destination(from: QueueState) -> Result<QueueState, String> {
     match from {
         QueueState::Stuck | QueueState::Failed | QueueState::Deferred => Ok(QueueState::Pending),
-        QueueState::Done => {
-            Err("it was applied already; submit the patch again to apply it again".into())
+        QueueState::Done => Err(
+            "it was applied already (done/ is final); to apply the same \
+             change again, submit it under a new patch id"
+                .into(),
+        ),
+        QueueState::Trash => {
+            Err("it was deleted; `ghostctl restore ID` brings it back to pending/".into())
         }
         _ => Err("retry moves entries from .stuck/, failed/ or deferred/".into()),
     }

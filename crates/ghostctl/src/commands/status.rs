@@ -40,7 +40,9 @@ pub struct TargetCounts {
 #[derive(Debug, Clone, Serialize)]
 pub struct HeartbeatState {
     pub component: String,
-    /// `ok`, `stale`, `absent` or `unreadable`.
+    /// `ok`, `stale`, `gone` (the heartbeat's process no longer exists, as
+    /// after a SIGKILL: it is not running, however fresh the file),
+    /// `stopped`, `absent` or `unreadable`.
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -126,6 +128,8 @@ fn heartbeat_state(
             // A component that said it stopped is not hanging: say so.
             hs.state = if hb.status == "stopped" {
                 "stopped"
+            } else if !pid_exists(hb.pid) {
+                "gone"
             } else if hb.is_stale(stale_after) {
                 "stale"
             } else {
@@ -144,6 +148,21 @@ fn heartbeat_state(
         }
     }
     hs
+}
+
+/// Whether process `pid` exists (a process of another user counts: `EPERM`).
+/// Only meaningful on the root's own host, which is where ghostctl runs.
+fn pid_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    if raw <= 0 {
+        return false;
+    }
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 pub fn status(config: &Config) -> Result<Status, CtlError> {

@@ -1,12 +1,16 @@
 //! `ghostctl submit [--target T] FILE...`: the answer for each file the
 //! admission in [`crate::submit`] judged: one line per enqueued (or already
 //! queued) file on stdout, every problem of a refused one on stderr; exit 1
-//! if any file was refused.
+//! if any file was refused. While intake is paused (any
+//! [`ghost_core::logging::pause::causes`]) it refuses with the cause, exit 2,
+//! unless `--force`: the bridge answers `503` then, and a person who paused
+//! intake should not find patches queued behind their back.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use ghost_core::cli::{EXIT_FAILURE, EXIT_OK};
+use ghost_core::layout::Layout;
 use ghost_core::Config;
 
 use crate::util::clean;
@@ -16,10 +20,22 @@ pub fn run(
     config: &Config,
     target: Option<&str>,
     files: &[PathBuf],
+    force: bool,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, CtlError> {
+    if !force {
+        let causes = ghost_core::logging::pause::causes(&Layout::new(&config.root));
+        if !causes.is_empty() {
+            let why: Vec<String> = causes.iter().map(|c| clean(&c.describe())).collect();
+            return Err(CtlError::Usage(format!(
+                "intake is paused ({}): nothing enqueued; `ghostctl submit --force …` enqueues \
+                 anyway, `ghostctl resume --force` lifts the pause",
+                why.join("; ")
+            )));
+        }
+    }
     let items = crate::submit::submit(config, target, files, &mut std::io::stdin().lock())?;
     let any_failed = items.iter().any(|i| !i.ok);
     if json {
