@@ -121,7 +121,9 @@ fn ctl_ok(env: &TestEnv, args: &[&str]) -> String {
 
 #[test]
 fn the_readme_sequence_submit_then_curl_answers_200_with_the_existing_entry() {
+    // As the README runs it: the embedded defaults.
     let mut env = TestEnv::new("");
+    std::fs::remove_file(env.root.join("ghost.toml")).unwrap();
     let b = env.spawn_bridge();
     let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.json");
     let out = submit(&env, &[&hello]);
@@ -134,6 +136,11 @@ fn the_readme_sequence_submit_then_curl_answers_200_with_the_existing_entry() {
     assert_eq!(body["duplicates"][0]["name"], first["queue_name"]);
     assert_eq!(body["queued"], json!([]));
     assert_eq!(all_entries(&env, "default").len(), 1);
+    env.drain();
+    assert_eq!(
+        env.state_of("default", first["queue_name"].as_str().unwrap()),
+        Some(QueueState::Done)
+    );
 }
 
 #[test]

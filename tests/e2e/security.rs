@@ -487,11 +487,20 @@ fn the_examples_apply_with_their_configuration_and_the_defaults_run_no_commands(
     assert_eq!(env.state_of("default", &failing), Some(QueueState::Failed));
     assert_eq!(env.summary("default", &failing)["status"], "rolled_back");
 
-    // The embedded defaults: the file changes would apply, the checks may not run.
+    // The embedded defaults: hello.json (file changes only) applies; a patch
+    // with a check is refused before anything changes, naming the key to set.
     let env = TestEnv::new("");
     std::fs::remove_file(env.root.join("ghost.toml")).unwrap();
     let hello = env.enqueue_raw("default", &example("hello.json"));
     env.drain();
-    assert_failed_with(&env, &hello, &["test -d .", "targets.default.commands"]);
-    assert!(snapshot(&env.tree("default")).is_empty());
+    assert_eq!(env.state_of("default", &hello), Some(QueueState::Done));
+    let before = snapshot(&env.tree("default"));
+    let rename = env.enqueue_raw("default", &example("rename-and-edit.json"));
+    env.drain();
+    assert_failed_with(
+        &env,
+        &rename,
+        &["sh bin/greet.sh", "targets.default.commands"],
+    );
+    assert_eq!(snapshot(&env.tree("default")), before);
 }
