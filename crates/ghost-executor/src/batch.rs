@@ -43,7 +43,7 @@ use ghost_core::patch::parse::{parse_patch, ParseOptions};
 use ghost_core::patch::stage::{stage_with, Entry, FileData, StageOptions, Staged, TreeView};
 use ghost_core::patch::{Patch, RelPath};
 use ghost_core::queue::{AttemptRecord, Claim, EntryRecord, QueueState};
-use ghost_core::summary::{self, ExecutorInfo, FileSummary, OpSummary, Summary, SummaryStatus};
+use ghost_core::summary::{self, ExecutorInfo, Summary, SummaryStatus};
 use ghost_core::time::now_rfc3339;
 use ghost_core::Result;
 
@@ -435,25 +435,7 @@ fn summary_of(
         started_at: started_at.to_string(),
         finished_at: ended_at.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
-        operations: c
-            .staged
-            .results
-            .iter()
-            .map(|r| OpSummary {
-                index: r.index,
-                op: r.op.to_string(),
-                files: r
-                    .files
-                    .iter()
-                    .map(|f| FileSummary {
-                        path: f.path.clone(),
-                        md5_before: f.md5_before.clone(),
-                        md5_after: f.md5_after.clone(),
-                    })
-                    .collect(),
-                detail: r.detail.clone(),
-            })
-            .collect(),
+        operations: crate::engine::op_summaries(&c.staged.results),
         checks: Vec::new(),
         error: None,
         rollback: None,

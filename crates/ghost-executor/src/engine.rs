@@ -342,24 +342,7 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
             return outcome;
         }
     };
-    att.ops = staged
-        .results
-        .iter()
-        .map(|r| OpSummary {
-            index: r.index,
-            op: r.op.to_string(),
-            files: r
-                .files
-                .iter()
-                .map(|f| FileSummary {
-                    path: f.path.clone(),
-                    md5_before: f.md5_before.clone(),
-                    md5_after: f.md5_after.clone(),
-                })
-                .collect(),
-            detail: r.detail.clone(),
-        })
-        .collect();
+    att.ops = op_summaries(&staged.results);
 
     let mut journal = Journal::from_staged(&att.name, &patch.id, &ctx.target, &staged);
     let jpath = ctx.journal_path(&att.name);
@@ -779,4 +762,25 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
 /// Paths a patch changed, for git.
 pub fn changed_paths(staged: &ghost_core::patch::stage::Staged) -> Vec<RelPath> {
     staged.changes.keys().cloned().collect()
+}
+
+/// The summary's view of staged operations (one patch, or one batch member).
+pub(crate) fn op_summaries(results: &[ghost_core::patch::stage::OpResult]) -> Vec<OpSummary> {
+    results
+        .iter()
+        .map(|r| OpSummary {
+            index: r.index,
+            op: r.op.to_string(),
+            files: r
+                .files
+                .iter()
+                .map(|f| FileSummary {
+                    path: f.path.clone(),
+                    md5_before: f.md5_before.clone(),
+                    md5_after: f.md5_after.clone(),
+                })
+                .collect(),
+            detail: r.detail.clone(),
+        })
+        .collect()
 }
