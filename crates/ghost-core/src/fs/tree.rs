@@ -107,14 +107,7 @@ impl Tree {
         let abs = self.abs(rel);
         let tmp = super::tmp_name(&name);
         let result = (|| {
-            let mut opts = OpenOptions::new();
-            opts.write(true).create_new(true).mode(mode);
-            let mut f = dir
-                .open_with(&tmp, &opts)
-                .ctx("create temp file for", &abs)?;
-            f.set_permissions(Permissions::from_mode(mode))
-                .ctx("chmod temp file for", &abs)?;
-            f.write_all(bytes).ctx("write temp file for", &abs)?;
+            let f = write_temp(&dir, &tmp, bytes, mode, &abs)?;
             super::note_fsync();
             f.sync_all().ctx("fsync temp file for", &abs)?;
             drop(f);
@@ -242,18 +235,7 @@ impl<'t> TreeGroup<'t> {
             Some((bytes, mode)) => {
                 let dir = &self.dirs[di].1;
                 let tmp = super::tmp_name(&name);
-                let result = (|| {
-                    let mut opts = OpenOptions::new();
-                    opts.write(true).create_new(true).mode(mode);
-                    let mut f = dir
-                        .open_with(&tmp, &opts)
-                        .ctx("create temp file for", &abs)?;
-                    f.set_permissions(Permissions::from_mode(mode))
-                        .ctx("chmod temp file for", &abs)?;
-                    f.write_all(bytes).ctx("write temp file for", &abs)?;
-                    Ok(f)
-                })();
-                match result {
+                match write_temp(dir, &tmp, bytes, mode, &abs) {
                     Ok(f) => Some((tmp, f)),
                     Err(e) => {
                         let _ = dir.remove_file(&tmp);
@@ -356,6 +338,24 @@ impl TreeView for Tree {
     fn entry(&self, path: &RelPath) -> io::Result<Entry> {
         Tree::entry(self, path)
     }
+}
+
+/// A new temp file `tmp` in `dir` holding `bytes` with exactly `mode` (the
+/// umask does not apply), not yet synced; `abs` names it in errors.
+fn write_temp(
+    dir: &Dir,
+    tmp: &str,
+    bytes: &[u8],
+    mode: u32,
+    abs: &Path,
+) -> Result<cap_std::fs::File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true).mode(mode);
+    let mut f = dir.open_with(tmp, &opts).ctx("create temp file for", abs)?;
+    f.set_permissions(Permissions::from_mode(mode))
+        .ctx("chmod temp file for", abs)?;
+    f.write_all(bytes).ctx("write temp file for", abs)?;
+    Ok(f)
 }
 
 #[cfg(test)]
