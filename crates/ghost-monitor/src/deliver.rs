@@ -274,7 +274,14 @@ pub fn alertmanager_payload(n: &Notification, firing_ttl: Duration) -> serde_jso
 
 /// The outbox directory's items, oldest first.
 pub fn outbox(layout: &Layout) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(layout.alerts_outbox())
+    json_files(&layout.alerts_outbox())
+}
+
+/// The `.json` files directly in `dir` (hidden ones left out), sorted by
+/// name: oldest first for the time-ordered names used here. A missing or
+/// unreadable directory has none.
+pub(crate) fn json_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()

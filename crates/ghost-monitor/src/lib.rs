@@ -438,18 +438,7 @@ fn read_inbox(layout: &Layout) -> (Vec<Event>, Vec<(PathBuf, PathBuf)>) {
 fn read_requests(layout: &Layout, now: u64) -> (Vec<Event>, Vec<(PathBuf, PathBuf)>) {
     let dir = layout.alerts_requests();
     let done = dir.join(".done");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|f| f.to_str())
-                .is_some_and(|f| f.ends_with(".json") && !f.starts_with('.'))
-        })
-        .collect();
-    paths.sort();
+    let paths = deliver::json_files(&dir);
     let mut ev = Vec::new();
     let mut files = Vec::new();
     for p in paths {
