@@ -112,7 +112,12 @@ pub fn new_name() -> String {
 
 /// Sidecar kinds besides the records of the states: the executor's undo
 /// journal, and the records an operator's move keeps under another name.
-pub const SIDECAR_KINDS: [&str; 3] = ["journal", "previous-record", "unreadable-record"];
+pub const SIDECAR_KINDS: [&str; 4] = [
+    "journal",
+    "previous-record",
+    "unreadable-record",
+    "procs",
+];
 
 /// True for an entry file name (`<name>.json` with no other dot, not hidden).
 pub fn is_entry_file(file: &str) -> bool {

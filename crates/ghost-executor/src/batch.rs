@@ -284,7 +284,7 @@ pub fn process(ctx: &TargetCtx, names: &[String]) -> Result<Batched> {
         error!(event = "BATCH_APPLY_FAILED", target = %ctx.target, error = %e, "applying a batch failed; rolling every member back");
         // Recovery's path: roll back last first, then each member is
         // requeued (its attempt counted) by the one-patch recovery.
-        crate::engine::recover(ctx)?;
+        crate::engine::recover_held(ctx)?;
         return Ok(Batched::Done(n));
     }
     crash_point!("crash-after-batch-apply");
@@ -451,6 +451,11 @@ fn summary_of(
 
 /// Resolve a batch a crash (or a failed apply) left behind, before the
 /// one-patch recovery looks at `active/`: see the module documentation.
+/// Whether a batch journal is left to recover.
+pub fn pending(ctx: &TargetCtx) -> bool {
+    journal_path(ctx).exists()
+}
+
 pub fn recover(ctx: &TargetCtx) -> Result<()> {
     let jpath = journal_path(ctx);
     let Some(bytes) = ghost_core::fs::read_opt(&jpath)? else {

@@ -3,6 +3,14 @@
 //! LANG and the target's additions, in a process group of its own so a timeout
 //! kills the whole group, and with the last bytes of stdout and stderr kept.
 //!
+//! Nothing a command starts outlives the executor: the group's id is handed
+//! to [`Limits::record_group`] as soon as the command runs (the engine keeps it
+//! beside the entry in `active/`), the group is killed when the command ends,
+//! times out or is cancelled, and after a crash recovery kills a recorded group
+//! ([`ProcGroup::kill`]) before it touches the tree. `PR_SET_PDEATHSIG` on the
+//! leader alone would not do: it reaches the direct child, not what the child
+//! started. A process that leaves the group on purpose (`setsid`) escapes both.
+//!
 //! Whether a command may run at all is decided before (see
 //! `ghost_core::patch::policy`). Here: a target's `run_as` user runs it (uid,
 //! primary gid, no supplementary groups, its own HOME), and every configured
@@ -49,6 +57,85 @@ pub struct Limits<'a> {
     /// The target's `run_as` user, resolved.
     pub run_as: Option<&'a RunAs>,
     pub scrub: &'a Scrubber,
+    /// Told each command's process group once it runs, before it is waited for.
+    pub record_group: Option<&'a dyn Fn(&ProcGroup)>,
+}
+
+/// A command's process group, as recovery needs it to kill what a dead
+/// executor left running: the group id (the leader's pid), and the leader's
+/// start time and the boot, so that a recycled pid is never taken for ours.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcGroup {
+    pub boot_id: String,
+    pub pgid: i32,
+    /// Clock ticks since boot (`/proc/<pid>/stat`, field 22).
+    pub leader_start: u64,
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name: state, ppid, pgrp, …
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn start_ticks(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Live (not zombie) members of process group `pgid`.
+fn live_members(pgid: i32) -> usize {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat_fields)
+        .filter(|f| f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z")
+        .count()
+}
+
+impl ProcGroup {
+    /// The group led by `pid` (a leader started with `process_group(0)`).
+    pub fn of(pid: i32) -> Option<ProcGroup> {
+        Some(ProcGroup {
+            boot_id: boot_id()?,
+            pgid: pid,
+            leader_start: start_ticks(pid)?,
+        })
+    }
+
+    /// Kill the group if it is still the one recorded, and wait (up to a few
+    /// seconds) until none of it runs. Returns how many live members it had.
+    ///
+    /// Ours when: same boot, and the leader is either gone (Linux does not
+    /// hand out a pid while a group of that id exists, so a group with that id
+    /// and no leader is the recorded one) or still the recorded process (same
+    /// start time).
+    pub fn kill(&self) -> usize {
+        if boot_id().as_deref() != Some(self.boot_id.as_str()) {
+            return 0;
+        }
+        if start_ticks(self.pgid).is_some_and(|t| t != self.leader_start) {
+            return 0;
+        }
+        let found = live_members(self.pgid);
+        let pg = Pid::from_raw(self.pgid);
+        let until = Instant::now() + Duration::from_secs(5);
+        while live_members(self.pgid) > 0 && Instant::now() < until {
+            if killpg(pg, Signal::SIGKILL) == Err(nix::errno::Errno::ESRCH) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        found
+    }
 }
 
 /// A target's `run_as` user, resolved at start-up.
@@ -316,6 +403,11 @@ pub fn run(
         }
     };
     let pgid = Pid::from_raw(child.id() as i32);
+    if let Some(record) = limits.record_group {
+        if let Some(g) = ProcGroup::of(pgid.as_raw()) {
+            record(&g);
+        }
+    }
     // Room for a whole secret before the kept tail (see `Scrubber::tail`).
     let keep = limits.tail_bytes + limits.scrub.max_len();
     let (out, hout) = reader(child.stdout.take().expect("piped"), keep);
@@ -397,6 +489,7 @@ mod tests {
             tail_bytes: 16,
             run_as: None,
             scrub: &NO_SECRETS,
+            record_group: None,
         }
     }
 
@@ -519,6 +612,7 @@ mod tests {
             tail_bytes: 16,
             run_as: None,
             scrub: &NO_SECRETS,
+            record_group: None,
         };
         let (_, f) = run(&argv(&["sleep", "30"]), "after", d.path(), &env, &l);
         assert_eq!(f, Some(CmdFailure::Cancelled));

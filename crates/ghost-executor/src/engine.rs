@@ -35,7 +35,7 @@ use ghost_core::summary::{
 use ghost_core::time::{now_rfc3339, rfc3339};
 use ghost_core::{Config, Layout, Result};
 
-use crate::command::{self, CmdFailure, Limits, RunAs, Scrubber};
+use crate::command::{self, CmdFailure, Limits, ProcGroup, RunAs, Scrubber};
 
 /// A crash window: with the `failpoints` feature and `FAILPOINTS=<name>=return`,
 /// the process aborts here, as a `kill -9` or a power cut would stop it. The
@@ -99,6 +99,47 @@ impl TargetCtx {
 
     fn journal_path(&self, name: &str) -> PathBuf {
         self.queue.sidecar_path(QueueState::Active, name, "journal")
+    }
+
+    /// Where the process group of the command running for entry `name` is noted.
+    fn procs_path(&self, name: &str) -> PathBuf {
+        self.queue.sidecar_path(QueueState::Active, name, "procs")
+    }
+
+    /// Note the group of the command now running for `name`, for recovery to
+    /// kill should this executor die. Volatile: the group dies with the
+    /// machine, so the record need not survive it.
+    fn record_group(&self, name: &str, g: &ProcGroup) {
+        let bytes = serde_json::to_vec(g).unwrap_or_default();
+        let path = self.procs_path(name);
+        if let Err(e) = ghost_core::fs::write_volatile(&path, &bytes, ghost_core::fs::FILE_MODE) {
+            warn!(event = "PROCS_RECORD_FAILED", target = %self.target, queue_name = name, error = %e, "cannot note a check's process group; it is killed with its command but not by recovery");
+        }
+    }
+
+    /// Kill what a dead executor's command for `name` left running, before
+    /// recovery touches the tree.
+    fn kill_recorded_group(&self, name: &str) {
+        let path = self.procs_path(name);
+        let Ok(Some(bytes)) = ghost_core::fs::read_opt(&path) else {
+            return;
+        };
+        match serde_json::from_slice::<ProcGroup>(&bytes) {
+            Ok(g) => {
+                let n = g.kill();
+                if n > 0 {
+                    warn!(event = "PROCESS_GROUP_KILLED", target = %self.target, queue_name = name, pgid = g.pgid, processes = n, "killed what a dead executor's check left running");
+                }
+            }
+            Err(e) => {
+                warn!(event = "PROCS_RECORD_UNREADABLE", target = %self.target, queue_name = name, error = %e, "cannot read the recorded process group")
+            }
+        }
+    }
+
+    /// The environment and limits of git commands run by recovery.
+    fn recovery_env(&self, patch_id: &str) -> std::collections::BTreeMap<String, String> {
+        command::environment(&self.target_cfg.env, patch_id, &self.target)
     }
 
     fn backoff(&self) -> Backoff {
@@ -302,8 +343,10 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         }
     };
     let cancelled = || hard_stop.is_cancelled();
+    let att_name = att.name.clone();
     // Read per patch: the bridge may have generated its secrets since.
     let scrub = Scrubber::gather(&ctx.cfg, &ctx.layout);
+    let record = |g: &ProcGroup| ctx.record_group(&att_name, g);
     let limits = Limits {
         timeout: ctx.cfg.executor.command_timeout,
         deadline,
@@ -311,6 +354,7 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         tail_bytes: ctx.cfg.executor.output_tail_bytes as usize,
         run_as: ctx.run_as.as_ref(),
         scrub: &scrub,
+        record_group: Some(&record),
     };
 
     // Checks before: the tree is untouched, nothing to undo.
@@ -386,6 +430,24 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
     }
 
     if ctx.target_cfg.git_commit || patch.git.is_some() {
+        // Where the branch is goes into the journal before anything is
+        // committed: recovery keeps or takes back the commit with the files.
+        match crate::git::head(&tree, &patch, &staged, &env, &limits) {
+            Ok((before, checks)) => {
+                att.checks.extend(checks);
+                journal.git = Some(before);
+                if let Err(e) = journal.write(&jpath) {
+                    att.fail("io", format!("cannot record the git head in the journal: {e}"));
+                    return undo(ctx, att, &tree, &journal, Outcome::Transient);
+                }
+            }
+            Err((checks, msg)) => {
+                att.checks.extend(checks);
+                att.fail("git_failed", msg);
+                return undo(ctx, att, &tree, &journal, Outcome::Permanent);
+            }
+        }
+        crash_point!("crash-after-git-journal");
         match crate::git::commit(&tree, &patch, &staged, &env, &limits) {
             Ok((g, checks)) => {
                 att.checks.extend(checks);
@@ -636,8 +698,12 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
 }
 
 /// Start-up recovery for one target: clear orphans and stale temp files, and
-/// resolve every entry left in `active/` by a dead executor.
-pub fn recover(ctx: &TargetCtx) -> Result<usize> {
+/// resolve every entry left in `active/` by a dead executor. The entries are
+/// resolved under the working tree's lock, as applies are: `None` when another
+/// process (an executor of another root sharing the tree) holds it; nothing
+/// in `active/` was touched then, and nothing may be claimed until a later
+/// call succeeds.
+pub fn recover(ctx: &TargetCtx) -> Result<Option<usize>> {
     let q = &ctx.queue;
     let max_age = ctx.cfg.executor.tmp_max_age;
     let summaries = ctx.layout.summaries(&ctx.target);
@@ -652,6 +718,19 @@ pub fn recover(ctx: &TargetCtx) -> Result<usize> {
     for p in stale {
         info!(event = "STALE_FILE_REMOVED", target = %ctx.target, path = %p.display(), "removed a stale temp or orphan file");
     }
+    if q.list(QueueState::Active)?.is_empty() && !crate::batch::pending(ctx) {
+        return Ok(Some(0));
+    }
+    let Some(_tree_lock) = ghost_core::fs::DirLock::try_acquire(&ctx.tree_path)? else {
+        warn!(event = "TREE_BUSY", target = %ctx.target, tree = %ctx.tree_path.display(), "another process holds the working tree's lock; recovery waits for it");
+        return Ok(None);
+    };
+    recover_held(ctx).map(Some)
+}
+
+/// Resolve the entries in `active/`; the caller holds the tree's lock.
+pub(crate) fn recover_held(ctx: &TargetCtx) -> Result<usize> {
+    let q = &ctx.queue;
     // An unfinished batch first: it leaves its members as single ones.
     crate::batch::recover(ctx)?;
     let names = q.list(QueueState::Active)?;
@@ -704,6 +783,9 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
             )
         })
         .unwrap_or_else(|| "an executor that left no claim record".into());
+    // Nothing the dead executor's check started may write into the tree
+    // while (or after) it is rolled back.
+    ctx.kill_recorded_group(name);
     let journal = match Journal::read(&ctx.journal_path(name)) {
         Ok(j) => j,
         Err(e) => {
@@ -720,32 +802,30 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
     let tree = Tree::open(&ctx.tree_path)?;
     let outcome = match &journal {
         Some(j) if j.phase == Phase::Complete => {
-            att.ops = j
-                .files
-                .iter()
-                .enumerate()
-                .map(|(i, f)| OpSummary {
-                    index: i,
-                    op: "recovered".into(),
-                    files: vec![FileSummary {
-                        path: f.path.to_string(),
-                        md5_before: f.before.as_ref().map(|b| b.md5.clone()),
-                        md5_after: f.after.as_ref().map(|a| a.md5.clone()),
-                    }],
-                    detail: "applied before a crash; finished at recovery".into(),
-                })
-                .collect();
+            att.ops = recovered_ops(j, "applied before a crash; finished at recovery");
             Outcome::Applied
         }
-        Some(j) => {
-            att.fail(
-                "crashed",
-                format!(
-                    "interrupted while applying, by the end of {who}; rolled back from the journal"
-                ),
-            );
-            undo(ctx, &mut att, &tree, j, Outcome::Crashed)
-        }
+        Some(j) => match recover_git(ctx, &mut att, &tree, j)? {
+            Some(g) => {
+                att.git = Some(g);
+                att.ops = recovered_ops(j, "applied and committed before a crash; finished at recovery");
+                Outcome::Applied
+            }
+            None if att.error.is_some() => {
+                // git could not be put back: the files stay as they are.
+                att.keep_journal = true;
+                Outcome::RollbackUnverified
+            }
+            None => {
+                att.fail(
+                    "crashed",
+                    format!(
+                        "interrupted while applying, by the end of {who}; rolled back from the journal"
+                    ),
+                );
+                undo(ctx, &mut att, &tree, j, Outcome::Crashed)
+            }
+        },
         None => {
             att.fail(
                 "crashed",
@@ -757,6 +837,70 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
     info!(event = "PATCH_RECOVERED", target = %ctx.target, queue_name = name, outcome = outcome_label(outcome), "resolved an entry a dead executor left in active/");
     finish(ctx, att, outcome)?;
     Ok(())
+}
+
+fn recovered_ops(j: &Journal, detail: &str) -> Vec<OpSummary> {
+    j.files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| OpSummary {
+            index: i,
+            op: "recovered".into(),
+            files: vec![FileSummary {
+                path: f.path.to_string(),
+                md5_before: f.before.as_ref().map(|b| b.md5.clone()),
+                md5_after: f.after.as_ref().map(|a| a.md5.clone()),
+            }],
+            detail: detail.into(),
+        })
+        .collect()
+}
+
+/// For a prepared journal that recorded a git head: keep the commit (`Some`,
+/// the patch is applied) or take it back (`None`, the files roll back). When
+/// git cannot be put back, `None` with the error in `att`.
+fn recover_git(
+    ctx: &TargetCtx,
+    att: &mut Attempt,
+    tree: &Tree,
+    j: &Journal,
+) -> Result<Option<GitSummary>> {
+    let Some(before) = &j.git else {
+        return Ok(None);
+    };
+    let applied = journal::is_applied(tree, j)?;
+    let env = ctx.recovery_env(&j.patch_id);
+    let scrub = Scrubber::gather(&ctx.cfg, &ctx.layout);
+    let record = |g: &ProcGroup| ctx.record_group(&j.name, g);
+    let limits = Limits {
+        timeout: ctx.cfg.executor.command_timeout,
+        deadline: Instant::now() + ctx.cfg.executor.stuck_after,
+        cancelled: &|| false,
+        tail_bytes: ctx.cfg.executor.output_tail_bytes as usize,
+        run_as: ctx.run_as.as_ref(),
+        scrub: &scrub,
+        record_group: Some(&record),
+    };
+    match crate::git::recover(tree, before, applied, &env, &limits) {
+        Ok((crate::git::GitRecovery::Forward(g), log)) => {
+            att.checks.extend(log);
+            info!(event = "GIT_RECOVERED", target = %ctx.target, queue_name = %j.name, commit = ?g.commit, tag = ?g.tag, "the commit a crash interrupted matches the tree: kept");
+            Ok(Some(g))
+        }
+        Ok((crate::git::GitRecovery::Undone, log)) => {
+            att.checks.extend(log);
+            Ok(None)
+        }
+        Err((log, msg)) => {
+            att.checks.extend(log);
+            error!(event = "GIT_RECOVERY_FAILED", target = %ctx.target, queue_name = %j.name, error = %msg, "cannot put git back after a crash");
+            att.fail(
+                "rollback_unverified",
+                format!("interrupted during the git commit; {msg}"),
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Paths a patch changed, for git.

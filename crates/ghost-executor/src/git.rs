@@ -10,6 +10,14 @@
 //! own configuration is the operator's. The identity is the repository's if it
 //! has one, else `ghostbridge <ghostbridge@localhost>`, so commits work on a
 //! machine with no git configuration at all.
+//!
+//! The commit is part of the patch's transaction. Before it, [`head`] records
+//! where the branch points (and the tag asked for, which must not exist yet)
+//! in the journal. After a crash, [`recover`] finds either no commit (the index
+//! is put back and the files roll back), or the patch's commit on top of the
+//! recorded head: kept (and the tag made if missing) when the tree matches it,
+//! otherwise the branch is reset and the tag removed before the files roll
+//! back. Never a commit without its files, nor files without their commit.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +25,7 @@ use ghost_core::fs::tree::Tree;
 use ghost_core::patch::stage::Staged;
 use ghost_core::patch::{Command, CommandKind, Patch};
 use ghost_core::summary::{CheckSummary, GitSummary};
+use serde::{Deserialize, Serialize};
 
 use crate::command::{self, Limits};
 
@@ -71,6 +80,187 @@ impl Git<'_> {
             Some(f) => Err(format!("`git {}` failed ({f:?}): {err}", args.join(" "))),
         }
     }
+}
+
+/// Where the branch was before the patch's commit (kept in the journal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitBefore {
+    /// The ref HEAD points at (`refs/heads/main`), or `HEAD` when detached.
+    pub head_ref: String,
+    /// Its commit; `None` on a branch with no commit yet.
+    pub head: Option<String>,
+    /// The tag the patch asks for; it did not exist when this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The paths the commit covers.
+    pub paths: Vec<String>,
+}
+
+/// What recovery made of an interrupted commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitRecovery {
+    /// The commit (and tag) are there and the tree matches: the patch is applied.
+    Forward(GitSummary),
+    /// No commit is left (none was made, or it was taken back): roll the files back.
+    Undone,
+}
+
+type GitResult<T> = Result<(T, Vec<CheckSummary>), (Vec<CheckSummary>, String)>;
+
+impl<'a> Git<'a> {
+    fn new(
+        tree: &'a Tree,
+        env: &'a BTreeMap<String, String>,
+        limits: &'a Limits<'a>,
+    ) -> Git<'a> {
+        Git {
+            tree,
+            env,
+            limits,
+            identity: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn finish<T>(self, r: Result<T, String>) -> GitResult<T> {
+        match r {
+            Ok(v) => Ok((v, self.log)),
+            Err(e) => Err((self.log, e)),
+        }
+    }
+
+    /// The commit `rev` names, if any.
+    fn commit_of(&mut self, rev: &str) -> Option<String> {
+        self.run(&["rev-parse", "-q", "--verify", &format!("{rev}^{{commit}}")])
+            .ok()
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// Record where the branch is before the patch's commit. Refuses a tag that
+/// already exists (before anything is committed).
+pub fn head(
+    tree: &Tree,
+    patch: &Patch,
+    staged: &Staged,
+    env: &BTreeMap<String, String>,
+    limits: &Limits<'_>,
+) -> GitResult<GitBefore> {
+    let mut g = Git::new(tree, env, limits);
+    let r = (|| {
+        g.run(&["rev-parse", "--is-inside-work-tree"])
+            .map_err(|e| format!("the working tree is not a git repository: {e}"))?;
+        let head_ref = g
+            .run(&["symbolic-ref", "-q", "HEAD"])
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "HEAD".to_string());
+        let head = g.commit_of("HEAD");
+        let tag = patch.git.as_ref().and_then(|x| x.tag.clone());
+        if let Some(t) = &tag {
+            if g.commit_of(&format!("refs/tags/{t}")).is_some() {
+                return Err(format!("tag {t:?} already exists"));
+            }
+        }
+        Ok(GitBefore {
+            head_ref,
+            head,
+            tag,
+            paths: paths(staged),
+        })
+    })();
+    g.finish(r)
+}
+
+/// After a crash between [`head`] and the journal's `complete`: keep the
+/// patch's commit when the tree (`applied`: every file in its after state)
+/// matches it, else take the commit and the tag back and restore the index,
+/// so that the files can roll back. An error when the branch moved in a way
+/// the patch cannot explain (someone else committed): git is left alone.
+pub fn recover(
+    tree: &Tree,
+    before: &GitBefore,
+    applied: bool,
+    env: &BTreeMap<String, String>,
+    limits: &Limits<'_>,
+) -> GitResult<GitRecovery> {
+    let mut g = Git::new(tree, env, limits);
+    let r = (|| {
+        let was = before.head.as_deref().unwrap_or("(no commit)");
+        let cur = g.commit_of(&before.head_ref);
+        let tag_at = |g: &mut Git<'_>| {
+            before
+                .tag
+                .as_ref()
+                .and_then(|t| g.commit_of(&format!("refs/tags/{t}")))
+        };
+        if cur != before.head {
+            let Some(cur) = cur else {
+                return Err(format!(
+                    "{} was at {was} before the patch and is gone now; git is left alone",
+                    before.head_ref
+                ));
+            };
+            let parent = g.commit_of(&format!("{cur}^1"));
+            if parent != before.head {
+                return Err(format!(
+                    "{} moved from {was} to {cur}, which is not one commit on top of it; git is left alone",
+                    before.head_ref
+                ));
+            }
+            let matches = applied && {
+                let mut diff = vec!["diff", "--quiet", cur.as_str(), "--"];
+                diff.extend(before.paths.iter().map(String::as_str));
+                g.run(&diff).is_ok()
+            };
+            let tag_ok = match (&before.tag, tag_at(&mut g)) {
+                (None, _) => true,
+                (Some(_), Some(at)) => at == cur,
+                (Some(t), None) => matches && g.run(&["tag", t, &cur]).is_ok(),
+            };
+            if matches && tag_ok {
+                return Ok(GitRecovery::Forward(GitSummary {
+                    commit: Some(cur),
+                    tag: before.tag.clone(),
+                }));
+            }
+            let msg = "ghostbridge: take back the commit of an interrupted patch";
+            let mut reset = vec!["update-ref", "-m", msg];
+            if before.head_ref == "HEAD" {
+                reset.push("--no-deref");
+            }
+            match &before.head {
+                Some(h) => reset.extend([before.head_ref.as_str(), h, &cur]),
+                None => reset.extend(["-d", before.head_ref.as_str(), &cur]),
+            }
+            g.run(&reset)?;
+            if let Some(t) = &before.tag {
+                if tag_at(&mut g).as_deref() == Some(cur.as_str()) {
+                    g.run(&["tag", "-d", t])?;
+                }
+            }
+        } else if before.paths.is_empty() {
+            // Nothing to commit: the tag alone was the patch's git effect.
+            if before.tag.is_none() || (cur.is_some() && tag_at(&mut g) == cur) {
+                return Ok(GitRecovery::Forward(GitSummary {
+                    commit: None,
+                    tag: before.tag.clone(),
+                }));
+            }
+        }
+        // The index may hold what `git add` staged: back to the branch's state.
+        if !before.paths.is_empty() {
+            let mut args = if before.head.is_some() {
+                vec!["reset", "-q", "--"]
+            } else {
+                vec!["rm", "--cached", "-q", "-r", "--ignore-unmatch", "--"]
+            };
+            args.extend(before.paths.iter().map(String::as_str));
+            g.run(&args)?;
+        }
+        Ok(GitRecovery::Undone)
+    })();
+    g.finish(r)
 }
 
 fn paths(staged: &Staged) -> Vec<String> {
@@ -129,6 +319,8 @@ pub fn commit(
             c.extend(files.iter().map(String::as_str));
             g.run(&c)?;
             commit = Some(g.run(&["rev-parse", "HEAD"])?);
+            // A crash window of the transaction: committed, not yet complete.
+            fail::fail_point!("crash-after-git-commit", |_| std::process::abort());
         }
         if let Some(t) = &tag {
             if let Err(e) = g.run(&["tag", t]) {

@@ -6,6 +6,8 @@
 //! rollback) and verified: every restored file's MD5 is compared with the
 //! journal's. The phase `complete` is written once the patch has fully applied
 //! and passed its checks, so recovery finishes such a patch instead of undoing it.
+//! With git, the branch head is recorded before the commit (see [`crate::git`]):
+//! the commit is part of the transaction, finished or undone with the files.
 
 use std::path::Path;
 
@@ -57,6 +59,10 @@ pub struct Journal {
     pub files: Vec<JournalFile>,
     /// Directories the patch creates, shallowest first.
     pub new_dirs: Vec<RelPath>,
+    /// Set (and written) before the patch's git commit: where the branch was,
+    /// so that recovery can tell a commit the crash left from none, and undo it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<crate::git::GitBefore>,
 }
 
 fn snapshot(d: &FileData, with_content: bool) -> Snapshot {
@@ -94,6 +100,7 @@ impl Journal {
             pid: std::process::id(),
             files,
             new_dirs: staged.new_dirs.clone(),
+            git: None,
         }
     }
 

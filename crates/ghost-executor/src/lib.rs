@@ -171,8 +171,13 @@ async fn worker(
                 blocking(move || c.queue.list(QueueState::Active).map(|v| !v.is_empty())).await;
             if orphans.unwrap_or(false) {
                 let c = ctx.clone();
-                if let Err(e) = blocking(move || engine::recover(&c)).await {
-                    error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
+                let r = blocking(move || engine::recover(&c)).await;
+                if !matches!(r, Ok(Some(_))) {
+                    if let Err(e) = r {
+                        error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
+                    }
+                    // Nothing is claimed before the orphans are resolved: an
+                    // apply over a half-applied tree would mix two patches.
                     tokio::select! {
                         _ = tokio::time::sleep(scan) => {}
                         _ = shutdown.cancelled() => {}
@@ -360,7 +365,9 @@ pub async fn run(
     let _ = hb.beat("starting", json!({}));
     for c in &ctxs {
         let c2 = c.clone();
-        let n = blocking(move || engine::recover(&c2)).await?;
+        // A busy tree is waited for by the target's worker, which claims
+        // nothing until its orphans are resolved.
+        let n = blocking(move || engine::recover(&c2)).await?.unwrap_or(0);
         if n > 0 {
             info!(event = "RECOVERY_DONE", target = %c.target, entries = n, "resolved entries left in active/");
         }

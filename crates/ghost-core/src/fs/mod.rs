@@ -140,6 +140,34 @@ pub fn durable_write_via(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -
     fsync_dir(parent_of(dest))
 }
 
+/// Replace `dest` atomically (temp file beside it, rename) but without any
+/// `fsync`: for a record that only matters while this boot lasts (which
+/// process group a check runs in, say), which another process must see whole
+/// after a `kill -9` but which a power cut makes meaningless anyway. Never for
+/// anything that must survive a crash of the machine.
+pub fn write_volatile(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = parent_of(dest).join(tmp_name(&name));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .ctx("create temp file", &tmp)?;
+        f.write_all(bytes).ctx("write temp file", &tmp)?;
+        drop(f);
+        rename_raw(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Write `bytes` to a new temp file in `tmp_dir` with `mode`, fsync it, and
 /// hand it to `publish` (a rename). The temp file is removed on any failure.
 fn write_synced_temp(
