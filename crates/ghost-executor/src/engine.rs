@@ -9,7 +9,10 @@
 //!    (crash before the rename: still pending; after: requeued, attempt counted);
 //! 2. journal (`prepared`) written — before this the tree is untouched;
 //! 3. tree files written one by one — recovery rolls back from the journal;
-//! 4. after-checks, optional git commit;
+//! 4. after-checks (each command's process group noted in `active/`, killed by
+//!    recovery before it touches the tree), optional git commit (the branch
+//!    head recorded in the journal first: recovery keeps a commit the tree
+//!    matches, else takes it back with the files);
 //! 5. journal marked `complete` — from here recovery finishes instead of undoing;
 //! 6. summary written and verified, entry renamed `active/` → `done/`.
 
