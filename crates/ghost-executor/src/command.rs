@@ -588,6 +588,33 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_group_is_killed_only_while_it_is_still_ours() {
+        let mut leader = Proc::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = leader.id() as i32;
+        let g = ProcGroup::of(pid).expect("a running leader");
+        // Another boot, or the same pid started at another time: not ours.
+        let other_boot = ProcGroup {
+            boot_id: "another-boot".into(),
+            ..g.clone()
+        };
+        let recycled = ProcGroup {
+            leader_start: g.leader_start + 1,
+            ..g.clone()
+        };
+        assert_eq!(other_boot.kill(), 0);
+        assert_eq!(recycled.kill(), 0);
+        assert!(live_members(pid) >= 1, "left alone");
+        // Ours: the leader and the sleep it started.
+        assert!(g.kill() >= 1);
+        let _ = leader.wait();
+        assert_eq!(live_members(pid), 0);
+    }
+
+    #[test]
     fn missing_program_is_a_spawn_failure() {
         let d = tempfile::tempdir().unwrap();
         let env = environment(&BTreeMap::new(), "p", "t");
