@@ -11,6 +11,7 @@ mod bridge;
 mod bridge_attack;
 mod crash;
 mod executor;
+mod faults;
 mod ghostctl;
 mod harness;
 mod idle;

@@ -130,6 +130,96 @@ fn step(
     r.map(|o| o.is_some())
 }
 
+/// A worker that cannot do its work (a full disk, an I/O error, a read-only
+/// root): alerted once when it starts, resolved when work succeeds again.
+struct Blocked {
+    since: String,
+    error: String,
+    /// Whether the firing alert got out (it may not while the disk is full;
+    /// it is retried at each failure, and the resolution carries the story).
+    alerted: bool,
+}
+
+fn blocked_alert(target: &str, b: &Blocked, resolved: bool) -> ghost_core::alert::Alert {
+    use ghost_core::alert::{Alert, AlertSource, AlertStatus, Severity};
+    let (title, message) = if resolved {
+        (
+            format!("the executor works on target {target} again"),
+            format!("it could not work from {} on: {}", b.since, b.error),
+        )
+    } else {
+        (
+            format!("the executor cannot work on target {target}"),
+            format!(
+                "since {}: {}; it retries by itself and resumes once the cause is gone",
+                b.since, b.error
+            ),
+        )
+    };
+    Alert {
+        target: Some(target.to_string()),
+        component: Some("executor".into()),
+        error: Some(b.error.clone()),
+        status: if resolved {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        },
+        ..Alert::new(
+            format!("executor_blocked:{target}"),
+            Severity::Critical,
+            AlertSource::Executor,
+            title,
+            message,
+        )
+    }
+}
+
+/// Note a failure of the worker's work: in a drain, the end of it (the error
+/// is returned); in a daemon, a log line and, once, an alert.
+fn note_failure(
+    ctx: &TargetCtx,
+    blocked: &mut Option<Blocked>,
+    what: &str,
+    e: &ghost_core::Error,
+    drain: bool,
+) -> Result<(), ExecError> {
+    let error = format!("{what}: {e}");
+    if drain {
+        return Err(ExecError::Other(format!(
+            "target {}: {error}; the drain stops here (the entries stay where they are, nothing is lost)",
+            ctx.target
+        )));
+    }
+    let b = blocked.get_or_insert_with(|| Blocked {
+        since: ghost_core::time::now_rfc3339(),
+        error: error.clone(),
+        alerted: false,
+    });
+    b.error = error;
+    if !b.alerted {
+        error!(event = "EXECUTOR_BLOCKED", target = %ctx.target, error = %b.error, "cannot work on this target; retrying until the cause is gone");
+        b.alerted = ghost_core::logging::fallback::raise(
+            &ctx.layout,
+            "executor",
+            &blocked_alert(&ctx.target, b, false),
+        );
+    }
+    Ok(())
+}
+
+/// Work succeeded: if the worker was blocked, say that it is not any more.
+fn note_success(ctx: &TargetCtx, blocked: &mut Option<Blocked>) {
+    if let Some(b) = blocked.take() {
+        info!(event = "EXECUTOR_UNBLOCKED", target = %ctx.target, since = %b.since, error = %b.error, "working on this target again");
+        ghost_core::logging::fallback::raise(
+            &ctx.layout,
+            "executor",
+            &blocked_alert(&ctx.target, &b, true),
+        );
+    }
+}
+
 /// One target's worker: claims its due entries oldest first, one at a time.
 /// The due list lives in memory ([`due`]); the directories are listed only at
 /// start, every `executor.scan_interval`, and when the watcher overflowed.
@@ -141,8 +231,9 @@ async fn worker(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
     log_paused: Arc<AtomicBool>,
-) {
+) -> Result<(), ExecError> {
     let scan = ctx.cfg.executor.scan_interval;
+    let mut blocked: Option<Blocked> = None;
     let list = Arc::new(std::sync::Mutex::new(due::DueList::new(
         ctx.queue.clone(),
         inbox.clone(),
@@ -158,6 +249,12 @@ async fn worker(
         // Our log cannot be written: claim nothing new until it can (the
         // heartbeat task decides; see ghost_core::logging::pause).
         if log_paused.load(Ordering::Relaxed) {
+            if opts.drain {
+                return Err(ExecError::Other(format!(
+                    "target {}: the log cannot be written (see state/log-pause.json and the log fallback); the drain stops here (the entries stay where they are, nothing is lost)",
+                    ctx.target
+                )));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
                 _ = shutdown.cancelled() => {}
@@ -175,6 +272,7 @@ async fn worker(
                 if !matches!(r, Ok(Some(_))) {
                     if let Err(e) = r {
                         error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
+                        note_failure(&ctx, &mut blocked, "could not resolve entries in active/", &e, opts.drain)?;
                     }
                     // Nothing is claimed before the orphans are resolved: an
                     // apply over a half-applied tree would mix two patches.
@@ -216,11 +314,15 @@ async fn worker(
         if !due_now.is_empty() {
             let (c, h, l) = (ctx.clone(), hard_stop.clone(), list.clone());
             let pause = match blocking(move || step(&c, &l, &due_now, &h)).await {
-                Ok(true) => false,
+                Ok(true) => {
+                    note_success(&ctx, &mut blocked);
+                    false
+                }
                 // Not claimed: the tree is busy. Look again soon.
                 Ok(false) => true,
                 Err(e) => {
                     error!(event = "EXECUTOR_ERROR", target = %ctx.target, error = %e, "processing failed; the entry is resolved by recovery");
+                    note_failure(&ctx, &mut blocked, "processing failed", &e, opts.drain)?;
                     look_for_orphans = true;
                     true
                 }
@@ -233,6 +335,7 @@ async fn worker(
             }
             continue;
         }
+        note_success(&ctx, &mut blocked);
         if opts.drain {
             break;
         }
@@ -244,6 +347,7 @@ async fn worker(
             _ = shutdown.cancelled() => {}
         }
     }
+    Ok(())
 }
 
 /// Pause or resume claiming by the health of our log (called every heartbeat tick).
@@ -491,8 +595,20 @@ pub async fn run(
             hb
         })
     };
+    // A drain ends at its first failure, with the reason; a daemon's
+    // workers return only at shutdown.
+    let mut failure = None;
     for w in workers {
-        let _ = w.await;
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(event = "DRAIN_FAILED", error = %e, "the drain cannot finish");
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(ExecError::Other(format!("a worker panicked: {e}")));
+            }
+        }
     }
     done.cancel();
     drop(watcher);
@@ -504,5 +620,8 @@ pub async fn run(
     // A stopped executor pauses nothing.
     let _ = log_pause::clear(&layout);
     info!(event = "EXECUTOR_STOPPED", counters = %counters.snapshot(), fsyncs = ghost_core::fs::fsync_count(), "executor stopped");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
