@@ -17,6 +17,7 @@ mod harness;
 mod idle;
 mod logging;
 mod monitor;
+mod powercut;
 mod reliability;
 mod security;
 mod watchdog;

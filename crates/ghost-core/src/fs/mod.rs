@@ -107,8 +107,21 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// Test builds with the `weaken-for-tests` feature: whether the environment
+/// asks for directory fsyncs to be skipped (a deliberately broken durable
+/// write, which the power-cut harness must catch).
+#[cfg(feature = "weaken-for-tests")]
+fn dir_fsync_weakened() -> bool {
+    static WEAK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WEAK.get_or_init(|| std::env::var_os("GHOST_TEST_WEAKEN_DIR_FSYNC").is_some_and(|v| v == "1"))
+}
+
 /// `fsync` a directory so that the entries created, renamed or removed in it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(feature = "weaken-for-tests")]
+    if dir_fsync_weakened() {
+        return Ok(());
+    }
     let f = File::open(dir).ctx("open directory", dir)?;
     note_fsync();
     f.sync_all().ctx("fsync directory", dir)
