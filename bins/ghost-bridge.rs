@@ -25,6 +25,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ghost_core::init_failpoints();
     let mut config = match cli.common.load_config() {
         Ok(c) => c,
         Err(e) => {

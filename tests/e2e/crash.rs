@@ -13,7 +13,7 @@ use crate::harness::*;
 
 /// Seed a tree, queue patch P (edits, creates, deletes, appends to a ledger) and
 /// patch Q (appends to the ledger). Returns (P's name, Q's name).
-fn setup(env: &TestEnv) -> (String, String) {
+pub(crate) fn setup(env: &TestEnv) -> (String, String) {
     let seed = env.enqueue_json(
         "default",
         &json!({"id": "seed", "operations": [
@@ -41,7 +41,7 @@ fn setup(env: &TestEnv) -> (String, String) {
     (p, q)
 }
 
-fn run_with_failpoint(env: &TestEnv, failpoints: &str) -> std::process::ExitStatus {
+pub(crate) fn run_with_failpoint(env: &TestEnv, failpoints: &str) -> std::process::ExitStatus {
     Command::new(EXECUTOR)
         .arg("--root")
         .arg(&env.root)
@@ -52,7 +52,7 @@ fn run_with_failpoint(env: &TestEnv, failpoints: &str) -> std::process::ExitStat
         .expect("run executor")
 }
 
-fn check_after(env: &TestEnv, p: &str, q: &str) {
+pub(crate) fn check_after(env: &TestEnv, p: &str, q: &str) {
     let tree = snapshot(&env.tree("default"));
     let files: Vec<&str> = tree.keys().map(String::as_str).collect();
     assert_eq!(

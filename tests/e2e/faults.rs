@@ -182,9 +182,7 @@ fn a_daemon_on_a_full_root_alerts_and_resumes_by_itself_once_space_returns() {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(what))
-            });
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(what)));
         fb || std::fs::read_to_string(&stderr_path).is_ok_and(|t| t.contains(what))
     };
     assert!(

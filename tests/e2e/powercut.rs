@@ -200,8 +200,16 @@ fn check(env: &TestEnv, acked: &BTreeSet<String>, cut: usize) {
     for (id, at) in by_id.iter().filter(|(id, _)| id.starts_with('c')) {
         assert_eq!(at.len(), 1, "cut {cut}: {id} is in {at:?}");
         let (state, name) = &at[0];
-        assert_eq!(*state, QueueState::Done, "cut {cut}: {id} ended in {state:?}");
-        assert_eq!(lines.get(id.as_str()), Some(&1), "cut {cut}: {id}'s ledger line");
+        assert_eq!(
+            *state,
+            QueueState::Done,
+            "cut {cut}: {id} ended in {state:?}"
+        );
+        assert_eq!(
+            lines.get(id.as_str()),
+            Some(&1),
+            "cut {cut}: {id}'s ledger line"
+        );
         for f in ["a", "b"] {
             let p = tree.join(format!("p/{id}.{f}"));
             assert_eq!(
@@ -215,7 +223,10 @@ fn check(env: &TestEnv, acked: &BTreeSet<String>, cut: usize) {
         assert_eq!(s["status"], "applied", "cut {cut}: {id}");
     }
     for l in lines.keys() {
-        assert!(by_id.contains_key(*l), "cut {cut}: ledger line {l} of no patch");
+        assert!(
+            by_id.contains_key(*l),
+            "cut {cut}: ledger line {l} of no patch"
+        );
     }
     let files = std::fs::read_dir(tree.join("p")).map_or(0, |rd| rd.count());
     let done = by_id.keys().filter(|id| id.starts_with('c')).count();
@@ -289,7 +300,8 @@ fn powercut_every_acknowledged_patch_survives_whole_and_once() {
         // The moment of the cut: after a random number of acknowledgements.
         let want = 1 + rng.below(24) as usize;
         assert!(
-            wait_until(Duration::from_secs(60), || got.lock().unwrap().len() >= want),
+            wait_until(Duration::from_secs(60), || got.lock().unwrap().len()
+                >= want),
             "cut {cut}: the workload never got {want} acknowledgements"
         );
         let in_flight = !env.list("default", QueueState::Active).is_empty();
@@ -324,7 +336,10 @@ fn lost_after_cut(env: &mut TestEnv, fs: &Ext4, weak: bool, round: usize) -> boo
         ("GHOST_TEST_WEAKEN_DIR_FSYNC", flag),
     ]);
     let id = format!("c{}-{round}", if weak { "weak" } else { "sound" });
-    assert!(post(&client(), &bridge.url, &workload_patch(&id)), "{id} not accepted");
+    assert!(
+        post(&client(), &bridge.url, &workload_patch(&id)),
+        "{id} not accepted"
+    );
     fs.cut();
     kill(env, bridge.pid);
     fs.remount();
@@ -343,7 +358,10 @@ fn powercut_the_harness_catches_a_missing_directory_fsync() {
     let sound = (0..rounds)
         .filter(|r| lost_after_cut(&mut env, &fs, false, *r))
         .count();
-    assert_eq!(sound, 0, "the correct durable write lost an acknowledged patch");
+    assert_eq!(
+        sound, 0,
+        "the correct durable write lost an acknowledged patch"
+    );
     let mut weak = 0;
     for r in 0..rounds {
         if lost_after_cut(&mut env, &fs, true, r) {

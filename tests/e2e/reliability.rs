@@ -94,8 +94,15 @@ fn a_crash_around_the_git_commit_leaves_commit_and_files_together() {
               "git": {"commit": "Add a.txt", "tag": "v1"}}),
         );
         let status = run_with_failpoint(&env, fp);
-        assert!(!status.success(), "{fp}: the failpoint must abort the executor");
-        assert_eq!(env.list("default", QueueState::Active), vec![p.clone()], "{fp}");
+        assert!(
+            !status.success(),
+            "{fp}: the failpoint must abort the executor"
+        );
+        assert_eq!(
+            env.list("default", QueueState::Active),
+            vec![p.clone()],
+            "{fp}"
+        );
         if damage {
             // The tree no longer matches the commit: it cannot be kept.
             std::fs::write(tree.join("a.txt"), "someone else\n").unwrap();
@@ -130,10 +137,7 @@ fn a_crash_after_the_commit_of_a_patch_whose_retry_fails_leaves_no_commit() {
     let tree = env.tree("default");
     // The check passes once (the first attempt), then fails for good.
     let flag = env.dir.path().join("check-ran");
-    let check = format!(
-        "if [ -e {0} ]; then exit 1; fi; : > {0}",
-        flag.display()
-    );
+    let check = format!("if [ -e {0} ]; then exit 1; fi; : > {0}", flag.display());
     let p = env.enqueue_json(
         "default",
         &json!({"id": "P", "operations": [{"op": "write", "path": "a.txt", "content": "a\n"}],
@@ -219,7 +223,10 @@ fn recovery_waits_for_the_tree_lock_another_process_holds() {
     let status = run_with_failpoint(&env, "crash-mid-apply=1*off->return");
     assert!(!status.success());
     let half = snapshot(&tree);
-    assert_eq!(half["a.txt"].0, b"new\n", "the crash left the tree half-applied");
+    assert_eq!(
+        half["a.txt"].0, b"new\n",
+        "the crash left the tree half-applied"
+    );
     // Another process (an executor of another root sharing the tree) holds it.
     let held = ghost_core::fs::DirLock::try_acquire(&tree)
         .unwrap()
@@ -239,7 +246,10 @@ fn recovery_waits_for_the_tree_lock_another_process_holds() {
     // Not touched while someone else holds it.
     assert_eq!(env.list("default", QueueState::Active), vec![p.clone()]);
     assert_eq!(snapshot(&tree), half);
-    assert!(exec.try_wait().unwrap().is_none(), "a drain waits for the tree");
+    assert!(
+        exec.try_wait().unwrap().is_none(),
+        "a drain waits for the tree"
+    );
     drop(held);
     let st = wait_exit(&mut exec, Duration::from_secs(30));
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{st:?}");
@@ -247,4 +257,96 @@ fn recovery_waits_for_the_tree_lock_another_process_holds() {
     let t = snapshot(&tree);
     assert_eq!(t["a.txt"].0, b"new\n");
     assert_eq!(t["c.txt"].0, b"c\n");
+}
+
+#[test]
+fn a_crash_before_the_claim_during_rollback_recovery_or_summary_ends_wholly_applied_once() {
+    use crate::crash::{check_after, run_with_failpoint, setup};
+    // (the failpoints of each crashed run before a clean drain, attempts P ends with)
+    let cases: [(&[&str], u32); 5] = [
+        // The claim record is written, the rename into active/ never happens.
+        (&["crash-before-move=return"], 1),
+        // An I/O error mid-apply, then a crash while rolling it back.
+        (
+            &["io-error-mid-apply=2*off->return;crash-mid-rollback=return"],
+            2,
+        ),
+        // A crash mid-apply, then one in recovery before it touches the tree,
+        (
+            &[
+                "crash-mid-apply=1*off->return",
+                "crash-during-recovery=return",
+            ],
+            2,
+        ),
+        // and one in the middle of recovery's rollback.
+        (
+            &["crash-mid-apply=3*off->return", "crash-mid-rollback=return"],
+            2,
+        ),
+        // Between the summary's files (the journal is complete).
+        (&["crash-between-summary-files=return"], 1),
+    ];
+    for (runs, attempts) in cases {
+        let env = TestEnv::new("");
+        let (p, q) = setup(&env);
+        for fp in runs {
+            let status = run_with_failpoint(&env, fp);
+            assert!(
+                !status.success(),
+                "{fp}: the failpoint must abort the executor"
+            );
+        }
+        env.drain();
+        check_after(&env, &p, &q);
+        let s = env.summary("default", &p);
+        assert_eq!(s["status"], "applied", "{runs:?}");
+        assert_eq!(s["attempts"], attempts, "{runs:?}: {s}");
+        if attempts == 2 {
+            assert_eq!(s["history"][0]["outcome"], "crashed", "{runs:?}");
+        }
+        let v = env.ghostctl(&["verify"]);
+        assert!(v.status.success(), "{runs:?}: {v:?}");
+    }
+}
+
+#[test]
+fn a_bridge_crash_between_the_durable_write_and_the_answer_loses_and_duplicates_nothing() {
+    let mut env = TestEnv::new("");
+    let b = env.spawn_bridge_with(&[
+        ("GHOST_BRIDGE_TOKEN", TOKEN),
+        ("GHOST_HMAC_KEY", HMAC_KEY),
+        ("FAILPOINTS", "bridge-crash-before-answer=return"),
+    ]);
+    let body = serde_json::to_vec(
+        &json!({"id": "once", "operations": [{"op": "write", "path": "once.txt", "content": "1\n"}]}),
+    )
+    .unwrap();
+    let send = |url: &str| {
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/v1/patches"))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .map(|r| r.status().as_u16())
+    };
+    assert!(send(&b.url).is_err(), "the bridge died before it answered");
+    let mut dead = env.take_child(b.pid);
+    assert!(wait_exit(&mut dead, Duration::from_secs(20)).is_some());
+    // Durable although unanswered; the client's retry is a duplicate.
+    assert_eq!(env.list("default", QueueState::Pending).len(), 1);
+    let b = env.spawn_bridge();
+    assert_eq!(
+        send(&b.url).unwrap(),
+        200,
+        "already queued: nothing written"
+    );
+    assert_eq!(env.list("default", QueueState::Pending).len(), 1);
+    env.drain();
+    assert_eq!(env.list("default", QueueState::Done).len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(env.tree("default").join("once.txt")).unwrap(),
+        "1\n"
+    );
 }

@@ -164,6 +164,12 @@ impl Ingestor {
         let outcome = tokio::task::spawn_blocking(move || admission.admit(&bytes, over.as_deref()))
             .await
             .unwrap_or_else(|e| Outcome::Failed(format!("the admission task failed: {e}")));
+        // The crash window between the durable write and the answer.
+        fail::fail_point!(
+            "bridge-crash-before-answer",
+            matches!(outcome, Outcome::Queued(_)),
+            |_| std::process::abort()
+        );
         self.account(&outcome, source);
         outcome
     }

@@ -36,6 +36,17 @@ pub use error::{Error, Result};
 pub use hash::md5_hex;
 pub use layout::Layout;
 
+/// Arm the failpoints named in `FAILPOINTS` (`name=return;…`), once per
+/// process, in builds with the `failpoints` feature (test builds); a no-op
+/// otherwise. Every crate's failpoints share one registry.
+pub fn init_failpoints() {
+    #[cfg(feature = "failpoints")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| std::mem::forget(fail::FailScenario::setup()));
+    }
+}
+
 /// The version every binary and summary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -112,12 +112,7 @@ pub fn new_name() -> String {
 
 /// Sidecar kinds besides the records of the states: the executor's undo
 /// journal, and the records an operator's move keeps under another name.
-pub const SIDECAR_KINDS: [&str; 4] = [
-    "journal",
-    "previous-record",
-    "unreadable-record",
-    "procs",
-];
+pub const SIDECAR_KINDS: [&str; 4] = ["journal", "previous-record", "unreadable-record", "procs"];
 
 /// True for an entry file name (`<name>.json` with no other dot, not hidden).
 pub fn is_entry_file(file: &str) -> bool {
@@ -339,6 +334,7 @@ impl Queue {
         record: &EntryRecord,
     ) -> Result<()> {
         fs::write_json(&self.record_path(to, name), record)?;
+        fail::fail_point!("crash-before-move", |_| std::process::abort());
         durable_move(&self.entry_path(from, name), &self.entry_path(to, name))?;
         self.remove_sidecars(from, name);
         Ok(())

@@ -440,7 +440,10 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
                 att.checks.extend(checks);
                 journal.git = Some(before);
                 if let Err(e) = journal.write(&jpath) {
-                    att.fail("io", format!("cannot record the git head in the journal: {e}"));
+                    att.fail(
+                        "io",
+                        format!("cannot record the git head in the journal: {e}"),
+                    );
                     return undo(ctx, att, &tree, &journal, Outcome::Transient);
                 }
             }
@@ -808,10 +811,16 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
             att.ops = recovered_ops(j, "applied before a crash; finished at recovery");
             Outcome::Applied
         }
-        Some(j) => match recover_git(ctx, &mut att, &tree, j)? {
+        Some(j) => match {
+            crash_point!("crash-during-recovery");
+            recover_git(ctx, &mut att, &tree, j)?
+        } {
             Some(g) => {
                 att.git = Some(g);
-                att.ops = recovered_ops(j, "applied and committed before a crash; finished at recovery");
+                att.ops = recovered_ops(
+                    j,
+                    "applied and committed before a crash; finished at recovery",
+                );
                 Outcome::Applied
             }
             None if att.error.is_some() => {

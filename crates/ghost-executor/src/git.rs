@@ -108,11 +108,7 @@ pub enum GitRecovery {
 type GitResult<T> = Result<(T, Vec<CheckSummary>), (Vec<CheckSummary>, String)>;
 
 impl<'a> Git<'a> {
-    fn new(
-        tree: &'a Tree,
-        env: &'a BTreeMap<String, String>,
-        limits: &'a Limits<'a>,
-    ) -> Git<'a> {
+    fn new(tree: &'a Tree, env: &'a BTreeMap<String, String>, limits: &'a Limits<'a>) -> Git<'a> {
         Git {
             tree,
             env,

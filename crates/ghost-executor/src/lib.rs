@@ -35,8 +35,7 @@ use engine::{Counters, TargetCtx};
 /// Arm the failpoints named in `FAILPOINTS` (only in builds with the
 /// `failpoints` feature, which the test builds enable; a no-op otherwise).
 pub fn init_failpoints() {
-    #[cfg(feature = "failpoints")]
-    std::mem::forget(fail::FailScenario::setup());
+    ghost_core::init_failpoints();
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -272,7 +271,13 @@ async fn worker(
                 if !matches!(r, Ok(Some(_))) {
                     if let Err(e) = r {
                         error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
-                        note_failure(&ctx, &mut blocked, "could not resolve entries in active/", &e, opts.drain)?;
+                        note_failure(
+                            &ctx,
+                            &mut blocked,
+                            "could not resolve entries in active/",
+                            &e,
+                            opts.drain,
+                        )?;
                     }
                     // Nothing is claimed before the orphans are resolved: an
                     // apply over a half-applied tree would mix two patches.
