@@ -339,6 +339,80 @@ mod tests {
         }
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PATHS: [&str; 5] = ["a", "b", "d/e", "d/f", "x/y/z"];
+
+        fn content() -> impl Strategy<Value = Vec<u8>> {
+            prop::sample::select(vec![&b""[..], b"one\n", b"two\n", b"\0\xff bytes"])
+                .prop_map(<[u8]>::to_vec)
+        }
+
+        fn mode() -> impl Strategy<Value = u32> {
+            prop::sample::select(vec![0o644u32, 0o600, 0o755])
+        }
+
+        fn op() -> impl Strategy<Value = Operation> {
+            let p = || prop::sample::select(PATHS.to_vec()).prop_map(rp);
+            prop_oneof![
+                (p(), content(), prop::option::of(mode())).prop_map(|(path, content, mode)| {
+                    Operation::Write {
+                        path,
+                        content,
+                        mode,
+                        expect_md5: None,
+                    }
+                }),
+                p().prop_map(|path| Operation::Delete {
+                    path,
+                    expect_md5: None
+                }),
+                (p(), p()).prop_map(|(from, to)| Operation::Rename { from, to }),
+                (p(), mode()).prop_map(|(path, mode)| Operation::Chmod { path, mode }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Apply then roll back is the identity on the tree, however
+            /// much of the patch was applied, and rolling back twice too.
+            #[test]
+            fn apply_then_roll_back_is_the_identity(
+                initial in prop::collection::vec(prop::option::of((content(), mode())), PATHS.len()),
+                ops in prop::collection::vec(op(), 1..6),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let d = tempfile::tempdir().unwrap();
+                let t = Tree::open(d.path()).unwrap();
+                for (p, f) in PATHS.iter().zip(&initial) {
+                    if let Some((bytes, mode)) = f {
+                        let p = rp(p);
+                        for anc in p.ancestors() {
+                            let _ = t.create_dir(&anc);
+                        }
+                        t.write_file(&p, bytes, *mode).unwrap();
+                    }
+                }
+                let before = snapshot(d.path());
+                let Ok(staged) = stage(&ops, &t, 0o644) else {
+                    return Ok(());
+                };
+                let j = Journal::from_staged("n", "id", "default", &staged);
+                let limit = cut.index(staged.changes.len() + 1);
+                apply(&t, &staged, limit);
+                if limit == staged.changes.len() {
+                    prop_assert!(is_applied(&t, &j).unwrap());
+                }
+                prop_assert!(rollback(&t, &j).unwrap().verified);
+                prop_assert!(rollback(&t, &j).unwrap().verified);
+                prop_assert_eq!(snapshot(d.path()), before);
+            }
+        }
+    }
+
     #[test]
     fn records_before_and_after_of_every_change() {
         let (_d, _t, s) = setup();
