@@ -806,15 +806,15 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
         }
     };
     let tree = Tree::open(&ctx.tree_path)?;
+    if matches!(&journal, Some(j) if j.phase == Phase::Prepared) {
+        crash_point!("crash-during-recovery");
+    }
     let outcome = match &journal {
         Some(j) if j.phase == Phase::Complete => {
             att.ops = recovered_ops(j, "applied before a crash; finished at recovery");
             Outcome::Applied
         }
-        Some(j) => match {
-            crash_point!("crash-during-recovery");
-            recover_git(ctx, &mut att, &tree, j)?
-        } {
+        Some(j) => match recover_git(ctx, &mut att, &tree, j)? {
             Some(g) => {
                 att.git = Some(g);
                 att.ops = recovered_ops(
