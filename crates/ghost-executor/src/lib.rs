@@ -474,11 +474,18 @@ pub async fn run(
     let _ = hb.beat("starting", json!({}));
     for c in &ctxs {
         let c2 = c.clone();
-        // A busy tree is waited for by the target's worker, which claims
-        // nothing until its orphans are resolved.
-        let n = blocking(move || engine::recover(&c2)).await?.unwrap_or(0);
-        if n > 0 {
-            info!(event = "RECOVERY_DONE", target = %c.target, entries = n, "resolved entries left in active/");
+        // A busy tree, or (for a daemon) a failure such as a full disk, is
+        // left to the target's worker, which claims nothing until its
+        // orphans are resolved, alerts, and retries by itself.
+        match blocking(move || engine::recover(&c2)).await {
+            Ok(Some(n)) if n > 0 => {
+                info!(event = "RECOVERY_DONE", target = %c.target, entries = n, "resolved entries left in active/");
+            }
+            Ok(_) => {}
+            Err(e) if opts.drain => return Err(e.into()),
+            Err(e) => {
+                error!(event = "RECOVERY_FAILED", target = %c.target, error = %e, "could not resolve entries in active/; the worker retries");
+            }
         }
     }
 
