@@ -411,3 +411,70 @@ fn restore_brings_a_deleted_entry_back_from_trash_and_is_audited() {
     assert_eq!(restores.len(), 2, "{restores:?}");
     assert!(restores[0].to_string().contains("needed after all"));
 }
+
+#[test]
+fn ids_resolve_by_prefix_or_suffix_and_an_ambiguous_one_lists_candidates() {
+    let mut env = TestEnv::new("");
+    let write = |id: &str| json!({"id": id, "operations": [{"op": "write", "path": format!("{id}.txt"), "content": "x"}]});
+    let a = env.enqueue_json("default", &write("report-north"));
+    let b = env.enqueue_json("default", &write("report-south"));
+    // b is held: the ambiguous listing must show the states.
+    assert!(env.ghostctl(&["hold", &b]).status.success());
+
+    // A suffix of a queue name (its random end), a prefix and a suffix of a
+    // patch id, each unambiguous.
+    let show = |key: &str| env.ghostctl(&["show", "--json", key]);
+    for (key, want) in [
+        (&a[a.len() - 6..], &a),
+        (&b[b.len() - 6..], &b),
+        ("report-n", &a),
+        ("south", &b),
+    ] {
+        let out = show(key);
+        assert!(out.status.success(), "{key}: {}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["entry"]["name"], json!(want), "{key}");
+    }
+    // Every verb takes the same rule: hold by a patch-id prefix.
+    assert!(env.ghostctl(&["hold", "report-no"]).status.success());
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Held));
+    assert!(env.ghostctl(&["release", "north"]).status.success());
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Pending));
+
+    // Ambiguous: both candidates with their states, exit 2, nothing changed.
+    let out = env.ghostctl(&["delete", "report", "--reason", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("matches 2 entries"), "{err}");
+    for (name, state) in [(&a, "pending"), (&b, "held")] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not listed: {err}"));
+        assert!(line.contains(state), "{line}");
+    }
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Pending));
+    assert_eq!(env.state_of("default", &b), Some(QueueState::Held));
+    // Unknown: exit 2.
+    assert_eq!(show("zzzz-nothing").status.code(), Some(2));
+
+    // The bridge resolves by the same rule.
+    let bridge = env.spawn_bridge();
+    let client = reqwest::blocking::Client::new();
+    let get = |key: &str| {
+        client
+            .get(format!("{}/v1/patches/{key}", bridge.url))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .send()
+            .unwrap()
+    };
+    let r = get("south");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["name"], json!(b));
+    let r = get("report");
+    assert_eq!(r.status().as_u16(), 409);
+    let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["error"], "ambiguous");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 2, "{v}");
+}

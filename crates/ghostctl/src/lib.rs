@@ -132,8 +132,8 @@ pub enum Command {
     },
     /// Show one entry and its summary
     ///
-    /// ID is a queue name, a patch id, or a unique queue-name prefix (8+
-    /// characters). With --json: {"entry": …, "summary": … or null}.
+    /// ID is a queue name, a patch id, or an unambiguous prefix or suffix of
+    /// either (4+ characters). With --json: {"entry": …, "summary": … or null}.
     Show { id: String },
     /// Queue counts per target, heartbeats, and what needs a person
     Status,
