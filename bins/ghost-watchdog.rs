@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// monitor): restarts with a limit, hang detection, clean stop.
 ///
 /// SIGTERM/SIGINT: stop every child, then exit 0 (a second signal: SIGKILL
-/// them at once). SIGHUP: reload the configuration and restart the children
+/// them at once, and exit 1). SIGHUP: reload the configuration and restart the children
 /// whose settings changed.
 #[derive(Parser, Debug)]
 #[command(name = "ghost-watchdog", version)]
@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             ..RunOptions::default()
         };
         let (s, hard, reload) = (shutdown.clone(), opts.hard_stop.clone(), Arc::clone(&opts.reload));
+        let hard_stopped = opts.hard_stop.clone();
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -98,6 +99,12 @@ fn main() -> ExitCode {
             }
         });
         match ghost_watchdog::run(config, shutdown, opts).await {
+            // Children were SIGKILLed mid-work: a service manager must not
+            // take that for a clean stop.
+            Ok(()) if hard_stopped.is_cancelled() => {
+                eprintln!("ghost-watchdog: hard stop: every child was killed with SIGKILL (work in progress is recovered at the next start)");
+                EXIT_FAILURE
+            }
             Ok(()) => EXIT_OK,
             Err(e @ WatchdogError::Locked { .. }) => {
                 eprintln!("ghost-watchdog: {e}");

@@ -671,6 +671,14 @@ fn the_family_comes_up_and_goes_down_with_supervisord() {
     let _ = ctl(&["shutdown"]);
     let mut sd = env.take_child(sd_pid);
     assert!(wait_exit(&mut sd, Duration::from_secs(20)).is_some());
+    // No colour codes in supervisord's logs (the watchdog's output) nor
+    // anywhere under the root.
+    assert!(
+        std::fs::read(dir.join("watchdog.log")).is_ok_and(|b| !b.is_empty()),
+        "the watchdog's output is logged"
+    );
+    let esc = files_with_escapes(&dir);
+    assert!(esc.is_empty(), "ESC bytes in {esc:?}");
 }
 
 #[test]
@@ -749,4 +757,168 @@ fn the_launchd_and_pm2_files_parse() {
         }
         None => eprintln!("SKIPPED: node is not installed: the PM2 file is not parsed"),
     }
+}
+
+/// Every file under `dir` holding an ESC byte (a terminal colour code).
+fn files_with_escapes(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            found.extend(files_with_escapes(&p));
+        } else if ft.is_file() && std::fs::read(&p).is_ok_and(|b| b.contains(&0x1b)) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_bridge_that_cannot_bind_is_given_up_with_its_cause_in_the_output_status_and_alert() {
+    // Another process holds the port, as a second root on the default port would.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut env = env_with(&format!(
+        "[watchdog.children.bridge]\nenabled = true\n[bridge]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let wd = start(&mut env, &[]);
+    assert!(
+        wait_until(WAIT, || child(&env, "bridge")["state"] == "given_up"),
+        "{}\n{}",
+        state(&env),
+        stderr_of(&env)
+    );
+    const CAUSE: &str = "Address already in use";
+    // The watchdog's own output says why it is not ready.
+    let stdout = || std::fs::read_to_string(env.dir.path().join("watchdog.stdout")).unwrap();
+    assert!(
+        wait_until(WAIT, || stdout().contains("not ready: bridge given up")),
+        "{}",
+        stdout()
+    );
+    let line = stdout()
+        .lines()
+        .find(|l| l.starts_with("not ready: bridge given up"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("crashed (code") && line.contains(CAUSE),
+        "{line}"
+    );
+    // The exit event, the state file, `ghostctl status` (table and JSON).
+    let exits = events(&env, "CHILD_EXITED", Some("bridge"));
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["stderr_tail"].as_str().unwrap_or("").contains(CAUSE)),
+        "{exits:?}"
+    );
+    let c = child(&env, "bridge");
+    assert!(
+        c["last_exit"]["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains(CAUSE),
+        "{c}"
+    );
+    let out = env.ghostctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let gave_up = text
+        .lines()
+        .find(|l| l.contains("the watchdog gave up on bridge"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(gave_up.contains(CAUSE), "{gave_up}");
+    let out = env.ghostctl(&["--json", "status"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tail = v["watchdog"]["children"]["bridge"]["last_exit"]["stderr_tail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(tail.contains(CAUSE), "{v}");
+    // The alert and CRITICAL_ALERT.
+    let a = alerts(&env);
+    assert_eq!(a.len(), 1, "{a:?}");
+    let msg = a[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("crashed again") && msg.contains(CAUSE),
+        "{msg}"
+    );
+    assert!(a[0]["stderr_tail"].as_str().unwrap().contains(CAUSE));
+    let crit =
+        std::fs::read_to_string(env.layout().alerts().join("CRITICAL_ALERT")).unwrap_or_default();
+    assert!(crit.contains(CAUSE), "{crit}");
+
+    stop(&mut env, wd, Duration::from_secs(10));
+    // No colour code anywhere under the root: logs, stderr logs, alerts, state.
+    let esc = files_with_escapes(&env.root);
+    assert!(esc.is_empty(), "ESC bytes in {esc:?}");
+    drop(taken);
+}
+
+#[test]
+fn sigterms_to_the_executor_read_as_clean_exits_and_a_hard_stop_exits_non_zero() {
+    let mut env = env_with(
+        r#"
+[watchdog]
+stop_grace = "30s"
+
+[watchdog.children.stubborn]
+command = "/bin/sh"
+args = ["-c", "trap '' TERM; while :; do sleep 0.05; done"]
+root_args = false
+heartbeat = false
+"#,
+    );
+    let wd = start(&mut env, &[]);
+    // Three SIGTERMs from outside: three clean exits, then the watchdog gives up.
+    let mut last = None;
+    for _ in 0..3 {
+        let pid = wait_running(&mut env, wd, "executor", last);
+        signal(pid, Signal::SIGTERM);
+        assert!(
+            wait_until(WAIT, || child(&env, "executor")["pid"].as_u64()
+                != Some(pid as u64)),
+            "{}",
+            state(&env)
+        );
+        last = Some(pid);
+    }
+    assert!(
+        wait_until(WAIT, || child(&env, "executor")["state"] == "given_up"),
+        "{}",
+        state(&env)
+    );
+    let c = child(&env, "executor");
+    assert_eq!(c["last_exit"]["code"], 0, "{c}");
+    let a = alerts(&env);
+    assert_eq!(a.len(), 1, "{a:?}");
+    let msg = a[0]["message"].as_str().unwrap();
+    assert!(msg.contains("exited cleanly again"), "{msg}");
+    assert!(msg.contains("clean exit (code 0)"), "{msg}");
+    assert!(
+        !msg.contains("crashed") && !msg.contains("failed again"),
+        "{msg}"
+    );
+    let out = env.ghostctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("clean exit (code 0)"), "{text}");
+
+    // A hard stop: the stubborn child outlives the first SIGTERM (its grace
+    // is 30 s); the second one SIGKILLs it, and the watchdog says it failed.
+    assert!(wait_until(WAIT, || child(&env, "stubborn")["state"] == "running"));
+    signal(wd, Signal::SIGTERM);
+    assert!(
+        wait_until(WAIT, || child(&env, "stubborn")["state"] == "stopping"),
+        "{}",
+        state(&env)
+    );
+    signal(wd, Signal::SIGTERM);
+    let mut w = env.take_child(wd);
+    let st =
+        wait_exit(&mut w, Duration::from_secs(10)).expect("the watchdog exits after a hard stop");
+    assert_ne!(st.code(), Some(0), "a hard stop is not a clean stop");
+    assert!(stderr_of(&env).contains("hard stop"), "{}", stderr_of(&env));
 }

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use ghost_core::fs::LockFile;
 use ghost_core::heartbeat::{self, HeartbeatWriter};
+use ghost_core::text::clip;
 use ghost_core::time::rfc3339;
 use ghost_core::watchdog::{
     self as state, ChildReport, ExitCause, LastExit, Request, WatchdogState, WatchdogStatus,
@@ -351,7 +352,7 @@ impl Sup {
                 },
             );
             c.st = st;
-            observe(name, c, before, ev);
+            observe(name, c, before, ev, &self.layout.child_output_log(name));
             for a in acts {
                 match a {
                     Action::Spawn => {
@@ -476,6 +477,25 @@ impl Sup {
             "gave up after {restarts} restart(s) within {}: no more restarts until `ghostctl restart {name}`{}",
             humantime::format_duration(c.policy.restart_window),
             c.policy.cool_off.map(|d| format!(" or the cool-off of {}", humantime::format_duration(d))).unwrap_or_default());
+        let reason = last.as_ref().and_then(|e| e.reason()).map(str::to_string);
+        let stderr_tail = match last.as_ref().and_then(|e| e.stderr_tail.clone()) {
+            Some(t) => t,
+            None => ghost_core::watchdog::stderr_tail(&alert::tail(&log, 2048)),
+        };
+        if self.banner {
+            println!(
+                "not ready: {name} given up ({}{})",
+                if last_exit.is_empty() {
+                    "no exit recorded"
+                } else {
+                    &last_exit
+                },
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {}", clip(r, 200)))
+                    .unwrap_or_default()
+            );
+        }
         alert::raise(
             &self.layout,
             &alert::GaveUp {
@@ -483,8 +503,10 @@ impl Sup {
                 restarts,
                 window: c.policy.restart_window,
                 last_exit,
+                kind: last.as_ref().map(|e| e.kind()),
                 cause,
-                stderr_tail: alert::tail(&log, 2048),
+                reason,
+                stderr_tail,
                 stderr_log: &log,
                 cool_off: c.policy.cool_off,
             },
@@ -821,7 +843,7 @@ impl Sup {
 }
 
 /// Bookkeeping and logs for one transition of child `name`.
-fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
+fn observe(name: &str, c: &mut Child, before: Phase, ev: Event, stderr_log: &Path) {
     let after = c.st.phase;
     let now = SystemTime::now();
     match (before, ev) {
@@ -838,13 +860,17 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
                 Phase::Stopping { .. } => ExitCause::Stopped,
                 _ => ExitCause::Exited,
             };
-            let le = LastExit::new(exit.code, exit.signal, cause, rfc3339(now));
+            // The cause travels with the exit: the end of what it wrote.
+            let le = LastExit::new(exit.code, exit.signal, cause, rfc3339(now))
+                .with_stderr_tail(&alert::tail(stderr_log, 4096));
+            let tail = le.stderr_tail.as_deref().unwrap_or("");
             if cause == ExitCause::Exited {
                 warn!(event = "CHILD_EXITED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
-                    "exited on its own ({})", le.describe());
+                    kind = ?le.kind(), stderr_tail = %tail, "exited on its own ({}){}", le.describe(),
+                    le.reason().map(|r| format!(": {r}")).unwrap_or_default());
             } else {
                 info!(event = "CHILD_STOPPED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
-                    cause = cause.as_str(), "exited ({})", le.describe());
+                    kind = ?le.kind(), cause = cause.as_str(), stderr_tail = %tail, "exited ({})", le.describe());
             }
             c.last_exit = Some(le);
             c.running_since = None;
