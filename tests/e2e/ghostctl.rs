@@ -478,3 +478,36 @@ fn ids_resolve_by_prefix_or_suffix_and_an_ambiguous_one_lists_candidates() {
     assert_eq!(v["error"], "ambiguous");
     assert_eq!(v["candidates"].as_array().unwrap().len(), 2, "{v}");
 }
+
+#[test]
+fn submit_of_a_trashed_patch_names_the_trash_and_the_restore_command() {
+    let env = TestEnv::new("");
+    let patch = env.dir.path().join("p.json");
+    let body =
+        br#"{"id": "binned", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
+    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    let file = patch.to_str().unwrap();
+    assert!(env.ghostctl(&["submit", file]).status.success());
+    let name = env.list("default", QueueState::Pending)[0].clone();
+    assert!(env
+        .ghostctl(&["delete", "binned", "--reason", "not now"])
+        .status
+        .success());
+    let out = env.ghostctl(&["submit", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("in trash/"), "{text}");
+    assert!(
+        text.contains(&format!("`ghostctl restore {name}`")),
+        "{text}"
+    );
+    // Nothing was written: the one entry is still in trash.
+    assert!(env.list("default", QueueState::Pending).is_empty());
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Trash));
+    let out = env.ghostctl(&["--json", "submit", file]);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v[0]["state"], "trash", "{v}");
+    // The command it names works.
+    assert!(env.ghostctl(&["restore", &name]).status.success());
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Pending));
+}

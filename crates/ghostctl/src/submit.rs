@@ -21,6 +21,7 @@ use tracing::info;
 
 use ghost_core::admit::{conflict_reason, Admission, Outcome, Queued};
 use ghost_core::patch::FieldError;
+use ghost_core::queue::QueueState;
 use ghost_core::Config;
 
 /// The outcome for one file.
@@ -38,6 +39,10 @@ pub struct SubmitItem {
     /// The same patch was already queued: `queue_name` is that entry's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// Where that entry is now (for a duplicate): `done` and `trash` mean it
+    /// will not be applied by this submit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<QueueState>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
@@ -51,6 +56,7 @@ impl SubmitItem {
             patch_id: None,
             target: None,
             duplicate: false,
+            state: None,
             errors: vec![FieldError {
                 field: field.into(),
                 reason,
@@ -123,6 +129,9 @@ pub fn submit(
         let item = |q: Queued, duplicate: bool| SubmitItem {
             file: label.clone(),
             ok: true,
+            state: duplicate
+                .then(|| admission.layout().queue(&q.target).find(&q.name))
+                .flatten(),
             queue_name: Some(q.name),
             patch_id: Some(q.id),
             target: Some(q.target),
@@ -148,6 +157,7 @@ pub fn submit(
                 patch_id: None,
                 target: None,
                 duplicate: false,
+                state: None,
                 errors: e.errors,
             }),
             Outcome::Full { target, depth } => out.push(SubmitItem::failed(

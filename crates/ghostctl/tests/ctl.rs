@@ -922,13 +922,23 @@ fn status_shows_the_watchdogs_children_as_a_table() {
         !out.contains("watchdog"),
         "no watchdog ever ran: nothing said\n{out}"
     );
+    // A pid that existed and is gone now.
+    let dead = {
+        let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let live = std::process::id();
     fake_watchdog(
         &env,
         serde_json::json!({
-            "bridge": child_json("running", Some(4243), serde_json::json!({})),
+            "bridge": child_json("running", Some(live), serde_json::json!({})),
+            "ghost": child_json("running", Some(dead), serde_json::json!({})),
             "executor": child_json("given_up", None, serde_json::json!({
                 "restarts_in_window": 2,
-                "last_exit": {"code": 1, "signal": null, "cause": "exited", "at": ghost_core::time::now_rfc3339()},
+                "last_exit": {"code": 1, "signal": null, "cause": "exited", "at": ghost_core::time::now_rfc3339(),
+                              "stderr_tail": "starting\nError: cannot open the database: Permission denied"},
                 "given_up_at": ghost_core::time::now_rfc3339()})),
             "monitor": child_json("missing", None, serde_json::json!({"message": "/x/ghost-monitor not found: not started"})),
             "extra": child_json("backoff", None, serde_json::json!({
@@ -956,22 +966,35 @@ fn status_shows_the_watchdogs_children_as_a_table() {
     );
     let b = line("bridge");
     assert!(
-        b.contains("running") && b.contains("4243") && b.contains("0/2 in 5m"),
+        b.contains("running") && b.contains(&live.to_string()) && b.contains("0/2 in 5m"),
         "{b}"
     );
+    // A recorded pid that no longer exists is never shown as running.
+    let g = line("ghost");
+    assert!(g.contains("GONE (was running)"), "{g}");
     let e = line("executor");
     assert!(
-        e.contains("GIVEN_UP") && e.contains("2/2 in 5m") && e.contains("code 1 (exited)"),
+        e.contains("GIVEN_UP")
+            && e.contains("2/2 in 5m")
+            && e.contains("crashed (code 1) (exited)"),
         "{e}"
     );
     assert!(e.contains("ghostctl restart executor"), "{e}");
     let m = line("monitor");
     assert!(m.contains("MISSING") && m.contains("not found"), "{m}");
     let x = line("extra");
-    assert!(x.contains("SIGKILL (hang)") && x.contains("in "), "{x}");
-    assert!(out.contains("!! the watchdog gave up on executor"), "{out}");
+    assert!(
+        x.contains("killed by SIGKILL (hang)") && x.contains("in "),
+        "{x}"
+    );
+    // The cause of the give-up: the last line it wrote.
+    assert!(
+        out.contains("!! the watchdog gave up on executor (crashed (code 1): Error: cannot open the database: Permission denied)"),
+        "{out}"
+    );
     let (_, out, _) = env.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["watchdog"]["gone"], serde_json::json!(["ghost"]));
     assert_eq!(v["watchdog"]["alive"], true);
     assert_eq!(v["watchdog"]["children"]["executor"]["state"], "given_up");
     // The watchdog's heartbeat goes stale: the table is marked as old news.
