@@ -511,3 +511,79 @@ fn submit_of_a_trashed_patch_names_the_trash_and_the_restore_command() {
     assert!(env.ghostctl(&["restore", &name]).status.success());
     assert_eq!(env.state_of("default", &name), Some(QueueState::Pending));
 }
+
+#[test]
+fn logs_take_several_components_and_resolve_patch_like_every_verb() {
+    let env = TestEnv::new("");
+    let patch = env.dir.path().join("p.json");
+    let body =
+        br#"{"id": "logged-one", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
+    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    assert!(env
+        .ghostctl(&["submit", patch.to_str().unwrap()])
+        .status
+        .success());
+    let name = env.list("default", QueueState::Pending)[0].clone();
+    env.drain();
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Done));
+
+    let components = |args: &[&str]| -> std::collections::BTreeSet<String> {
+        let out = env.ghostctl(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["component"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let both: std::collections::BTreeSet<String> =
+        ["executor".to_string(), "ghostctl".to_string()].into();
+    assert_eq!(
+        components(&["--json", "logs", "--component", "executor,ghostctl"]),
+        both
+    );
+    assert_eq!(
+        components(&[
+            "--json",
+            "logs",
+            "--component",
+            "executor",
+            "--component",
+            "ghostctl"
+        ]),
+        both
+    );
+
+    // --patch by a queue-name suffix: the executor's claim line, which carries
+    // only the queue name, and ghostctl's submit line, by patch id.
+    let out = env.ghostctl(&["--json", "logs", "--patch", &name[name.len() - 6..]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["event"] == "PATCH_CLAIMED"
+            && l["queue_name"] == json!(name)
+            && l.get("patch_id").is_none()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["component"] == "ghostctl" && l["patch_id"] == "logged-one"),
+        "{lines:?}"
+    );
+    let ts: Vec<&str> = lines.iter().map(|l| l["ts"].as_str().unwrap()).collect();
+    let mut sorted = ts.clone();
+    sorted.sort();
+    assert_eq!(ts, sorted, "merged in time order");
+    // An unknown id is an error, not an empty answer.
+    let out = env.ghostctl(&["logs", "--patch", "no-such-patch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("no-such-patch"), "{}", stderr(&out));
+}

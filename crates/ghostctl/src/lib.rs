@@ -187,10 +187,12 @@ pub enum Command {
         /// Keep printing new lines as they are written
         #[arg(short, long)]
         follow: bool,
-        /// Only this component (executor, bridge, monitor, watchdog, ghostctl)
-        #[arg(long, value_name = "C")]
-        component: Option<String>,
-        /// Only lines about this patch (patch id or queue name)
+        /// Only these components (executor, bridge, monitor, watchdog,
+        /// ghostctl): repeat the flag or separate with commas
+        #[arg(long, value_name = "C", value_delimiter = ',')]
+        component: Vec<String>,
+        /// Only lines about this entry (an ID as every verb takes it: queue
+        /// name, patch id, or an unambiguous prefix or suffix)
         #[arg(long, value_name = "ID")]
         patch: Option<String>,
         /// Only the last N lines of what is there already

@@ -1081,7 +1081,7 @@ fn logs_filter_by_patch_and_follow() {
     // Follow: lines appended later appear, a partial line waits for its end.
     let opts = LogsOptions {
         follow: true,
-        component: Some("bridge".into()),
+        components: vec!["bridge".into()],
         ..Default::default()
     };
     let polls = std::cell::Cell::new(0);
@@ -1183,10 +1183,42 @@ fn logs_read_rotated_and_gzip_files_in_order_filter_by_level_and_correlation_and
     };
     let follow = LogsOptions {
         follow: true,
-        component: Some("executor".into()),
+        components: vec!["executor".into()],
         ..Default::default()
     };
     assert_eq!(events(&follow, &stop), ["A", "B", "C", "D", "E"]);
+
+    // Follow two components: what both wrote since the last look comes
+    // merged by time, not file by file.
+    let bridge = dir.join("bridge.log");
+    ghost_core::fs::durable_write(&bridge, b"", 0o600).unwrap();
+    let polls = std::cell::Cell::new(0);
+    let stop = || {
+        polls.set(polls.get() + 1);
+        if polls.get() == 1 {
+            use std::io::Write;
+            let append = |p: &std::path::Path, text: String| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                f.write_all(text.as_bytes()).unwrap();
+            };
+            append(
+                &dir.join("executor.log"),
+                line("07", "INFO", "G", "") + &line("09", "INFO", "I", ""),
+            );
+            append(
+                &bridge,
+                line("06", "INFO", "F", "") + &line("08", "INFO", "H", ""),
+            );
+        }
+        polls.get() > 2
+    };
+    let follow = LogsOptions {
+        follow: true,
+        components: vec!["executor".into(), "bridge".into()],
+        lines: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(events(&follow, &stop), ["F", "G", "H", "I"]);
 }
 
 #[test]
