@@ -922,3 +922,44 @@ heartbeat = false
     assert_ne!(st.code(), Some(0), "a hard stop is not a clean stop");
     assert!(stderr_of(&env).contains("hard stop"), "{}", stderr_of(&env));
 }
+
+#[test]
+fn a_missing_child_is_one_warning_naming_it_and_status_does_not_call_the_family_up() {
+    let mut env = env_with(
+        "[watchdog.children.monitor]\nenabled = true\ncommand = \"/nonexistent/ghost-monitor\"\n",
+    );
+    let wd = start(&mut env, &[]);
+    wait_running(&mut env, wd, "executor", None);
+    assert!(wait_until(WAIT, || state(&env)["ready"] == true
+        && child(&env, "monitor")["state"] == "missing"));
+    // A reload tries it again, without a second warning.
+    signal(wd, Signal::SIGHUP);
+    assert!(wait_until(WAIT, || !events(&env, "CONFIG_RELOADED", None).is_empty()));
+    assert!(wait_until(WAIT, || child(&env, "monitor")["state"] == "missing"));
+    let missing = events(&env, "CHILD_MISSING", Some("monitor"));
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(missing[0]["level"], "WARN", "{}", missing[0]);
+    let msg = missing[0]["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("/nonexistent/ghost-monitor")
+            && msg.contains("enabled = false")
+            && msg.contains("[watchdog.children.monitor]"),
+        "{msg}"
+    );
+    let out = env.ghostctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("every child up"), "{text}");
+    assert!(text.contains("(ready, but missing: monitor)"), "{text}");
+    // The banner promises no file of a child that does not start here (the
+    // bridge is disabled in these tests).
+    let banner = std::fs::read_to_string(env.dir.path().join("watchdog.stdout")).unwrap();
+    assert!(
+        !banner.contains("hmac_key (created on first start)"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("/nonexistent/ghost-monitor not found"),
+        "{banner}"
+    );
+    stop(&mut env, wd, Duration::from_secs(10));
+}

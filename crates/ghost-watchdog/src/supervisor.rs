@@ -56,6 +56,8 @@ struct Child {
     resolve_on_running: Option<String>,
     /// Removed from the configuration: forget it once it has stopped.
     removed: bool,
+    /// The missing program already warned about (once per program).
+    missing_reported: Option<PathBuf>,
 }
 
 impl Child {
@@ -75,6 +77,7 @@ impl Child {
             message: None,
             resolve_on_running: None,
             removed: false,
+            missing_reported: None,
         }
     }
 }
@@ -454,7 +457,14 @@ impl Sup {
             }
             Err(spawn::SpawnError::Missing { program }) => {
                 let msg = format!("{} not found: not started", program.display());
-                error!(event = "CHILD_MISSING", child = name, program = %program.display(), "{msg}");
+                // Not installed is a choice as often as a fault: one warning
+                // per program, saying how to silence it, not an error at
+                // every start and reload.
+                if c.missing_reported.as_ref() != Some(&program) {
+                    warn!(event = "CHILD_MISSING", child = name, program = %program.display(),
+                        "{msg}; install it, or set `enabled = false` under [watchdog.children.{name}] to run without it");
+                    c.missing_reported = Some(program.clone());
+                }
                 c.message = Some(msg);
                 Event::SpawnFailed { missing: true }
             }

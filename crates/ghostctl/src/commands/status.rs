@@ -277,12 +277,29 @@ pub fn live_watchdog(config: &Config) -> Option<u32> {
 pub fn render_watchdog(w: &WatchdogView) -> String {
     let st = &w.state;
     let mut o = String::new();
+    // `ready` (what READY=1 says) leaves out the children whose program is
+    // missing: never call the family up then. Disabled ones are a choice.
+    let missing: Vec<String> = st
+        .children
+        .iter()
+        .filter(|(_, c)| c.state == ChildState::Missing)
+        .map(|(n, _)| clean(n))
+        .collect();
+    let disabled = st
+        .children
+        .values()
+        .any(|c| c.state == ChildState::Disabled);
     let head = if w.alive {
+        let up = match (st.ready, missing.is_empty(), disabled) {
+            (true, true, false) => " (every child up)".to_string(),
+            (true, true, true) => " (every enabled child up)".to_string(),
+            (true, false, _) => format!(" (ready, but missing: {})", missing.join(", ")),
+            (false, _, _) => String::new(),
+        };
         format!(
-            "watchdog pid {} {}{}, updated {}",
+            "watchdog pid {} {}{up}, updated {}",
             st.pid,
             st.status.as_str(),
-            if st.ready { " (every child up)" } else { "" },
             relative_str(&st.updated_at)
         )
     } else if st.status == WatchdogStatus::Stopped {
