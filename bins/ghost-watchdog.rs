@@ -24,6 +24,12 @@ struct Cli {
     /// Do not print the start-up summary on stdout
     #[arg(long)]
     no_banner: bool,
+    /// Check that it could start, change nothing, and exit: the data root
+    /// exists, belongs to and is writable by this user, the configuration is
+    /// valid, every enabled child's program exists. Exit 1 naming every
+    /// problem (for ExecStartPre= and the PM2 and launchd wrappers)
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if cli.check {
+        return check(&cli, &config);
+    }
     // Held until main returns: dropping it writes and syncs what is queued.
     let _log = match ghost_core::logging::init("watchdog", cli.common.verbosity(), Some(&config)) {
         Ok(g) => g,
@@ -118,4 +127,36 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(code)
+}
+
+/// `--check`: print what was verified on stdout, every problem on stderr.
+fn check(cli: &Cli, config: &ghost_core::Config) -> ExitCode {
+    let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    else {
+        eprintln!("ghost-watchdog --check: cannot tell where ghost-watchdog is");
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let config_file = cli
+        .common
+        .config
+        .as_deref()
+        .and_then(|f| std::path::absolute(f).ok());
+    let r = ghost_watchdog::check::check(config, config_file.as_deref(), &exe_dir);
+    for l in &r.ok {
+        println!("ok: {l}");
+    }
+    if r.problems.is_empty() {
+        println!("ghost-watchdog --check: ready to start");
+        return ExitCode::from(EXIT_OK);
+    }
+    for p in &r.problems {
+        eprintln!("ghost-watchdog --check: FAILED: {p}");
+    }
+    eprintln!(
+        "ghost-watchdog --check: {} problem(s); the watchdog would not run as intended",
+        r.problems.len()
+    );
+    ExitCode::from(EXIT_FAILURE)
 }

@@ -683,8 +683,7 @@ fn the_family_comes_up_and_goes_down_with_supervisord() {
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
-    let Some(analyze) = tool("systemd-analyze") else {
-        eprintln!("SKIPPED: systemd-analyze is not installed here");
+    let Some(analyze) = need("systemd-analyze", "Debian package `systemd`") else {
         return;
     };
     // `verify` wants ExecStart to exist: point it at the built binary.
@@ -697,7 +696,11 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(
         text.contains("ProtectSystem=strict")
             && text.contains("ReadWritePaths=/var/lib/ghostbridge")
+            && text.contains("SystemCallFilter=@system-service")
     );
+    assert!(text.contains(&format!(
+        "ExecStartPre={WATCHDOG} --root /var/lib/ghostbridge --check"
+    )));
     ghost_core::fs::durable_write(&unit, text.as_bytes(), 0o644).unwrap();
     let out = Command::new(analyze)
         .arg("verify")
@@ -713,6 +716,123 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(about_us.is_empty(), "systemd-analyze complains:\n{err}");
 }
 
+/// `Key=value` of a unit file (the first one).
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+#[test]
+fn the_documented_systemctl_status_matches_the_unit() {
+    let unit = std::fs::read_to_string(deploy("ghostbridge.service")).unwrap();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy.md"))
+            .unwrap();
+    let doc_url = unit_value(&unit, "Documentation");
+    assert!(
+        doc_url.starts_with("file:/") && doc_url.ends_with("/deploy.md"),
+        "Documentation= is the installed docs/deploy.md: {doc_url}"
+    );
+    for want in [
+        format!(
+            "● ghostbridge.service - {}",
+            unit_value(&unit, "Description")
+        ),
+        format!("Docs: {doc_url}"),
+        format!(
+            "ExecStartPre={} (code=exited, status=0/SUCCESS)",
+            unit_value(&unit, "ExecStartPre")
+        ),
+        format!("─4242 {}", unit_value(&unit, "ExecStart")),
+    ] {
+        assert!(docs.contains(&want), "docs/deploy.md lacks {want:?}");
+    }
+    // The install step that makes Documentation= true.
+    let path = doc_url.trim_start_matches("file:");
+    assert!(
+        docs.contains(&format!("install -D -m 0644 docs/deploy.md {path}")),
+        "docs/deploy.md does not install {path}"
+    );
+}
+
+#[test]
+fn check_passes_on_a_good_root_and_names_every_problem_of_a_bad_one() {
+    let env = env_with("");
+    let run = |root: &Path, config: Option<&Path>| {
+        let mut c = Command::new(WATCHDOG);
+        c.arg("--root").arg(root).arg("--check");
+        if let Some(f) = config {
+            c.arg("--config").arg(f);
+        }
+        c.env_remove("GHOST_ROOT").output().unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let out = run(&env.root, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ok = text(&out.stdout);
+    assert!(
+        ok.contains("ready to start") && ok.contains("owned by and writable"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("executor: ") && ok.contains("bridge: disabled"),
+        "{ok}"
+    );
+
+    // A root that does not exist: named, with how to create it; nothing made.
+    let missing = env.dir.path().join("no-such-root");
+    let out = run(&missing, Some(&env.root.join("ghost.toml")));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("FAILED") && err.contains("no-such-root") && err.contains("install -d"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "--check creates nothing");
+
+    // A file instead of a directory, and a child whose binary is missing: both named.
+    let file = env.dir.path().join("a-file");
+    ghost_core::fs::durable_write(&file, b"x", 0o600).unwrap();
+    let conf = env.dir.path().join("bad-child.toml");
+    let base = std::fs::read_to_string(env.root.join("ghost.toml")).unwrap();
+    ghost_core::fs::durable_write(
+        &conf,
+        merge_toml(
+            &base,
+            "[watchdog.children.executor]\ncommand = \"/nonexistent/ghost-executor\"\n",
+        )
+        .as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let out = run(&file, Some(&conf));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is not a directory"), "{err}");
+    assert!(
+        err.contains("/nonexistent/ghost-executor") && err.contains("enabled = false"),
+        "{err}"
+    );
+    assert!(err.contains("2 problem(s)"), "{err}");
+
+    // An invalid configuration: exit 2 with the problem.
+    let bad = env.dir.path().join("bad.toml");
+    ghost_core::fs::durable_write(
+        &bad,
+        b"[heartbeat]\ninterval = \"4s\"\nstale_after = \"2s\"\n",
+        0o600,
+    )
+    .unwrap();
+    let out = run(&env.root, Some(&bad));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stale_after"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn the_launchd_and_pm2_files_parse() {
     let plist = deploy("com.ghostbridge.watchdog.plist");
@@ -720,7 +840,7 @@ fn the_launchd_and_pm2_files_parse() {
         Some(py) => {
             let out = Command::new(py)
                 .arg("-c")
-                .arg("import plistlib,sys; p = plistlib.load(open(sys.argv[1], 'rb')); print(p['Label'], p['ProgramArguments'][0], p['KeepAlive']['SuccessfulExit'])")
+                .arg("import plistlib,sys; p = plistlib.load(open(sys.argv[1], 'rb')); print(p['Label'], p['ProgramArguments'][2], p['KeepAlive']['SuccessfulExit'], 'WorkingDirectory' in p)")
                 .arg(&plist)
                 .output()
                 .unwrap();
@@ -731,7 +851,7 @@ fn the_launchd_and_pm2_files_parse() {
             );
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
-                "com.ghostbridge.watchdog /usr/local/bin/ghost-watchdog False"
+                "com.ghostbridge.watchdog /usr/local/bin/ghost-watchdog --root /Users/ghost/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /Users/ghost/ghostbridge --no-banner False False"
             );
         }
         None => eprintln!("SKIPPED: python3 is not installed: the plist is not parsed"),
@@ -741,7 +861,7 @@ fn the_launchd_and_pm2_files_parse() {
         Some(node) => {
             let out = Command::new(node)
                 .arg("-e")
-                .arg("const a = require(process.argv[1]).apps[0]; console.log(a.name, a.script, a.treekill, a.kill_timeout)")
+                .arg("const a = require(process.argv[1]).apps[0]; console.log(a.name, a.script, a.args[1], a.treekill, a.kill_timeout, a.cwd)")
                 .arg(&eco)
                 .output()
                 .unwrap();
@@ -752,7 +872,7 @@ fn the_launchd_and_pm2_files_parse() {
             );
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
-                "ghostbridge /usr/local/bin/ghost-watchdog false 60000"
+                "ghostbridge /bin/sh /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --no-banner false 60000 undefined"
             );
         }
         None => eprintln!("SKIPPED: node is not installed: the PM2 file is not parsed"),
