@@ -358,10 +358,9 @@ fn a_heartbeat_interval_not_below_stale_after_is_a_configuration_error() {
 #[test]
 fn restore_brings_a_deleted_entry_back_from_trash_and_is_audited() {
     let env = TestEnv::new("");
-    let patch = env.dir.path().join("p.json");
     let body =
         br#"{"id": "regretted", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
-    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    let patch = env.write_patch("p.json", body);
     assert!(env
         .ghostctl(&["submit", patch.to_str().unwrap()])
         .status
@@ -482,10 +481,9 @@ fn ids_resolve_by_prefix_or_suffix_and_an_ambiguous_one_lists_candidates() {
 #[test]
 fn submit_of_a_trashed_patch_names_the_trash_and_the_restore_command() {
     let env = TestEnv::new("");
-    let patch = env.dir.path().join("p.json");
     let body =
         br#"{"id": "binned", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
-    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    let patch = env.write_patch("p.json", body);
     let file = patch.to_str().unwrap();
     assert!(env.ghostctl(&["submit", file]).status.success());
     let name = env.list("default", QueueState::Pending)[0].clone();
@@ -515,10 +513,10 @@ fn submit_of_a_trashed_patch_names_the_trash_and_the_restore_command() {
 #[test]
 fn logs_take_several_components_and_resolve_patch_like_every_verb() {
     let env = TestEnv::new("");
-    let patch = env.dir.path().join("p.json");
-    let body =
-        br#"{"id": "logged-one", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
-    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    let patch = env.write_patch(
+        "p.json",
+        br#"{"id": "logged-one", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#,
+    );
     assert!(env
         .ghostctl(&["submit", patch.to_str().unwrap()])
         .status

@@ -369,11 +369,7 @@ fn check_output_with_a_secret_is_scrubbed_everywhere() {
         .env("GHOST_HMAC_KEY", ENV_SECRET)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let s = env.summary("default", &p);
     // The executor's secret variables never reach a check's environment.
     let seen = s["checks"][0]["stdout_tail"].as_str().unwrap();
@@ -455,11 +451,7 @@ fn checks_run_as_another_user_cannot_read_the_secrets() {
         .env("GHOST_BRIDGE_TOKEN", SECRET)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let s = env.summary("default", &p);
     let check = &s["checks"][0];
     assert_eq!(check["stdout_tail"], format!("{}\n", nobody.uid), "{s}");

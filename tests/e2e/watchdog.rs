@@ -40,6 +40,15 @@ enabled = false
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A child that ignores SIGTERM (and writes no heartbeat).
+const STUBBORN: &str = r#"
+[watchdog.children.stubborn]
+command = "/bin/sh"
+args = ["-c", "trap '' TERM; while :; do sleep 0.05; done"]
+root_args = false
+heartbeat = false
+"#;
+
 fn env_with(extra: &str) -> TestEnv {
     let env = TestEnv::new(WD);
     if !extra.is_empty() {
@@ -315,15 +324,7 @@ fn sigterm_during_an_after_check_exits_0_leaves_no_process_and_requeues_the_patc
 
 #[test]
 fn a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace() {
-    let mut env = env_with(
-        r#"
-[watchdog.children.stubborn]
-command = "/bin/sh"
-args = ["-c", "trap '' TERM; while :; do sleep 0.05; done"]
-root_args = false
-heartbeat = false
-"#,
-    );
+    let mut env = env_with(STUBBORN);
     let wd = start(&mut env, &[]);
     wait_running(&mut env, wd, "executor", None);
     assert!(wait_until(WAIT, || child(&env, "stubborn")["state"] == "running"));
@@ -844,11 +845,7 @@ fn the_launchd_and_pm2_files_parse() {
                 .arg(&plist)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out);
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
                 "com.ghostbridge.watchdog /usr/local/bin/ghost-watchdog --root /Users/ghost/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /Users/ghost/ghostbridge --no-banner False False"
@@ -865,11 +862,7 @@ fn the_launchd_and_pm2_files_parse() {
                 .arg(&eco)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out);
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
                 "ghostbridge /bin/sh /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --no-banner false 60000 undefined"
@@ -980,18 +973,7 @@ fn a_bridge_that_cannot_bind_is_given_up_with_its_cause_in_the_output_status_and
 
 #[test]
 fn sigterms_to_the_executor_read_as_clean_exits_and_a_hard_stop_exits_non_zero() {
-    let mut env = env_with(
-        r#"
-[watchdog]
-stop_grace = "30s"
-
-[watchdog.children.stubborn]
-command = "/bin/sh"
-args = ["-c", "trap '' TERM; while :; do sleep 0.05; done"]
-root_args = false
-heartbeat = false
-"#,
-    );
+    let mut env = env_with(&format!("[watchdog]\nstop_grace = \"30s\"\n{STUBBORN}"));
     let wd = start(&mut env, &[]);
     // Three SIGTERMs from outside: three clean exits, then the watchdog gives up.
     let mut last = None;

@@ -48,7 +48,8 @@ pub struct SubmitItem {
 }
 
 impl SubmitItem {
-    fn failed(file: &str, field: &str, reason: String) -> Self {
+    /// Refused, with every problem.
+    fn refused(file: &str, errors: Vec<FieldError>) -> Self {
         SubmitItem {
             file: file.to_string(),
             ok: false,
@@ -57,11 +58,19 @@ impl SubmitItem {
             target: None,
             duplicate: false,
             state: None,
-            errors: vec![FieldError {
+            errors,
+        }
+    }
+
+    /// Refused, with one problem.
+    fn failed(file: &str, field: &str, reason: String) -> Self {
+        Self::refused(
+            file,
+            vec![FieldError {
                 field: field.into(),
                 reason,
             }],
-        }
+        )
     }
 }
 
@@ -150,16 +159,7 @@ pub fn submit(
                 "id",
                 conflict_reason(&id, &existing),
             )),
-            Outcome::Rejected(e) => out.push(SubmitItem {
-                file: label,
-                ok: false,
-                queue_name: None,
-                patch_id: None,
-                target: None,
-                duplicate: false,
-                state: None,
-                errors: e.errors,
-            }),
+            Outcome::Rejected(e) => out.push(SubmitItem::refused(&label, e.errors)),
             Outcome::Full { target, depth } => out.push(SubmitItem::failed(
                 &label,
                 "target",
