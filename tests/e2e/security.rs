@@ -35,22 +35,6 @@ fn assert_failed_with(env: &TestEnv, name: &str, needles: &[&str]) {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn sh_c_on_a_target_without_commands_fails_before_anything_runs() {
     let env = TestEnv::new("[targets.default]\ncommands = \"none\"\nallow_shell = true\n");
