@@ -623,29 +623,35 @@ fn check_exposition(text: &str) {
 
 /// A WebDriver session on Debian's chromium, or why there is none: outside
 /// CI a missing browser skips the test (printed); in CI it fails.
-fn chromedriver() -> Option<(Child, u16)> {
-    let driver = ["chromedriver", "/usr/bin/chromedriver"]
-        .into_iter()
-        .find(|p| {
-            Command::new(p)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    let browser = ["chromium", "/usr/bin/chromium"].into_iter().find(|p| {
-        std::path::Path::new("/usr/bin/chromium").exists()
-            || Command::new(p).arg("--version").output().is_ok()
-    });
-    let Some(driver) = driver.filter(|_| browser.is_some()) else {
+/// The chromedriver process, killed when the test ends however it ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> Option<(Driver, u16)> {
+    let have = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(have("chromedriver") && have("chromium")) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must have chromium and chromium-driver (.ci/run installs them)"
         );
         eprintln!("skipped: chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
         return None;
-    };
+    }
     let port = free_port();
-    let child = Command::new(driver)
+    let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -654,8 +660,9 @@ fn chromedriver() -> Option<(Child, u16)> {
     let up = wait_until(Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    let driver = Driver(child);
     assert!(up, "chromedriver never listened");
-    Some((child, port))
+    Some((driver, port))
 }
 
 /// A person signs in with the link, sees the stuck patch, clicks retry,
@@ -663,7 +670,7 @@ fn chromedriver() -> Option<(Child, u16)> {
 /// pending/. The screenshot is the README's.
 #[test]
 fn a_browser_signs_in_and_retries_a_stuck_patch() {
-    let Some((mut driver, port)) = chromedriver() else {
+    let Some((driver, port)) = chromedriver() else {
         return;
     };
     let mut env = TestEnv::new("");
@@ -734,8 +741,7 @@ fn a_browser_signs_in_and_retries_a_stuck_patch() {
         let _ = b.close().await;
         Ok((gone, png?))
     });
-    let _ = driver.kill();
-    let _ = driver.wait();
+    drop(driver);
     let (gone, png) = result.unwrap();
     assert!(gone, "the retried patch is still in the stuck list");
     assert_eq!(env.state_of("default", &stuck), Some(QueueState::Pending));

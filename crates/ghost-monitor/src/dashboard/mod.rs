@@ -125,6 +125,8 @@ fn html(status: StatusCode, body: String) -> Response {
                 "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
+            // A sign-in link's token must not travel on to another site.
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         body,
     )
