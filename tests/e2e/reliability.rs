@@ -261,7 +261,7 @@ fn recovery_waits_for_the_tree_lock_another_process_holds() {
 
 #[test]
 fn a_crash_before_the_claim_during_rollback_recovery_or_summary_ends_wholly_applied_once() {
-    use crate::crash::{check_after, run_with_failpoint, setup};
+    use crate::crash::{check_after, setup};
     // (the failpoints of each crashed run before a clean drain, attempts P ends with)
     let cases: [(&[&str], u32); 5] = [
         // The claim record is written, the rename into active/ never happens.
