@@ -36,7 +36,13 @@ pub(crate) fn banner(
             .or_else(|| std::env::var(var).ok())
             .filter(|v| !v.is_empty())
     };
-    // Where each secret is, never what it is.
+    // Where each secret is, never what it is; a file is promised only when
+    // it exists or the child that creates it will start.
+    let starts = |child: &str| {
+        children
+            .get(child)
+            .is_some_and(|c| c.enabled && c.program_present())
+    };
     let secret_where = |child: &str, configured: bool, kind: SecretKind| -> String {
         if let (true, Some(k)) = (configured, kind.config_key()) {
             return format!("from the configuration ({k})");
@@ -47,8 +53,10 @@ pub(crate) fn banner(
         let p = layout.secret(kind);
         if p.exists() {
             p.display().to_string()
-        } else {
+        } else if starts(child) || kind == SecretKind::DashboardToken {
             format!("{} (created on first start)", p.display())
+        } else {
+            format!("none ({child} does not start here)")
         }
     };
     let up = |child: &str| -> &'static str {
@@ -156,8 +164,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("sekrit"), "{text}");
+        // No bridge configured: no key file will be created; say none.
         assert!(
-            text.contains("state/secrets/hmac_key (created on first start)"),
+            text.contains("HMAC key  none (bridge does not start here)"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hmac_key (created on first start)"),
             "{text}"
         );
         assert!(text.contains("[not configured]"), "{text}");

@@ -73,7 +73,7 @@ pub fn dispatch(
             config,
             logs::LogsOptions {
                 follow: *follow,
-                component: component.clone(),
+                components: component.clone(),
                 patch: patch.clone(),
                 lines: *lines,
                 json,
