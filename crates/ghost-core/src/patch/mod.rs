@@ -4,9 +4,11 @@
 
 pub mod limits;
 mod model;
+mod ops;
 pub mod parse;
 pub mod policy;
 pub mod stage;
 
 pub use limits::validate_limits;
 pub use model::*;
+pub use ops::OpKind;

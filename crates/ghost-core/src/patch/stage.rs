@@ -332,24 +332,12 @@ pub fn stage_with(
                 })?;
         results.push(OpResult {
             index,
-            op: op_name(op),
+            op: op.name(),
             files,
             detail,
         });
     }
     Ok(ov.finish(results))
-}
-
-fn op_name(op: &Operation) -> &'static str {
-    match op {
-        Operation::Write { .. } => "write",
-        Operation::Replace { .. } => "replace",
-        Operation::Regex { .. } => "regex",
-        Operation::Delete { .. } => "delete",
-        Operation::Rename { .. } => "rename",
-        Operation::Chmod { .. } => "chmod",
-        Operation::Diff { .. } => "diff",
-    }
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
