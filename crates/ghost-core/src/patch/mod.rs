@@ -2,6 +2,7 @@
 //! target allows ([`policy`]), bounds on the work ([`limits`]), and the
 //! in-memory staging of operations against a view of the tree.
 
+pub mod agent;
 pub mod limits;
 mod model;
 mod ops;

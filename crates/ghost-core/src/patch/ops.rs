@@ -64,6 +64,10 @@ operations! {
         "Permission bits, at most `0o7777`; setuid, setgid and sticky bits only where the target has `allow_special_modes = true`.",
     Diff = "diff" ["diff"]
         "A unified diff. git's format is accepted too: `diff --git`, `new file mode`, `deleted file mode`, `old mode`/`new mode`, `rename from`/`rename to`, and quoted names. It may touch several files, and hunks are bounded by their `@@` counts. Binary diffs, copies, symlinks and submodules are refused.",
+    ApplyPatch = "apply_patch" ["patch"]
+        "`patch` is an agent's patch text: the `*** Begin Patch` envelope of Codex's `apply_patch` tool, or a unified diff as an assistant writes it (line numbers are hints, hunk counts are ignored). Hunks are matched as described under \"Agent formats\" below; `*** Add File` and `*** Move to` overwrite an existing file, as the tool does.",
+    SearchReplace = "search_replace" ["path", "search", "replace"]
+        "Aider's SEARCH/REPLACE: `search` (lines) must match exactly one place of the file, matched as described under \"Agent formats\" below, and is replaced by `replace`. An empty `search` creates the file (refused if it exists and is not empty).",
 }
 
 impl OpKind {
@@ -93,6 +97,8 @@ impl Operation {
             Operation::Rename { .. } => OpKind::Rename,
             Operation::Chmod { .. } => OpKind::Chmod,
             Operation::Diff { .. } => OpKind::Diff,
+            Operation::ApplyPatch { .. } => OpKind::ApplyPatch,
+            Operation::SearchReplace { .. } => OpKind::SearchReplace,
         }
     }
 

@@ -14,7 +14,7 @@ use super::{
     unknown_keys, Ctx, ParseOptions, Parts,
 };
 use crate::patch::{
-    Checks, Command, CommandKind, OpKind, Operation, Patch, PatchError, SourceFormat,
+    agent, Checks, Command, CommandKind, OpKind, Operation, Patch, PatchError, SourceFormat,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -380,6 +380,45 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                     None
                 }
             }
+        }
+        OpKind::ApplyPatch => {
+            let text = ctx.req_str(obj, "patch", &f("patch"), "the patch text");
+            let parsed = text.map(|t| {
+                if agent::apply_patch::is_envelope(t) {
+                    agent::apply_patch::parse(t)
+                } else if agent::diff::looks_like_diff(t) {
+                    agent::diff::parse(t)
+                } else {
+                    Err(vec![
+                        "the patch is neither an apply_patch envelope (`*** Begin Patch` … `*** End Patch`) \
+                         nor a unified diff (`--- a/path`, `+++ b/path`, `@@` hunks)"
+                            .to_string(),
+                    ])
+                }
+            });
+            match parsed? {
+                Ok(files) => Some(Operation::ApplyPatch { files }),
+                Err(reasons) => {
+                    for reason in reasons {
+                        ctx.err(f("patch"), reason);
+                    }
+                    None
+                }
+            }
+        }
+        OpKind::SearchReplace => {
+            let search = ctx.req_str(
+                obj,
+                "search",
+                &f("search"),
+                "the lines to find, empty to create the file",
+            );
+            let replace = ctx.req_str(obj, "replace", &f("replace"), "the new lines, may be empty");
+            Some(Operation::SearchReplace {
+                path: path?,
+                search: search?.to_owned(),
+                replace: replace?.to_owned(),
+            })
         }
     };
     // An operation is only kept when nothing about it was wrong.
