@@ -100,10 +100,12 @@ fn codex_apply_patch_scenarios() {
         }
         let refused = expected == input;
         let as_op = vec![json!({"operations": [{"op": "apply_patch", "patch": patch}]})];
-        let in_transcript = format!(
-            "The agent ran:\n\napply_patch <<'EOF'\n{patch}EOF\n\nand said it was done.\n"
-        );
-        for (how, docs) in [("op", Ok(as_op)), ("transcript", found_docs(&in_transcript))] {
+        let in_transcript =
+            format!("The agent ran:\n\napply_patch <<'EOF'\n{patch}EOF\n\nand said it was done.\n");
+        for (how, docs) in [
+            ("op", Ok(as_op)),
+            ("transcript", found_docs(&in_transcript)),
+        ] {
             let outcome = docs.and_then(|d| run(&input, &d));
             match outcome {
                 Ok((files, _)) => {
@@ -118,10 +120,9 @@ fn codex_apply_patch_scenarios() {
 
 #[test]
 fn aider_search_replace_cases() {
-    let cases: Vec<Value> = serde_json::from_slice(
-        &std::fs::read(fixtures().join("aider/cases.json")).unwrap(),
-    )
-    .unwrap();
+    let cases: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(fixtures().join("aider/cases.json")).unwrap())
+            .unwrap();
     assert_eq!(cases.len(), 20, "the suite has 20 cases");
     let to_files = |v: &Value| -> Files {
         v.as_object()
