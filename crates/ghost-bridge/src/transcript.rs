@@ -85,9 +85,11 @@ mod yaml;
 /// One patch candidate found in a transcript.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Extracted {
-    /// 1-based number of the block among all fenced blocks of the text.
-    pub block: usize,
-    /// 1-based line of the block's opening fence.
+    /// 1-based number of the block among all fenced blocks of the text;
+    /// `None` for an agent's patch outside any fenced block.
+    pub block: Option<usize>,
+    /// 1-based line of the block's opening fence (for an agent's patch: the
+    /// line where it starts).
     pub line: usize,
     /// The candidate patch as JSON, or why this block could not be read.
     pub result: Result<Value, String>,
@@ -256,7 +258,8 @@ fn blocks(text: &str) -> Vec<Block<'_>> {
 /// rules). Never panics; the output is in text order.
 pub fn extract(text: &str) -> Vec<Extracted> {
     let mut out = Vec::new();
-    for b in blocks(text) {
+    let all = blocks(text);
+    for b in &all {
         if b.lang == Lang::Other {
             continue;
         }
@@ -277,14 +280,29 @@ pub fn extract(text: &str) -> Vec<Extracted> {
                 Vec::new()
             }
         } else {
-            read_block(&b, &content)
+            read_block(b, &content)
         };
         out.extend(results.into_iter().map(|result| Extracted {
-            block: b.number,
+            block: Some(b.number),
             line: b.line,
             result,
         }));
     }
+    // Agents' formats, found by their own markers (lines split as here).
+    let normalised = split_lines(text).join("\n");
+    for f in ghost_core::patch::agent::detect::find(&normalised) {
+        let inside = all.iter().find(|b| {
+            let last = b.line + b.lines.len() + usize::from(b.closed);
+            b.line <= f.line && f.line <= last
+        });
+        out.push(Extracted {
+            block: inside.map(|b| b.number),
+            line: f.line,
+            result: f.result,
+        });
+    }
+    // Stable: the items of one block keep their order.
+    out.sort_by_key(|e| e.line);
     out
 }
 
@@ -453,7 +471,7 @@ mod tests {
                 e.result
                     .as_ref()
                     .err()
-                    .map(|r| (e.block, e.line, r.as_str()))
+                    .map(|r| (e.block.unwrap_or(0), e.line, r.as_str()))
             })
             .collect()
     }
@@ -479,14 +497,14 @@ mod tests {
     fn three_blocks_one_invalid() {
         let x = extract(THREE);
         assert_eq!(x.len(), 3, "{x:?}");
-        assert_eq!((x[0].block, x[0].line), (1, 3));
+        assert_eq!((x[0].block, x[0].line), (Some(1), 3));
         assert_eq!(x[0].result.as_ref().unwrap()["id"], "p1");
-        assert_eq!((x[1].block, x[1].line), (2, 9));
+        assert_eq!((x[1].block, x[1].line), (Some(2), 9));
         let e = x[1].result.as_ref().unwrap_err();
         // The error is on the block's second line: transcript line 11.
         assert!(e.contains("invalid JSON at line 11 column"), "{e}");
         assert!(e.contains("expected `,` or `}`"), "{e}");
-        assert_eq!((x[2].block, x[2].line), (3, 14));
+        assert_eq!((x[2].block, x[2].line), (Some(3), 14));
         assert_eq!(x[2].result.as_ref().unwrap()["id"], "p3");
     }
 
@@ -626,7 +644,7 @@ target_file: x\n\
                     "float": 3.0, "1": "quoted key"})
         );
         assert_eq!(x[1].result.as_ref().unwrap(), &json!({"target_file": "x"}));
-        assert!(x.iter().all(|e| (e.block, e.line) == (1, 1)));
+        assert!(x.iter().all(|e| (e.block, e.line) == (Some(1), 1)));
     }
 
     #[test]
@@ -673,19 +691,19 @@ after\n";
         // nests fences inside a non-candidate block for the first check.
         let x = extract(text);
         assert_eq!(x.len(), 2, "{x:?}");
-        assert_eq!((x[0].block, x[0].line), (1, 1));
+        assert_eq!((x[0].block, x[0].line), (Some(1), 1));
         assert!(x[0].result.as_ref().unwrap_err().contains("invalid JSON"));
         // The tilde block ends at the ~~~~~ line, not at the ``` inside it,
         // and its content (with a ``` line) is not valid JSON: untagged but
         // looks like a patch, so it is reported.
-        assert_eq!((x[1].block, x[1].line), (2, 9));
+        assert_eq!((x[1].block, x[1].line), (Some(2), 9));
         assert!(x[1].result.as_ref().unwrap_err().contains("invalid JSON"));
 
         let ok = "````markdown\n```json\n{\"operations\": []}\n```\n````\n\
 ~~~ json title=\"p.json\"\n{\"id\": \"t\", \"operations\": []}\n~~~\n";
         let x = extract(ok);
         assert_eq!(x.len(), 1, "{x:?}");
-        assert_eq!((x[0].block, x[0].line), (2, 6));
+        assert_eq!((x[0].block, x[0].line), (Some(2), 6));
         assert_eq!(x[0].result.as_ref().unwrap()["id"], "t");
     }
 
@@ -723,15 +741,39 @@ after\n";
     }
 
     #[test]
+    fn agents_formats_beside_json_blocks_and_prose() {
+        let text = "Plan:\n\n```json\n{\"operations\": [{\"op\": \"delete\", \"path\": \"x\"}]}\n```\n\
+Then the agent ran:\n\napply_patch <<'EOF'\n*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch\nEOF\n\n\
+b.txt\n```python\n<<<<<<< SEARCH\nold\n=======\nnew\n>>>>>>> REPLACE\n```\n\n\
+```diff\n--- a/c.txt\n+++ b/c.txt\n@@ -1 +1 @@\n-x\n+y\n```\n";
+        let x = extract(text);
+        let at: Vec<(Option<usize>, usize)> = x.iter().map(|e| (e.block, e.line)).collect();
+        assert_eq!(at, [(Some(1), 3), (None, 9), (Some(2), 17), (Some(3), 24)]);
+        let op = |i: usize| oks(&x[i..=i])[0]["operations"][0]["op"].clone();
+        assert_eq!(
+            [op(0), op(1), op(2), op(3)],
+            [
+                json!("delete"),
+                json!("apply_patch"),
+                json!("search_replace"),
+                json!("apply_patch")
+            ]
+        );
+    }
+
+    #[test]
     fn untagged_and_other_languages() {
         let text = "```\n$ cargo test\nok\n```\n\
 ```\n{\"name\": \"not a patch\"}\n```\n\
 ```rust\n{\"operations\": [}\n```\n\
-```diff\n--- a\n+++ b\n```\n\
 ```sh\necho '{\"operations\": []}'\n```\n\
 ```\n[1, 2]\n```\n\
 ```\n\n```\n";
         assert!(extract(text).is_empty());
+        // A diff block is an agent's patch (read at admission).
+        let x = extract("```diff\n--- a\n+++ b\n```\n");
+        assert_eq!((x.len(), x[0].block, x[0].line), (1, Some(1), 1));
+        assert!(x[0].result.is_ok());
         // JSON that is not a patch (a package.json in a chat) is skipped…
         assert!(extract("```json\n{\"name\": \"package\"}\n```\n").is_empty());
         assert!(extract("```json\n\"text\"\n```\n").is_empty());
@@ -757,7 +799,7 @@ after\n";
             "x\n```json\n[{\"operations\": []}, 5, {\"blockId\": \"b\", \"mutations\": []}]\n```\n",
         );
         assert_eq!(x.len(), 3);
-        assert!(x.iter().all(|e| (e.block, e.line) == (1, 2)));
+        assert!(x.iter().all(|e| (e.block, e.line) == (Some(1), 2)));
         assert!(x[0].result.is_ok() && x[2].result.is_ok());
         let e = x[1].result.as_ref().unwrap_err();
         assert!(
@@ -819,12 +861,17 @@ after\n";
             let n_lines = split_lines(&text).len();
             let x = extract(&text);
             for w in x.windows(2) {
+                prop_assert!(w[0].line <= w[1].line);
+            }
+            let fenced: Vec<&Extracted> = x.iter().filter(|e| e.block.is_some()).collect();
+            for w in fenced.windows(2) {
                 prop_assert!(w[0].block <= w[1].block);
-                prop_assert_eq!(w[0].block < w[1].block, w[0].line < w[1].line);
             }
             for e in &x {
-                prop_assert!(e.block >= 1 && e.line >= 1 && e.line <= n_lines);
-                prop_assert!(e.block <= e.line);
+                prop_assert!(e.line >= 1 && e.line <= n_lines);
+                if let Some(b) = e.block {
+                    prop_assert!(b >= 1 && b <= e.line);
+                }
             }
         }
 
