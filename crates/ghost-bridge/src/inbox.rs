@@ -611,7 +611,12 @@ fn too_large(len: Option<u64>, max: u64) -> Refusal {
 }
 
 /// The items of a file, or why the whole file is refused.
-fn items_of(name: &str, kind: Content, bytes: Vec<u8>) -> std::result::Result<Vec<Item>, Refusal> {
+fn items_of(
+    name: &str,
+    kind: Content,
+    bytes: Vec<u8>,
+    target: Option<&str>,
+) -> std::result::Result<Vec<Item>, Refusal> {
     match kind {
         Content::Json => {
             let v: Value = serde_json::from_slice(&bytes)
@@ -682,7 +687,14 @@ fn items_of(name: &str, kind: Content, bytes: Vec<u8>) -> std::result::Result<Ve
                     block: e.block,
                     line: Some(e.line),
                     detail,
-                    value: e.result.clone().map(|v| (v, None)),
+                    value: e.result.clone().map(|v| {
+                        let v = if e.agent {
+                            ghost_core::patch::agent::detect::for_target(v, target)
+                        } else {
+                            v
+                        };
+                        (v, None)
+                    }),
                 });
             }
             Ok(items)
@@ -750,8 +762,8 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
                     Some(ReadOutcome::Gone) => return Taken::Gone,
                     Some(ReadOutcome::Refused(r)) => Err(r),
                     Some(ReadOutcome::Bytes(bytes)) => {
-                        let n = fname.clone();
-                        match blocking(move || items_of(&n, kind, bytes)).await {
+                        let (n, t) = (fname.clone(), target.clone());
+                        match blocking(move || items_of(&n, kind, bytes, t.as_deref())).await {
                             Some(r) => r,
                             None => {
                                 return Taken::Retry(

@@ -93,6 +93,10 @@ pub struct Extracted {
     pub line: usize,
     /// The candidate patch as JSON, or why this block could not be read.
     pub result: Result<Value, String>,
+    /// An agent's patch made into a native document (not a JSON or YAML
+    /// block): the submission's target belongs in it
+    /// (`ghost_core::patch::agent::detect::for_target`).
+    pub agent: bool,
 }
 
 /// The keys that make an object patch-shaped.
@@ -286,6 +290,7 @@ pub fn extract(text: &str) -> Vec<Extracted> {
             block: Some(b.number),
             line: b.line,
             result,
+            agent: false,
         }));
     }
     // Agents' formats, found by their own markers (lines split as here).
@@ -299,6 +304,7 @@ pub fn extract(text: &str) -> Vec<Extracted> {
             block: inside.map(|b| b.number),
             line: f.line,
             result: f.result,
+            agent: true,
         });
     }
     // Stable: the items of one block keep their order.

@@ -350,6 +350,11 @@ pub(super) async fn transcript(
         };
         match b.result {
             Ok(v) => {
+                let v = if b.agent {
+                    ghost_core::patch::agent::detect::for_target(v, target)
+                } else {
+                    v
+                };
                 let id = id_hint(&v);
                 let s = Source {
                     channel: src.channel.clone(),

@@ -1,8 +1,8 @@
 //! Finding agents' patches in free text: a chat transcript, an agent's log,
 //! a file saved from a reply, `git diff` output. Each patch found becomes a
-//! native patch document (`{"operations": [...]}`, no id and no target: the id
-//! comes from the content, the target from the submission) that goes through
-//! the one admission path like any other.
+//! native patch document (`{"operations": [...]}`, no id: the id comes from
+//! the content; the submission's target is put in by [`for_target`]) that
+//! goes through the one admission path like any other.
 //!
 //! What is found, in the order of the text:
 //!
@@ -211,6 +211,48 @@ pub fn find(text: &str) -> Vec<Found> {
     }
     found.sort_by_key(|f| f.line);
     found
+}
+
+/// A found document for `target` (the submission's `--target`, `?target=`,
+/// inbox subdirectory): the target goes into the document, so the same
+/// agent's text sent for two targets is two patches (an id-less patch's id
+/// comes from its content).
+pub fn for_target(mut doc: Value, target: Option<&str>) -> Value {
+    if let (Some(t), Some(obj)) = (target, doc.as_object_mut()) {
+        obj.entry("target").or_insert_with(|| json!(t));
+    }
+    doc
+}
+
+/// For a submission's bytes (`ghostctl submit FILE`, `ghostctl submit -`):
+/// `None` when they are a JSON document (the first non-blank character, past
+/// a byte order mark, is `{` or `[`), for the JSON parser; otherwise the
+/// agents' patches found in the text, or why there is none.
+pub fn in_submission(bytes: &[u8]) -> Option<Result<Vec<Found>, String>> {
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if matches!(first, Some(b'{' | b'[')) {
+        return None;
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            return Some(Err(format!(
+                "neither JSON nor UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            )))
+        }
+    };
+    let found = find(text);
+    Some(if found.is_empty() {
+        Err(
+            "no patch found: the text is neither JSON nor holds an apply_patch envelope, \
+             SEARCH/REPLACE blocks or a unified diff"
+                .into(),
+        )
+    } else {
+        Ok(found)
+    })
 }
 
 #[cfg(test)]
