@@ -424,3 +424,33 @@ fn a_diff_on_stdin_and_a_reply_in_a_targets_inbox() {
         "{summary}"
     );
 }
+
+/// The README's examples of the agents' formats apply on the embedded
+/// defaults, through `ghostctl submit`.
+#[test]
+fn the_examples_of_the_agent_formats_apply() {
+    let env = TestEnv::new("");
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for f in ["apply-patch.txt", "search-replace.md", "unified.diff"] {
+        let out = env.ghostctl(&["submit", ex.join(f).to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{f}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    env.drain();
+    let tree = env.tree("default");
+    let read = |p: &str| std::fs::read_to_string(tree.join(p)).unwrap();
+    assert_eq!(
+        read("agent/hello.txt"),
+        "Hello from an apply_patch envelope.\n(a later section sees what an earlier one did)\nIt is applied all or nothing, like every patch.\n"
+    );
+    assert_eq!(read("agent/aider.txt"), "one\n2\nthree\n");
+    assert_eq!(
+        read("agent/diff.txt"),
+        "created by a diff\nin a fenced block\n"
+    );
+    assert_eq!(env.list("default", QueueState::Done).len(), 3);
+}

@@ -65,6 +65,17 @@
 //! Parse errors name the line and column in the *transcript* (the fence line
 //! plus the line inside the block; the column counts the indentation removed).
 //!
+//! # Agents' patches
+//!
+//! Besides the blocks above, every patch an agent writes is found by its own
+//! markers, wherever it stands (in prose, in a fenced block of any language,
+//! in a heredoc): `apply_patch` envelopes, SEARCH/REPLACE blocks (together
+//! one patch), blocks tagged `diff` or `patch`, and a unified diff outside
+//! the fences ([`ghost_core::patch::agent::detect`]). Each is an
+//! [`Extracted`] with `agent` set, `line` the line where it starts, and
+//! `block` the fenced block it stands in (`None` outside any). The output is
+//! ordered by `line`; the items of one block keep their order.
+//!
 //! # YAML
 //!
 //! Read with `yaml-rust2` (YAML 1.2 core schema) straight into JSON values:
