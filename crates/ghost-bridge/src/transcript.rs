@@ -44,9 +44,8 @@
 //! A value is *patch-shaped* when it is an object with one of the keys
 //! `operations`, `mutations`, `blockId`, `target_file`, `patch` (the shapes the
 //! patch parser knows). An array is read as a list of patches: each element is
-//! its own [`Extracted`], all with the block's `block` and `line` (so the output
-//! is ordered, `block` and `line` never decrease, and a consumer numbers the
-//! elements of one block by counting equal `block`s). An element that is not
+//! its own [`Extracted`], all with the block's `block` and `line` (so a
+//! consumer numbers the elements of one block by counting equal `block`s). An element that is not
 //! patch-shaped is an `Err` naming its 1-based position. An untagged array
 //! with no patch-shaped element is skipped; a tagged empty array is an `Err`.
 //!
