@@ -197,8 +197,10 @@ fn is_blank(s: &str) -> bool {
     s.trim().is_empty()
 }
 
+/// Bytes of indentation: spaces and tabs only, so that slicing there is
+/// always at a character boundary.
 fn leading_ws(s: &str) -> usize {
-    s.len() - s.trim_start().len()
+    s.bytes().take_while(|b| *b == b' ' || *b == b'\t').count()
 }
 
 /// The positions (from `from`) where `old` matches on `rung`, with the

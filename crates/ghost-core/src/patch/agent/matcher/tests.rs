@@ -115,3 +115,88 @@ fn a_leading_blank_search_line_is_dropped_and_reported() {
     assert_eq!(a.text, "    new_line1\n    new_line2\n    line3\n");
     assert!(a.notes[0].contains("blank line"), "{:?}", a.notes);
 }
+
+#[test]
+fn indentation_is_spaces_and_tabs_only() {
+    // An ideographic space is not indentation: no slicing inside it.
+    let e = apply(
+        &p(),
+        "\u{3000}a\n b\n",
+        &[hunk(&["\u{3000}x", " b"], &[" c"])],
+    );
+    assert!(e.is_err());
+    let a = apply(
+        &p(),
+        "\tif x:\n\t\ty\n",
+        &[hunk(&["if x:", "\ty"], &["if x:", "\tz"])],
+    )
+    .unwrap();
+    assert_eq!(a.text, "\tif x:\n\t\tz\n");
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "",
+            " ",
+            "\t",
+            "a",
+            " a",
+            "  a",
+            "\ta",
+            "a ",
+            "b",
+            "\u{3000}a",
+            "é",
+            "\r",
+            "@@",
+            "+x",
+            "-y",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the file and the hunk, the matcher answers (never
+        /// panics), and an exact unique match applies exactly.
+        #[test]
+        fn never_panics_and_exact_edits_are_exact(
+            file in prop::collection::vec(line(), 0..12),
+            old in prop::collection::vec(line(), 0..4),
+            new in prop::collection::vec(line(), 0..4),
+            at_eof in any::<bool>(),
+            stated in prop::option::of(0usize..14),
+        ) {
+            let text = file.join("\n");
+            let h = Hunk { old: old.clone(), new: new.clone(), at_eof, line: stated, ..Hunk::default() };
+            let _ = apply(&p(), &text, &[h]);
+            // The file's own lines i..i+n, searched for, are found somewhere.
+            if file.len() >= 2 && !file.contains(&"\r".to_string()) {
+                let text = format!("{}\n", file.join("\n"));
+                let h = Hunk { old: file[..2].to_vec(), new: vec!["NEW".into()], line: Some(1), ..Hunk::default() };
+                let a = apply(&p(), &text, &[h]).unwrap();
+                prop_assert!(a.text.starts_with("NEW\n"), "{:?}", a.text);
+            }
+        }
+
+        /// The parsers and the detector never panic on any text.
+        #[test]
+        fn parsers_never_panic(lines in prop::collection::vec(prop::sample::select(vec![
+            "*** Begin Patch", "*** End Patch", " *** Update File: a", "*** Add File: b", "*** Delete File: c",
+            "*** Move to: d", "@@", "@@ fn f", "+x", "-x", " x", "", "*** End of File", "--- a/x", "+++ b/x",
+            "@@ -1,2 +1 @@", "\\ No newline at end of file", "diff --git a/x b/x", "rename from x",
+            "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE", "```", "```diff", "f.txt", "é", "\r",
+        ]), 0..30)) {
+            let text = lines.join("\n");
+            let _ = crate::patch::agent::apply_patch::parse(&text);
+            let _ = crate::patch::agent::diff::parse(&text);
+            let _ = crate::patch::agent::search_replace::find(&text, &|_| false);
+            let _ = crate::patch::agent::detect::find(&text);
+        }
+    }
+}
