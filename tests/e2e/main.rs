@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod admission;
+mod agent_formats;
 mod batch;
 mod bridge;
 mod bridge_attack;

@@ -4,7 +4,8 @@
 //!
 //! # Watching
 //!
-//! `inbox/` is watched (not recursively) with `notify`, and rescanned every
+//! `inbox/` and `inbox/<target>/` for every configured target (created at
+//! start) are watched (not recursively) with `notify`, and rescanned every
 //! `bridge.inbox_scan_interval` in case the watcher misses an event (an
 //! overflowed queue, a filesystem without inotify). Every event only prompts a
 //! scan; the scan decides.
@@ -14,7 +15,8 @@
 //! - Never taken: names starting with `.` (hidden), and names ending in `.tmp`,
 //!   `.part`, `.partial`, `.swp` or `~` (any case). Write under such a name and
 //!   rename the finished file to its real name: that is the reliable way in.
-//! - Ignored: subdirectories (`.processed/` and `.rejected/` among them).
+//! - Ignored: subdirectories other than the targets' (`.processed/` and
+//!   `.rejected/` among them), and anything below a target's subdirectory.
 //! - A file that arrives by rename (the watcher reports a rename *to* it) is
 //!   complete and taken at once.
 //! - Any other entry is taken once it has looked the same — size, mtime,
@@ -35,8 +37,12 @@
 //! # What a file holds
 //!
 //! By extension (any case): `.json` is one patch (an object, stored with its
-//! exact bytes) or an array of patches; `.md`, `.markdown` and `.txt` are chat
-//! transcripts, read with [`crate::transcript::extract`]. Anything else, a
+//! exact bytes) or an array of patches; `.md`, `.markdown`, `.txt`, `.diff`
+//! and `.patch` are chat transcripts and agents' patches, read with
+//! [`crate::transcript::extract`]. A file in `inbox/<target>/` is for that
+//! target when its patches name none (a patch naming another target is
+//! refused); it is filed in the same `.processed/` and `.rejected/` as the
+//! others, its record's `file` being `<target>/<name>`. Anything else, a
 //! file larger than `bridge.max_body_bytes` (checked before reading, and
 //! reading stops past the limit), malformed JSON, an empty array, a transcript
 //! that is not UTF-8, and a transcript with no candidate block at all
@@ -119,7 +125,7 @@ use ghost_core::Result;
 /// Name endings that mark a file still being written (compared case-insensitively).
 const TEMP_SUFFIXES: [&str; 5] = [".tmp", ".part", ".partial", ".swp", "~"];
 const JSON_EXTS: [&str; 1] = ["json"];
-const TRANSCRIPT_EXTS: [&str; 3] = ["md", "markdown", "txt"];
+const TRANSCRIPT_EXTS: [&str; 5] = ["md", "markdown", "txt", "diff", "patch"];
 
 /// True for a name the inbox never takes (hidden or temporary).
 pub fn never_taken(name: &OsStr) -> bool {
@@ -168,9 +174,27 @@ impl Fingerprint {
     }
 }
 
-/// The entries of the inbox that may one day be taken.
-fn scan(dir: &Path) -> std::io::Result<Vec<(OsString, Fingerprint)>> {
+/// The entries of the inbox that may one day be taken: the files of
+/// `inbox/` and of each `inbox/<target>/` of `targets`, keyed by their path
+/// relative to `inbox/` (`name` or `target/name`).
+fn scan(dir: &Path, targets: &[String]) -> std::io::Result<Vec<(OsString, Fingerprint)>> {
     let mut out = Vec::new();
+    list(dir, None, &mut out)?;
+    for t in targets {
+        let sub = dir.join(t);
+        // Only a real directory: a symlink there is not followed.
+        if std::fs::symlink_metadata(&sub).is_ok_and(|m| m.is_dir()) {
+            list(&sub, Some(t), &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn list(
+    dir: &Path,
+    target: Option<&str>,
+    out: &mut Vec<(OsString, Fingerprint)>,
+) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let Ok(e) = e else { continue };
         let name = e.file_name();
@@ -184,9 +208,28 @@ fn scan(dir: &Path) -> std::io::Result<Vec<(OsString, Fingerprint)>> {
         if m.is_dir() {
             continue;
         }
-        out.push((name, Fingerprint::of(&m)));
+        let key = match target {
+            Some(t) => {
+                let mut k = OsString::from(format!("{t}/"));
+                k.push(&name);
+                k
+            }
+            None => name,
+        };
+        out.push((key, Fingerprint::of(&m)));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The target a key's subdirectory names, and the file's own name.
+fn split_key(key: &OsStr) -> (Option<String>, OsString) {
+    let p = Path::new(key);
+    let file = p.file_name().unwrap_or(key).to_os_string();
+    let target = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.to_string_lossy().into_owned());
+    (target, file)
 }
 
 enum Msg {
@@ -249,11 +292,15 @@ async fn run_inner(
         bridge.inbox_scan_interval.max(Duration::from_millis(1)),
     );
     let inbox = layout.inbox();
+    let targets: Vec<String> = ing.config().targets.keys().cloned().collect();
     for d in [
         inbox.clone(),
         layout.inbox_processed(),
         layout.inbox_rejected(),
-    ] {
+    ]
+    .into_iter()
+    .chain(targets.iter().map(|t| inbox.join(t)))
+    {
         ensure_dir(&d)?;
     }
     // Records whose durable write was cut short by a crash.
@@ -264,6 +311,7 @@ async fn run_inner(
     }
 
     let (tx, rx) = mpsc::channel::<Msg>(1024);
+    let root = inbox.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let msg = match res {
             Ok(ev) => {
@@ -272,8 +320,8 @@ async fn run_inner(
                     EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => ev.paths.get(1),
                     _ => None,
                 };
-                match to.and_then(|p| p.file_name()) {
-                    Some(n) => Msg::Renamed(n.to_os_string()),
+                match to.and_then(|p| p.strip_prefix(&root).ok()) {
+                    Some(n) => Msg::Renamed(n.as_os_str().to_os_string()),
                     None if prompts_scan(&ev.kind) => Msg::Changed,
                     // The bridge's own reads of the inbox (and files leaving
                     // it): waking on those made every scan trigger the next.
@@ -285,7 +333,13 @@ async fn run_inner(
         // A full channel loses only a hint: the rescan and the settle rule remain.
         let _ = tx.try_send(msg);
     })
-    .and_then(|mut w| w.watch(&inbox, RecursiveMode::NonRecursive).map(|()| w));
+    .and_then(|mut w| {
+        w.watch(&inbox, RecursiveMode::NonRecursive)?;
+        for t in &targets {
+            w.watch(&inbox.join(t), RecursiveMode::NonRecursive)?;
+        }
+        Ok(w)
+    });
     let (watcher, mut rx) = match watcher {
         Ok(w) => (Some(w), Some(rx)),
         Err(e) => {
@@ -310,8 +364,8 @@ async fn run_inner(
                 }
             }
         }
-        let dir = inbox.clone();
-        let listing = tokio::task::spawn_blocking(move || scan(&dir))
+        let (dir, ts) = (inbox.clone(), targets.clone());
+        let listing = tokio::task::spawn_blocking(move || scan(&dir, &ts))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         let last_scan = Instant::now();
@@ -374,7 +428,7 @@ async fn run_inner(
                 _ = tokio::time::sleep_until(wake.into()) => break,
                 m = recv => match m {
                     Some(Msg::Renamed(n)) => {
-                        if !never_taken(&n) {
+                        if !never_taken(&split_key(&n).1) {
                             files.renamed(n);
                             break;
                         }
@@ -420,7 +474,7 @@ fn content_kind(name: &OsStr) -> std::result::Result<Content, Refusal> {
         other => Err((
             "unsupported_type",
             format!(
-                "{}; the inbox takes .json (one patch or an array of patches) and .md, .markdown, .txt (chat transcripts)",
+                "{}; the inbox takes .json (one patch or an array of patches) and .md, .markdown, .txt, .diff, .patch (chat transcripts and agents' patches)",
                 match other {
                     Some(e) => format!("unsupported file type .{e}"),
                     None => "the file name has no extension".to_string(),
@@ -499,7 +553,12 @@ fn too_large(len: Option<u64>, max: u64) -> Refusal {
 }
 
 /// The items of a file, or why the whole file is refused.
-fn items_of(name: &str, kind: Content, bytes: Vec<u8>) -> std::result::Result<Vec<Item>, Refusal> {
+fn items_of(
+    name: &str,
+    kind: Content,
+    bytes: Vec<u8>,
+    target: Option<&str>,
+) -> std::result::Result<Vec<Item>, Refusal> {
     match kind {
         Content::Json => {
             let v: Value = serde_json::from_slice(&bytes)
@@ -543,32 +602,41 @@ fn items_of(name: &str, kind: Content, bytes: Vec<u8>) -> std::result::Result<Ve
             if found.is_empty() {
                 return Err((
                     "no_patch",
-                    "no patch found in the transcript: put each patch in a fenced ```json (or ```yaml) block"
+                    "no patch found in the transcript: put each patch in a fenced ```json (or ```yaml) block, or give an apply_patch envelope, SEARCH/REPLACE blocks or a unified diff"
                         .to_string(),
                 ));
             }
             // Elements of one block's array are numbered within the block.
-            let mut per_block: HashMap<usize, usize> = HashMap::new();
+            let mut per_block: HashMap<Option<usize>, usize> = HashMap::new();
             for e in &found {
                 *per_block.entry(e.block).or_default() += 1;
             }
             let mut within = 0;
-            let mut prev = 0;
+            let mut prev = Some(0);
             let mut items = Vec::with_capacity(found.len());
             for (i, e) in found.iter().enumerate() {
                 within = if e.block == prev { within + 1 } else { 1 };
                 prev = e.block;
-                let detail = if per_block.get(&e.block).copied().unwrap_or(0) > 1 {
-                    format!("{name}#block {} item {within}", e.block)
-                } else {
-                    format!("{name}#block {}", e.block)
+                let detail = match e.block {
+                    None => format!("{name}#line {}", e.line),
+                    Some(b) if per_block.get(&e.block).copied().unwrap_or(0) > 1 => {
+                        format!("{name}#block {b} item {within}")
+                    }
+                    Some(b) => format!("{name}#block {b}"),
                 };
                 items.push(Item {
                     item: i + 1,
-                    block: Some(e.block),
+                    block: e.block,
                     line: Some(e.line),
                     detail,
-                    value: e.result.clone().map(|v| (v, None)),
+                    value: e.result.clone().map(|v| {
+                        let v = if e.agent {
+                            ghost_core::patch::agent::detect::for_target(v, target)
+                        } else {
+                            v
+                        };
+                        (v, None)
+                    }),
                 });
             }
             Ok(items)
@@ -610,6 +678,8 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
     let layout = ing.layout();
     let path = layout.inbox().join(name);
     let fname = name.to_string_lossy().into_owned();
+    // `inbox/<target>/`: the target of what names none.
+    let (target, file_name) = split_key(name);
     let max = ing.config().bridge.max_body_bytes;
     let taken_at = ghost_core::time::now_rfc3339();
     if retrying {
@@ -634,8 +704,8 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
                     Some(ReadOutcome::Gone) => return Taken::Gone,
                     Some(ReadOutcome::Refused(r)) => Err(r),
                     Some(ReadOutcome::Bytes(bytes)) => {
-                        let n = fname.clone();
-                        match blocking(move || items_of(&n, kind, bytes)).await {
+                        let (n, t) = (fname.clone(), target.clone());
+                        match blocking(move || items_of(&n, kind, bytes, t.as_deref())).await {
                             Some(r) => r,
                             None => {
                                 return Taken::Retry(
@@ -677,7 +747,7 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
                     channel: "inbox".into(),
                     detail: item.detail.clone(),
                 };
-                match ing.ingest(value, original, None, &source).await {
+                match ing.ingest(value, original, target.as_deref(), &source).await {
                     Outcome::Queued(q) => ok.push(went_in(item, "queued", &q)),
                     Outcome::Duplicate(q) => ok.push(went_in(item, "duplicate", &q)),
                     Outcome::Rejected(e) => {
@@ -717,7 +787,7 @@ async fn take(ing: &Arc<Ingestor>, name: &OsStr, fp: Fingerprint, retrying: bool
     // Decided: write the record, then move the original beside it.
     let stamp = ghost_core::queue::new_name();
     let mut stored = OsString::from(format!("{stamp}-"));
-    stored.push(name);
+    stored.push(&file_name);
     let good = errors.is_empty();
     let (dir, suffix) = if good {
         (layout.inbox_processed(), ".result.json")
@@ -971,7 +1041,10 @@ mod tests {
         assert_eq!(rec["items"][0]["name"], pending[0].as_str());
         assert_eq!(rec["items"][0]["target"], "default");
         assert!(rec["taken_at"].is_string());
-        assert_eq!(Env::names(&env.inbox()), [".processed", ".rejected"]);
+        assert_eq!(
+            Env::names(&env.inbox()),
+            [".processed", ".rejected", "default"]
+        );
         env.stop().await;
     }
 
@@ -1068,6 +1141,7 @@ mod tests {
                 ".hidden.json",
                 ".processed",
                 ".rejected",
+                "default",
                 "x.json.part",
                 "y.json.tmp",
                 "z.json~"

@@ -4,7 +4,10 @@
 //! Each file is judged on its own: an invalid one is reported with every field
 //! error and enqueues nothing, the others still go in, in command-line order
 //! (so FIFO order is the order given). What is enqueued is the file's bytes,
-//! unchanged; the parse is only the gate.
+//! unchanged; the parse is only the gate. A file that is not JSON is read for
+//! agents' patches (`apply_patch` envelopes, SEARCH/REPLACE blocks, unified
+//! diffs: `ghost_core::patch::agent::detect`); each one found is enqueued as
+//! a native patch document, reported as `FILE (line N)`.
 //!
 //! Duplicates are decided against the root's durable id index, whoever queued
 //! the first copy (the bridge, another `submit`): the same id with the same
@@ -135,44 +138,72 @@ pub fn submit(
                 continue;
             }
         };
-        let item = |q: Queued, duplicate: bool| SubmitItem {
-            file: label.clone(),
-            ok: true,
-            state: duplicate
-                .then(|| admission.layout().queue(&q.target).find(&q.name))
-                .flatten(),
-            queue_name: Some(q.name),
-            patch_id: Some(q.id),
-            target: Some(q.target),
-            duplicate,
-            errors: Vec::new(),
-        };
-        match admission.admit(&bytes, target) {
-            Outcome::Queued(q) => {
-                info!(event = "PATCH_SUBMITTED", target = %q.target, queue_name = %q.name, patch_id = %q.id,
-                      file = %label, by = %crate::util::who(), "enqueued by ghostctl submit");
-                out.push(item(q, false));
+        // Agents' formats (an apply_patch envelope, SEARCH/REPLACE blocks, a
+        // diff) become native documents, one per patch found in the text.
+        let docs: Vec<(String, Result<Vec<u8>, String>)> =
+            match ghost_core::patch::agent::detect::in_submission(&bytes) {
+                None => vec![(label.clone(), Ok(bytes))],
+                Some(Err(reason)) => vec![(label.clone(), Err(reason))],
+                Some(Ok(found)) => found
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            format!("{label} (line {})", f.line),
+                            f.result.map(|v| {
+                                let v = ghost_core::patch::agent::detect::for_target(v, target);
+                                serde_json::to_vec_pretty(&v).unwrap_or_default()
+                            }),
+                        )
+                    })
+                    .collect(),
+            };
+        for (plabel, doc) in docs {
+            let doc = match doc {
+                Ok(d) => d,
+                Err(reason) => {
+                    out.push(SubmitItem::failed(&plabel, "(document)", reason));
+                    continue;
+                }
+            };
+            let item = |q: Queued, duplicate: bool| SubmitItem {
+                file: plabel.clone(),
+                ok: true,
+                state: duplicate
+                    .then(|| admission.layout().queue(&q.target).find(&q.name))
+                    .flatten(),
+                queue_name: Some(q.name),
+                patch_id: Some(q.id),
+                target: Some(q.target),
+                duplicate,
+                errors: Vec::new(),
+            };
+            match admission.admit(&doc, target) {
+                Outcome::Queued(q) => {
+                    info!(event = "PATCH_SUBMITTED", target = %q.target, queue_name = %q.name, patch_id = %q.id,
+                          file = %plabel, by = %crate::util::who(), "enqueued by ghostctl submit");
+                    out.push(item(q, false));
+                }
+                Outcome::Duplicate(q) => out.push(item(q, true)),
+                Outcome::Conflict { id, existing } => out.push(SubmitItem::failed(
+                    &plabel,
+                    "id",
+                    conflict_reason(&id, &existing),
+                )),
+                Outcome::Rejected(e) => out.push(SubmitItem::refused(&plabel, e.errors)),
+                Outcome::Full { target, depth } => out.push(SubmitItem::failed(
+                    &plabel,
+                    "target",
+                    format!(
+                        "target {target} has {depth} pending patches, at or above bridge.high_water_mark ({}); try again later",
+                        config.bridge.high_water_mark
+                    ),
+                )),
+                Outcome::Failed(msg) => out.push(SubmitItem::failed(
+                    &plabel,
+                    "(queue)",
+                    format!("cannot enqueue: {msg}"),
+                )),
             }
-            Outcome::Duplicate(q) => out.push(item(q, true)),
-            Outcome::Conflict { id, existing } => out.push(SubmitItem::failed(
-                &label,
-                "id",
-                conflict_reason(&id, &existing),
-            )),
-            Outcome::Rejected(e) => out.push(SubmitItem::refused(&label, e.errors)),
-            Outcome::Full { target, depth } => out.push(SubmitItem::failed(
-                &label,
-                "target",
-                format!(
-                    "target {target} has {depth} pending patches, at or above bridge.high_water_mark ({}); try again later",
-                    config.bridge.high_water_mark
-                ),
-            )),
-            Outcome::Failed(msg) => out.push(SubmitItem::failed(
-                &label,
-                "(queue)",
-                format!("cannot enqueue: {msg}"),
-            )),
         }
     }
     Ok(out)

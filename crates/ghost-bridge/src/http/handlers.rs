@@ -60,7 +60,8 @@ pub(super) fn body_kind(headers: &HeaderMap) -> BodyKind {
     match mime.as_str() {
         "application/json" => BodyKind::Json,
         m if m.starts_with("application/") && m.ends_with("+json") => BodyKind::Json,
-        "text/markdown" | "text/x-markdown" | "text/plain" => BodyKind::Transcript,
+        "text/markdown" | "text/x-markdown" | "text/plain" | "text/x-apply-patch"
+        | "text/x-diff" | "text/x-patch" => BodyKind::Transcript,
         "" => BodyKind::Missing,
         _ => BodyKind::Other(clip(s, 100)),
     }
@@ -102,11 +103,12 @@ pub(super) async fn ingest_single(
     ing: &Arc<Ingestor>,
     value: Value,
     original: Option<Vec<u8>>,
+    target: Option<&str>,
     source: &Source,
 ) -> Response {
     let mut report = Report::new(true, "item");
     let id = id_hint(&value);
-    let outcome = ing.ingest(value, original, None, source).await;
+    let outcome = ing.ingest(value, original, target, source).await;
     report.record(
         At {
             item: 1,
@@ -169,6 +171,13 @@ pub(super) async fn post_patches(
         return paused_error(ing).into_response();
     }
     let src = source("POST /v1/patches", peer);
+    // `?target=NAME`: the target of content that names none (as `--target`
+    // does for `ghostctl submit`); a patch naming another one is refused.
+    let target = match target_param(&req) {
+        Ok(t) => t,
+        Err(e) => return refuse(&st, peer, &src, e),
+    };
+    let target = target.as_deref();
     let kind = body_kind(req.headers());
     if matches!(kind, BodyKind::Other(_) | BodyKind::Missing) {
         return refuse(&st, peer, &src, unsupported(&kind, ACCEPTED_TYPES));
@@ -209,24 +218,67 @@ pub(super) async fn post_patches(
                             channel: src.channel.clone(),
                             detail: format!("{}, item {}", src.detail, i + 1),
                         };
-                        let outcome = ing.ingest(v, None, None, &s).await;
+                        let outcome = ing.ingest(v, None, target, &s).await;
                         report.record(at, id, outcome, ing);
                     }
                     report.into_response(ing)
                 }
                 // Over `bridge.max_patch_bytes` (but within the body limit),
                 // the ingestor refuses it by field: a 400 (docs/http.md).
-                v => ingest_single(ing, v, Some(bytes.to_vec()), &src).await,
+                v => ingest_single(ing, v, Some(bytes.to_vec()), target, &src).await,
             }
         }
-        _ => transcript(&st, peer, bytes, &src).await,
+        _ => transcript(&st, peer, bytes, target, &src).await,
     }
+}
+
+/// The `target` query parameter, resolved (an alias gives its target).
+fn target_param(req: &Request) -> Result<Option<String>, ApiError> {
+    if req.uri().query().is_none() {
+        return Ok(None);
+    }
+    let axum::extract::Query(params) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri()).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "(query)",
+                format!("the query string cannot be read: {e}"),
+            )
+        })?;
+    let mut target = None;
+    for (k, v) in params {
+        match k.as_str() {
+            "target" if target.is_none() => target = Some(v),
+            "target" => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "target",
+                    "`target` is given more than once",
+                ))
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "(query)",
+                    format!(
+                        "unknown query parameter {:?}; the only one is `target`",
+                        clip(other, 40)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(target)
 }
 
 pub(super) async fn transcript(
     st: &AppState,
     peer: SocketAddr,
     bytes: Bytes,
+    target: Option<&str>,
     src: &Source,
 ) -> Response {
     let ing = &st.ingestor;
@@ -282,7 +334,8 @@ pub(super) async fn transcript(
                 StatusCode::BAD_REQUEST,
                 "no_patch",
                 "(document)",
-                "the transcript holds no patch: put each patch in a fenced ```json block",
+                "the text holds no patch: put each patch in a fenced ```json block, or send an apply_patch \
+                 envelope, SEARCH/REPLACE blocks or a unified diff",
             ),
         );
     }
@@ -292,17 +345,25 @@ pub(super) async fn transcript(
     for (i, b) in blocks.into_iter().enumerate() {
         let at = At {
             item: i + 1,
-            block: Some(b.block),
+            block: b.block,
             line: Some(b.line),
         };
         match b.result {
             Ok(v) => {
+                let v = if b.agent {
+                    ghost_core::patch::agent::detect::for_target(v, target)
+                } else {
+                    v
+                };
                 let id = id_hint(&v);
                 let s = Source {
                     channel: src.channel.clone(),
-                    detail: format!("{}, block {} (line {})", src.detail, b.block, b.line),
+                    detail: match b.block {
+                        Some(n) => format!("{}, block {n} (line {})", src.detail, b.line),
+                        None => format!("{}, line {}", src.detail, b.line),
+                    },
                 };
-                let outcome = ing.ingest(v, None, None, &s).await;
+                let outcome = ing.ingest(v, None, target, &s).await;
                 report.record(at, id, outcome, ing);
             }
             Err(reason) => {
@@ -310,9 +371,9 @@ pub(super) async fn transcript(
                     .extraction_failures
                     .fetch_add(1, Ordering::Relaxed);
                 if failed_blocks.is_empty() {
-                    failed_blocks.push((b.block, b.line, clip(&reason, 300)));
+                    failed_blocks.push((b.block.unwrap_or(0), b.line, clip(&reason, 300)));
                 } else {
-                    failed_blocks.push((b.block, b.line, String::new()));
+                    failed_blocks.push((b.block.unwrap_or(0), b.line, String::new()));
                 }
                 report.extraction_failed(at, reason);
             }
@@ -379,7 +440,7 @@ pub(super) async fn post_webhook(
             ),
         );
     }
-    ingest_single(ing, value, Some(bytes.to_vec()), &src).await
+    ingest_single(ing, value, Some(bytes.to_vec()), None, &src).await
 }
 
 pub(super) async fn post_ingest_patch(
@@ -424,7 +485,7 @@ pub(super) async fn post_ingest_patch(
         // Logged for the person reading the log, never stored with the patch.
         info!(event = "INGEST_METADATA", source = %src.detail, patch_id = %clip(&document_id(&patch), 256), metadata = %clip(&meta.to_string(), 2000), "legacy metadata");
     }
-    ingest_single(ing, patch, None, &src).await
+    ingest_single(ing, patch, None, None, &src).await
 }
 
 pub(super) async fn get_patch(

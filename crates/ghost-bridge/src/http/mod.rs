@@ -4,7 +4,10 @@
 //! Routes:
 //! - `POST /v1/patches`: `application/json` (one patch, or an array of them)
 //!   or `text/markdown`/`text/plain` (a chat transcript; every fenced block
-//!   that holds a patch is taken).
+//!   that holds a patch is taken, and every agent's patch: `apply_patch`
+//!   envelopes, SEARCH/REPLACE blocks, unified diffs), or
+//!   `text/x-apply-patch`/`text/x-diff`/`text/x-patch` (read the same way).
+//!   `?target=NAME` gives the target of content that names none.
 //! - `POST /webhook` (the legacy webhook shape) and `POST /ingest/patch`
 //!   (`{patch, metadata}`): compatibility routes for the old senders.
 //! - `GET /v1/patches/{id}`: an entry's state, record and summary, by patch id
@@ -80,7 +83,8 @@ impl AppState {
 
 /// The content types `POST /v1/patches` accepts, for the 415 answer.
 const ACCEPTED_TYPES: &str =
-    "application/json (one patch or an array), text/markdown or text/plain (a transcript)";
+    "application/json (one patch or an array), text/markdown or text/plain \
+     (a transcript), text/x-apply-patch, text/x-diff or text/x-patch (an agent's patch)";
 
 /// Build the router. Requests need a `ConnectInfo<SocketAddr>` extension
 /// (the server inserts it): the rate limit and the logs use the peer.

@@ -52,8 +52,14 @@ impl Report {
             let field = if self.single {
                 e.field.clone()
             } else {
-                let n = at.block.unwrap_or(at.item);
-                format!("{} {n}: {}", self.label, e.field)
+                match (at.block, at.line) {
+                    // An agent's patch outside any fenced block: its line.
+                    (None, Some(l)) if self.label == "block" => format!("line {l}: {}", e.field),
+                    _ => {
+                        let n = at.block.unwrap_or(at.item);
+                        format!("{} {n}: {}", self.label, e.field)
+                    }
+                }
             };
             self.errors.push(field_error(&field, e.reason.clone()));
         }

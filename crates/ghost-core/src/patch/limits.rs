@@ -85,6 +85,15 @@ pub fn validate_limits(patch: &Patch, limits: &LimitsConfig) -> Result<(), Patch
             Operation::Diff { files } => {
                 total_hunks += files.iter().map(|f| hunks(&f.text)).sum::<usize>();
             }
+            Operation::ApplyPatch { files } => {
+                total_hunks += files
+                    .iter()
+                    .map(|f| match f {
+                        crate::patch::agent::FileEdit::Update { hunks, .. } => hunks.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>();
+            }
             _ => {}
         }
     }

@@ -159,6 +159,16 @@ pub enum Operation {
     Chmod { path: RelPath, mode: u32 },
     /// A unified diff (git's format included), already split per file.
     Diff { files: Vec<FileDiff> },
+    /// An agent's patch: an `apply_patch` envelope, or a unified diff read
+    /// leniently, as file edits (see `patch::agent`).
+    ApplyPatch { files: Vec<super::agent::FileEdit> },
+    /// A SEARCH/REPLACE block: `search` must match exactly one place of `path`
+    /// (see `patch::agent::matcher`); empty, it creates the file.
+    SearchReplace {
+        path: RelPath,
+        search: String,
+        replace: String,
+    },
 }
 
 /// One file's part of a unified diff.

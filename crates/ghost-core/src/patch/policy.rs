@@ -191,6 +191,19 @@ pub fn check(patch: &Patch, target: &TargetSpec) -> Vec<FieldError> {
                 paths.push((at("path"), path));
                 modes.push((at("mode"), *mode, path));
             }
+            Operation::SearchReplace { path, .. } => paths.push((at("path"), path)),
+            Operation::ApplyPatch { files } => {
+                for (j, f) in files.iter().enumerate() {
+                    let field = format!("operations[{i}].patch (file {})", j + 1);
+                    paths.push((field.clone(), f.path()));
+                    if let crate::patch::agent::FileEdit::Update {
+                        move_to: Some(to), ..
+                    } = f
+                    {
+                        paths.push((field, to));
+                    }
+                }
+            }
             Operation::Diff { files } => {
                 for (j, f) in files.iter().enumerate() {
                     let field = format!("operations[{i}].diff (file {})", j + 1);

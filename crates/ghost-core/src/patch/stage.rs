@@ -47,6 +47,7 @@ use serde::Serialize;
 
 use crate::config::LimitsConfig;
 use crate::hash::md5_hex;
+use crate::patch::agent::FileEdit;
 use crate::patch::{FileDiff, Operation, RelPath};
 
 /// Permission bits (e.g. 0o644) and bytes of a regular file.
@@ -332,24 +333,12 @@ pub fn stage_with(
                 })?;
         results.push(OpResult {
             index,
-            op: op_name(op),
+            op: op.name(),
             files,
             detail,
         });
     }
     Ok(ov.finish(results))
-}
-
-fn op_name(op: &Operation) -> &'static str {
-    match op {
-        Operation::Write { .. } => "write",
-        Operation::Replace { .. } => "replace",
-        Operation::Regex { .. } => "regex",
-        Operation::Delete { .. } => "delete",
-        Operation::Rename { .. } => "rename",
-        Operation::Chmod { .. } => "chmod",
-        Operation::Diff { .. } => "diff",
-    }
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -628,7 +617,136 @@ impl Overlay<'_> {
             Operation::Rename { from, to } => self.rename(from, to),
             Operation::Chmod { path, mode } => self.chmod(path, *mode),
             Operation::Diff { files } => self.diff(files),
+            Operation::ApplyPatch { files } => self.agent_edits(files),
+            Operation::SearchReplace {
+                path,
+                search,
+                replace,
+            } => self.search_replace(path, search, replace),
         }
+    }
+
+    /// An agent's file edits (`apply_patch`), in order; the notes of every
+    /// tolerant match go into the detail.
+    fn agent_edits(&mut self, edits: &[FileEdit]) -> Result<Outcome> {
+        let mut files = Vec::new();
+        let mut notes = Vec::new();
+        let (mut added, mut deleted, mut updated, mut moved) = (0, 0, 0, 0);
+        for edit in edits {
+            self.check_deadline()?;
+            match edit {
+                FileEdit::Add { path, content } => {
+                    let before = self.writable(path)?;
+                    let after = FileData {
+                        bytes: content.as_bytes().to_vec(),
+                        mode: before.as_ref().map_or(self.default_mode, |d| d.mode),
+                    };
+                    files.push(change(path, before.as_ref(), Some(&after)));
+                    self.put(path, after)?;
+                    added += 1;
+                }
+                FileEdit::Delete { path } => {
+                    let before = self.existing_file(path)?;
+                    files.push(change(path, Some(&before), None));
+                    self.remove(path);
+                    deleted += 1;
+                }
+                FileEdit::Update {
+                    path,
+                    move_to,
+                    hunks,
+                } => {
+                    let before = self.existing_file(path)?;
+                    let text = as_text(&before, path)?;
+                    let applied = super::agent::matcher::apply(path, text, hunks)
+                        .map_err(StageError::diff)?;
+                    notes.extend(applied.notes);
+                    let after = FileData {
+                        bytes: applied.text.into_bytes(),
+                        mode: before.mode,
+                    };
+                    match move_to {
+                        Some(to) if to != path => {
+                            // The tool's semantics: the destination is overwritten.
+                            let existing = self.writable(to)?;
+                            files.push(change(path, Some(&before), None));
+                            files.push(change(to, existing.as_ref(), Some(&after)));
+                            self.remove(path);
+                            self.put(to, after)?;
+                            moved += 1;
+                        }
+                        _ => {
+                            files.push(change(path, Some(&before), Some(&after)));
+                            self.put(path, after)?;
+                            updated += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let counts: Vec<String> = [
+            (added, "added"),
+            (updated, "updated"),
+            (moved, "moved"),
+            (deleted, "deleted"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{} {what}", plural(*n, "file", "files")))
+        .collect();
+        let mut detail = counts.join(", ");
+        for n in notes {
+            detail.push_str("; ");
+            detail.push_str(&n);
+        }
+        Ok((files, detail))
+    }
+
+    /// A SEARCH/REPLACE block.
+    fn search_replace(&mut self, path: &RelPath, search: &str, replace: &str) -> Result<Outcome> {
+        if search.trim().is_empty() {
+            let before = self.writable(path)?;
+            if before.as_ref().is_some_and(|d| !d.bytes.is_empty()) {
+                return Err(StageError::precondition(format!(
+                    "{path} exists and is not empty: an empty SEARCH creates a file; \
+                     to change this one, SEARCH for the lines to replace"
+                )));
+            }
+            let after = FileData {
+                bytes: replace.as_bytes().to_vec(),
+                mode: before.as_ref().map_or(self.default_mode, |d| d.mode),
+            };
+            let fc = change(path, before.as_ref(), Some(&after));
+            self.put(path, after)?;
+            return Ok((vec![fc], "created".into()));
+        }
+        let before = self.existing_file(path)?;
+        let text = as_text(&before, path)?;
+        let lines = |s: &str| -> Vec<String> {
+            super::agent::text_lines(s)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        let hunk = super::agent::Hunk {
+            old: lines(search),
+            new: lines(replace),
+            ..Default::default()
+        };
+        let applied = super::agent::matcher::apply(path, text, std::slice::from_ref(&hunk))
+            .map_err(StageError::diff)?;
+        let after = FileData {
+            bytes: applied.text.into_bytes(),
+            mode: before.mode,
+        };
+        let fc = change(path, Some(&before), Some(&after));
+        self.put(path, after)?;
+        let mut detail = String::from("replaced");
+        for n in applied.notes {
+            detail.push_str("; ");
+            detail.push_str(&n);
+        }
+        Ok((vec![fc], detail))
     }
 
     fn write(

@@ -13,7 +13,9 @@ use super::{
     check_id, check_regex, diff, finish, kind, parse_git, parse_md5, parse_mode, positive_int,
     unknown_keys, Ctx, ParseOptions, Parts,
 };
-use crate::patch::{Checks, Command, CommandKind, Operation, Patch, PatchError, SourceFormat};
+use crate::patch::{
+    agent, Checks, Command, CommandKind, OpKind, Operation, Patch, PatchError, SourceFormat,
+};
 
 const TOP_KEYS: &[&str] = &[
     "id",
@@ -24,11 +26,6 @@ const TOP_KEYS: &[&str] = &[
     "retry",
     "git",
     "metadata",
-];
-
-/// The valid values of `op`.
-const OPS: &[&str] = &[
-    "write", "replace", "regex", "delete", "rename", "chmod", "diff",
 ];
 
 /// Standard alphabet; padding optional. ASCII whitespace (line wrapping) is removed first.
@@ -129,26 +126,6 @@ fn unreachable_shape(ctx: &mut Ctx<'_>) {
     ctx.err("operations", "missing `operations`");
 }
 
-fn allowed_keys(op: &str) -> &'static [&'static str] {
-    match op {
-        "write" => &[
-            "op",
-            "path",
-            "content",
-            "content_base64",
-            "mode",
-            "expect_md5",
-        ],
-        "replace" => &["op", "path", "find", "replace", "count"],
-        "regex" => &["op", "path", "pattern", "replacement", "count"],
-        "delete" => &["op", "path", "expect_md5"],
-        "rename" => &["op", "from", "to"],
-        "chmod" => &["op", "path", "mode"],
-        "diff" => &["op", "diff"],
-        _ => &[],
-    }
-}
-
 fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operation> {
     let Value::Object(obj) = v else {
         ctx.type_err(
@@ -163,31 +140,31 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
         None | Some(Value::Null) => {
             ctx.err(
                 format!("{field}.op"),
-                format!("missing `op`; expected one of {}", OPS.join(", ")),
+                format!("missing `op`; expected one of {}", OpKind::names()),
             );
             return None;
         }
         Some(other) => {
             ctx.type_err(
                 &format!("{field}.op"),
-                &format!("a string, one of {}", OPS.join(", ")),
+                &format!("a string, one of {}", OpKind::names()),
                 other,
             );
             return None;
         }
     };
-    if !OPS.contains(&op) {
+    let Some(kind) = OpKind::from_name(op) else {
         ctx.err(
             format!("{field}.op"),
-            format!("unknown op {op:?}; expected one of {}", OPS.join(", ")),
+            format!("unknown op {op:?}; expected one of {}", OpKind::names()),
         );
         return None;
-    }
+    };
     let errors_before = ctx.errors.len();
-    unknown_keys(ctx, obj, allowed_keys(op), field);
+    unknown_keys(ctx, obj, kind.keys(), field);
     let f = |key: &str| format!("{field}.{key}");
 
-    let path = if op == "rename" || op == "diff" {
+    let path = if !kind.keys().contains(&"path") {
         None
     } else {
         ctx.req_str(
@@ -199,8 +176,8 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
         .and_then(|p| ctx.rel_path(p, &f("path")))
     };
 
-    let op = match op {
-        "write" => {
+    let op = match kind {
+        OpKind::Write => {
             let content = match (obj.get("content"), obj.get("content_base64")) {
                 (Some(c), Some(b)) if !c.is_null() && !b.is_null() => {
                     ctx.err(
@@ -279,7 +256,7 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 expect_md5: expect_md5?,
             })
         }
-        "replace" => {
+        OpKind::Replace => {
             let find = ctx.req_str(obj, "find", &f("find"), "the literal text to replace");
             if find == Some("") {
                 ctx.err(f("find"), "find is empty; give the literal text to replace");
@@ -298,7 +275,7 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 count: count?,
             })
         }
-        "regex" => {
+        OpKind::Regex => {
             let pattern = ctx.req_str(obj, "pattern", &f("pattern"), "the regular expression");
             let pattern = pattern.and_then(|p| match check_regex(p) {
                 Ok(()) => Some(p),
@@ -321,7 +298,7 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 count: count?,
             })
         }
-        "delete" => {
+        OpKind::Delete => {
             let expect_md5 = match obj.get("expect_md5") {
                 None => Some(None),
                 Some(Value::Null) => {
@@ -349,7 +326,7 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 expect_md5: expect_md5?,
             })
         }
-        "rename" => {
+        OpKind::Rename => {
             let from = ctx
                 .req_str(obj, "from", &f("from"), "the existing file's path")
                 .and_then(|p| ctx.rel_path(p, &f("from")));
@@ -370,7 +347,7 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 to: to?,
             })
         }
-        "chmod" => {
+        OpKind::Chmod => {
             let mode = match obj.get("mode") {
                 None | Some(Value::Null) => {
                     ctx.err(
@@ -392,7 +369,7 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 mode: mode?,
             })
         }
-        "diff" => {
+        OpKind::Diff => {
             let text = ctx.req_str(obj, "diff", &f("diff"), "a unified diff");
             match diff::split_diff(text?) {
                 Ok(files) => Some(Operation::Diff { files }),
@@ -404,7 +381,45 @@ fn parse_operation(ctx: &mut Ctx<'_>, v: &Value, field: &str) -> Option<Operatio
                 }
             }
         }
-        _ => None,
+        OpKind::ApplyPatch => {
+            let text = ctx.req_str(obj, "patch", &f("patch"), "the patch text");
+            let parsed = text.map(|t| {
+                if agent::apply_patch::is_envelope(t) {
+                    agent::apply_patch::parse(t)
+                } else if agent::diff::looks_like_diff(t) {
+                    agent::diff::parse(t)
+                } else {
+                    Err(vec![
+                        "the patch is neither an apply_patch envelope (`*** Begin Patch` … `*** End Patch`) \
+                         nor a unified diff (`--- a/path`, `+++ b/path`, `@@` hunks)"
+                            .to_string(),
+                    ])
+                }
+            });
+            match parsed? {
+                Ok(files) => Some(Operation::ApplyPatch { files }),
+                Err(reasons) => {
+                    for reason in reasons {
+                        ctx.err(f("patch"), reason);
+                    }
+                    None
+                }
+            }
+        }
+        OpKind::SearchReplace => {
+            let search = ctx.req_str(
+                obj,
+                "search",
+                &f("search"),
+                "the lines to find, empty to create the file",
+            );
+            let replace = ctx.req_str(obj, "replace", &f("replace"), "the new lines, may be empty");
+            Some(Operation::SearchReplace {
+                path: path?,
+                search: search?.to_owned(),
+                replace: replace?.to_owned(),
+            })
+        }
     };
     // An operation is only kept when nothing about it was wrong.
     op.filter(|_| ctx.errors.len() == errors_before)

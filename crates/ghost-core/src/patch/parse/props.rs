@@ -22,7 +22,20 @@ fn check_invariants(p: &Patch) {
             | Operation::Replace { path, .. }
             | Operation::Regex { path, .. }
             | Operation::Delete { path, .. }
-            | Operation::Chmod { path, .. } => valid(path),
+            | Operation::Chmod { path, .. }
+            | Operation::SearchReplace { path, .. } => valid(path),
+            Operation::ApplyPatch { files } => {
+                assert!(!files.is_empty());
+                for f in files {
+                    valid(f.path());
+                    if let crate::patch::agent::FileEdit::Update {
+                        move_to: Some(to), ..
+                    } = f
+                    {
+                        valid(to);
+                    }
+                }
+            }
             Operation::Rename { from, to } => {
                 valid(from);
                 valid(to);
@@ -78,6 +91,10 @@ fn leaf() -> impl Strategy<Value = Value> {
             "regex",
             "delete",
             "rename",
+            "apply_patch",
+            "search_replace",
+            "*** Begin Patch\n*** Update File: a\n@@\n-x\n+y\n*** End Patch\n",
+            "--- a/a\n+++ b/a\n@@ -1 +1 @@\n-x\n+y\n",
             "chmod",
             "diff",
             "upsert",
