@@ -50,6 +50,12 @@ pub struct Collector {
     /// Rotation ledger: bytes read so far, and the last hour's rotations.
     ledger_offset: u64,
     rotations: VecDeque<(String, u64)>,
+    /// Terminal entries whose summary went to [`Collector::finished`] (not
+    /// cleared by the full sweep: each summary is counted once per process).
+    timed: HashMap<String, HashSet<u128>>,
+    /// Summaries read since the last [`Collector::take_finished`], for the
+    /// metrics' outcome counters and duration histograms.
+    finished: Vec<ghost_core::summary::Summary>,
 }
 
 fn key(name: &str) -> Option<u128> {
@@ -196,12 +202,22 @@ impl Collector {
                 None => {
                     verified.insert(k);
                     self.corrupt.remove(&id);
+                    if self.timed.entry(target.to_string()).or_default().insert(k) {
+                        if let Ok(Some(s)) = ghost_core::summary::read(&dir, n) {
+                            self.finished.push(s);
+                        }
+                    }
                 }
                 Some(why) => {
                     self.corrupt.insert(id, why);
                 }
             }
         }
+    }
+
+    /// The summaries read since the last call (each once per process).
+    pub fn take_finished(&mut self) -> Vec<ghost_core::summary::Summary> {
+        std::mem::take(&mut self.finished)
     }
 
     /// Why a summary is not intact, if it is not.

@@ -90,6 +90,18 @@ pub(crate) fn banner(
         "             token     {}",
         secret_where("monitor", false, SecretKind::DashboardToken)
     );
+    // The sign-in link with the token left for the shell to fill in.
+    let kind = SecretKind::DashboardToken;
+    let fill = if child_env("monitor", kind.env_var()).is_some() {
+        format!("${}", kind.env_var())
+    } else {
+        format!("$(cat {})", layout.secret(kind).display())
+    };
+    let _ = writeln!(
+        o,
+        "             sign in   http://{}/?token={fill}",
+        config.monitor.listen
+    );
     let _ = writeln!(
         o,
         "  inbox      {}  (drop patches and transcripts here)",
@@ -162,6 +174,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[not configured]"), "{text}");
+        assert!(
+            text.contains("sign in   http://127.0.0.1:7879/?token=$(cat ")
+                && text.contains("state/secrets/dashboard_token)"),
+            "{text}"
+        );
     }
 
     #[test]

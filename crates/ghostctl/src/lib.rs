@@ -49,7 +49,13 @@ pub enum CtlError {
 
 impl From<ghost_core::Error> for CtlError {
     fn from(e: ghost_core::Error) -> Self {
-        CtlError::Other(e.into())
+        match e {
+            // An action the rules refuse is a usage error (exit 2); one that
+            // lost a race failed (exit 1).
+            ghost_core::Error::Refused(m) => CtlError::Usage(m),
+            ghost_core::Error::Conflict(m) => CtlError::Failed(m),
+            e => CtlError::Other(e.into()),
+        }
     }
 }
 
