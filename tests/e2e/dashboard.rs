@@ -667,7 +667,9 @@ fn chromedriver() -> Option<(Driver, u16)> {
 
 /// A person signs in with the link, sees the stuck patch, clicks retry,
 /// gives a reason and confirms; the patch leaves the stuck list and is in
-/// pending/. The screenshot is the README's.
+/// pending/. The screenshot goes to `target/dashboard.png`; with
+/// `GHOST_UPDATE_SCREENSHOT=1` it replaces the README's `docs/img/dashboard.png`
+/// (a test run never changes the source tree otherwise).
 #[test]
 fn a_browser_signs_in_and_retries_a_stuck_patch() {
     let Some((driver, port)) = chromedriver() else {
@@ -680,7 +682,12 @@ fn a_browser_signs_in_and_retries_a_stuck_patch() {
     entry_in(&env, QueueState::Failed, "browser-failed-2");
     entry_in(&env, QueueState::Pending, "browser-pending-1");
     let url = start(&mut env, true);
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/dashboard.png");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shot = if std::env::var_os("GHOST_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        root.join("docs/img/dashboard.png")
+    } else {
+        root.join("target/dashboard.png")
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

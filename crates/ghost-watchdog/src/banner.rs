@@ -53,7 +53,7 @@ pub(crate) fn banner(
         let p = layout.secret(kind);
         if p.exists() {
             p.display().to_string()
-        } else if starts(child) || kind == SecretKind::DashboardToken {
+        } else if starts(child) {
             format!("{} (created on first start)", p.display())
         } else {
             format!("none ({child} does not start here)")
@@ -90,18 +90,23 @@ pub(crate) fn banner(
         "             token     {}",
         secret_where("monitor", false, SecretKind::DashboardToken)
     );
-    // The sign-in link with the token left for the shell to fill in.
+    // The sign-in link with the token left for the shell to fill in, when
+    // there is or will be a token (the monitor creates the file at its start).
     let kind = SecretKind::DashboardToken;
     let fill = if child_env("monitor", kind.env_var()).is_some() {
-        format!("${}", kind.env_var())
+        Some(format!("${}", kind.env_var()))
+    } else if layout.secret(kind).exists() || starts("monitor") {
+        Some(format!("$(cat {})", layout.secret(kind).display()))
     } else {
-        format!("$(cat {})", layout.secret(kind).display())
+        None
     };
-    let _ = writeln!(
-        o,
-        "             sign in   http://{}/?token={fill}",
-        config.monitor.listen
-    );
+    if let Some(fill) = fill {
+        let _ = writeln!(
+            o,
+            "             sign in   http://{}/?token={fill}",
+            config.monitor.listen
+        );
+    }
     let _ = writeln!(
         o,
         "  inbox      {}  (drop patches and transcripts here)",
@@ -174,11 +179,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[not configured]"), "{text}");
+        // No monitor starts here and no token exists: no sign-in link.
+        assert!(!text.contains("sign in"), "{text}");
+        ghost_core::fs::ensure_dir(&layout.secrets()).unwrap();
+        ghost_core::fs::durable_write(
+            &layout.secret(SecretKind::DashboardToken),
+            b"tok-value-1234",
+            0o600,
+        )
+        .unwrap();
+        let text = banner(&cfg, &layout, &BTreeMap::new());
         assert!(
             text.contains("sign in   http://127.0.0.1:7879/?token=$(cat ")
                 && text.contains("state/secrets/dashboard_token)"),
             "{text}"
         );
+        assert!(!text.contains("tok-value-1234"), "{text}");
     }
 
     #[test]
