@@ -360,7 +360,8 @@ fn a_second_watchdog_on_the_same_root_refuses_naming_the_pid() {
         format!("ghost-watchdog {} (pid {wd})", ghost_core::VERSION),
         format!("data       {}", root.display()),
         "bridge     http://127.0.0.1:7878".to_string(),
-        format!("{}", root.join("state/secrets/bridge_token").display()),
+        // The bridge is disabled here: no token file is promised.
+        "token     none (bridge does not start here)".to_string(),
         "dashboard  http://127.0.0.1:7879".to_string(),
         format!("ghostctl --root {} status", root.display()),
         "ready: executor (pid".to_string(),

@@ -111,9 +111,9 @@ mod tests {
     fn a_good_root_passes_and_a_missing_one_and_missing_binaries_are_named() {
         let d = tempfile::tempdir().unwrap();
         let bin = d.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
+        ghost_core::fs::ensure_dir(&bin).unwrap();
         let root = d.path().join("root");
-        std::fs::create_dir(&root).unwrap();
+        ghost_core::fs::ensure_dir(&root).unwrap();
         let toml = "[watchdog.children.bridge]\nenabled = false\n\
                     [watchdog.children.monitor]\nenabled = false\n\
                     [watchdog.children.executor]\ncommand = \"/bin/true\"\n";
