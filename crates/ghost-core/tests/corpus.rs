@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ghost_core::patch::agent::FileEdit;
 use ghost_core::patch::parse::{parse_patch, ParseOptions};
 use ghost_core::patch::{policy, Operation, Patch, RelPath, TargetSpec};
 
@@ -60,6 +61,18 @@ fn well_formed(p: &Patch) {
                     f.old_path.iter().chain(f.new_path.iter()).for_each(valid);
                 }
             }
+            Operation::ApplyPatch { files } => {
+                for f in files {
+                    valid(f.path());
+                    if let FileEdit::Update {
+                        move_to: Some(to), ..
+                    } = f
+                    {
+                        valid(to);
+                    }
+                }
+            }
+            Operation::SearchReplace { path, .. } => valid(path),
         }
     }
 }
