@@ -5,12 +5,14 @@
 //! index ([`ids`]), summaries, heartbeats, the watchdog's state and
 //! requests ([`watchdog`]), the intake pause ([`pause`]), alerts ([`alert`]),
 //! the monitor's alert book and health model ([`alerting`], [`health`]) and
-//! the secret locations ([`secrets`]). Processes coordinate only through
+//! the secret locations ([`secrets`]), and the archive the retention
+//! moves finished things into ([`archive`], [`maintenance`]). Processes coordinate only through
 //! these files and atomic renames.
 
 pub mod admit;
 pub mod alert;
 pub mod alerting;
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod entry;
@@ -22,6 +24,7 @@ pub mod heartbeat;
 pub mod ids;
 pub mod layout;
 pub mod logging;
+pub mod maintenance;
 pub mod patch;
 pub mod pause;
 pub mod queue;
