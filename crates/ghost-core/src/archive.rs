@@ -86,6 +86,13 @@ pub struct FileCopy {
     pub data: String,
 }
 
+impl FileCopy {
+    /// The file's bytes (`None` for bad base64).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        decode(self)
+    }
+}
+
 /// One line of a segment: an item and all of its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {

@@ -11,7 +11,9 @@
 //!    decides which notifications are due;
 //! 4. put those in the outbox, then write the alert book (`alerts/state.json`),
 //!    then move the inbox and request files it took in to their `.done/`;
-//! 5. deliver what is due from the outbox ([`deliver`]).
+//! 5. deliver what is due from the outbox ([`deliver`]);
+//! 6. every `retention.interval`, the maintenance cycle ([`maintain`]):
+//!    archive what the retention made due, sweep orphans and stale temp files.
 //!
 //! The order in 4 is what makes a restart safe: the book never says "sent"
 //! for a notification that is not in the outbox, and an outbox item the book
@@ -26,6 +28,7 @@
 pub mod collect;
 pub mod correlate;
 pub mod deliver;
+pub mod maintain;
 pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,6 +93,8 @@ pub struct Monitor {
     cycles: u64,
     /// The book as last written.
     last_book: Option<String>,
+    /// The retention and sweep schedule ([`maintain`]).
+    maintenance: maintain::Maintenance,
 }
 
 /// What one cycle did (for the benchmark and the logs).
@@ -136,6 +141,7 @@ impl Monitor {
         );
         Ok(Monitor {
             params: Params::from_config(&config.monitor),
+            maintenance: maintain::Maintenance::new(&config, now_ms()),
             collector: collect::Collector::new(),
             config,
             layout,
@@ -266,6 +272,13 @@ impl Monitor {
         }
     }
 
+    /// Run the maintenance cycle when it is due (see [`maintain`]).
+    pub fn maintain(&mut self) {
+        if self.maintenance.tick(&self.config, now_ms()).is_some() {
+            self.beat("running");
+        }
+    }
+
     /// Write the heartbeat (deduplicated by content within the interval).
     pub fn beat(&mut self, status: &str) {
         let firing = self
@@ -274,7 +287,7 @@ impl Monitor {
             .values()
             .filter(|e| e.status == EpisodeStatus::Firing)
             .count();
-        let details = json!({"firing": firing, "cycles": self.cycles, "channels": self.channels.keys().collect::<Vec<_>>()});
+        let details = json!({"firing": firing, "cycles": self.cycles, "channels": self.channels.keys().collect::<Vec<_>>(), "maintenance": self.maintenance.last()});
         if let Err(e) = self.heartbeat.beat(status, details) {
             warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write the heartbeat");
         }
@@ -334,6 +347,7 @@ impl Monitor {
     pub fn next_due_ms(&self, last_cycle_ms: u64) -> u64 {
         let now = now_ms();
         let mut due = last_cycle_ms + self.config.monitor.interval.as_millis() as u64;
+        due = due.min(self.maintenance.next_ms().max(now));
         due = due.min(now + self.config.heartbeat.interval.as_millis() as u64);
         if let Some(d) = self.next_delivery_ms {
             due = due.min(d.max(now));
@@ -574,6 +588,7 @@ fn engine(config: Config, wake: mpsc::Sender<Wake>, rx: mpsc::Receiver<Wake>) ->
             }
         }
         m.deliver();
+        m.maintain();
         m.beat("running");
         // Sleep until something is due, a file event (debounced) or Stop.
         loop {

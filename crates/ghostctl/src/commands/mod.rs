@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod alerts;
+pub mod archive;
 pub mod delete;
 pub mod hold;
 pub mod logs;
@@ -97,5 +98,8 @@ pub fn dispatch(
         Command::Restart { child } => restart::run(config, child, json, out),
         Command::Pause { reason } => pause::run(config, reason, json, out),
         Command::Resume { force } => resume::run(config, *force, json, out),
+        Command::Archive { dry_run, verb } => {
+            archive::run(config, *dry_run, verb.as_ref(), json, out)
+        }
     }
 }
