@@ -16,5 +16,6 @@ mod harness;
 mod idle;
 mod logging;
 mod monitor;
+mod retention;
 mod security;
 mod watchdog;
