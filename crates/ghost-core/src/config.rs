@@ -335,6 +335,10 @@ section!(
     queue_depth_warn: u32 = 10,
     /// Free space below this percentage of a disk (rule `disk_low`).
     disk_free_min_percent: f64 = 10.0,
+    /// A queue directory no file event touched is listed again after this
+    /// long anyway (in case the watcher missed an event).
+    #[serde(with = "duration")]
+    full_rescan_interval: Duration = secs(10 * 60),
     /// How long a summary check may wait before every summary is checked again.
     #[serde(with = "duration")]
     summary_sweep_interval: Duration = secs(24 * 3600),

@@ -28,6 +28,7 @@
 pub mod collect;
 pub mod correlate;
 pub mod deliver;
+pub mod dircache;
 pub mod maintain;
 pub mod rules;
 
@@ -536,20 +537,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 fn engine(config: Config, wake: mpsc::Sender<Wake>, rx: mpsc::Receiver<Wake>) -> Result<()> {
     let debounce = config.monitor.debounce;
     let layout = Layout::new(&config.root);
+    let rescan = config.monitor.full_rescan_interval;
     let mut m = Monitor::open(config)?;
+    let dirty = m.collector.watch(rescan);
     // Wake on entries created or moved, alerts and requests dropped in; not
     // on writes to open files, so a busy log does not wake the monitor.
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let interesting = match &res {
-            Ok(ev) => matches!(
-                ev.kind,
-                notify::EventKind::Create(_)
-                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-                    | notify::EventKind::Remove(_)
-            ),
+            Ok(ev) => {
+                ev.need_rescan()
+                    || matches!(
+                        ev.kind,
+                        notify::EventKind::Create(_)
+                            | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                            | notify::EventKind::Remove(_)
+                    )
+            }
             Err(_) => true,
         };
         if interesting {
+            dircache::mark(&dirty, &res);
             let _ = wake.send(Wake::Files);
         }
     })
