@@ -29,6 +29,9 @@ pub const COMPONENTS: [&str; 4] = ["bridge", "executor", "watchdog", "monitor"];
 /// How many stuck queue names `health.json` lists per target.
 pub const STUCK_LISTED: usize = 1000;
 
+/// How many corrupt summaries are checked again per cycle and target.
+pub const RECHECK_PER_CYCLE: usize = 1000;
+
 /// What the rules need beyond the published model.
 #[derive(Debug, Default)]
 pub struct Findings {
@@ -137,7 +140,7 @@ impl Collector {
             let dir = q.dir(state);
             let refresh = self
                 .cache
-                .refresh(&dir, now_ms, || q.list(state).unwrap_or_default());
+                .refresh(&dir, now_ms, || crate::dircache::entries(&dir));
             let listing = self.cache.get(&dir).expect("refreshed just now");
             let mut sh = StateHealth {
                 count: listing.len(),
@@ -169,12 +172,12 @@ impl Collector {
                 }
                 QueueState::Done | QueueState::Failed => {
                     self.terminal += listing.len();
-                    let check: Vec<String> = if full_sweep || refresh.first {
-                        listing.names().collect()
+                    let corrupt = &mut self.corrupt;
+                    if full_sweep || refresh.first {
+                        check_summaries(corrupt, layout, target, listing.names());
                     } else {
-                        refresh.added.clone()
-                    };
-                    self.check_summaries(layout, target, &check);
+                        check_summaries(corrupt, layout, target, refresh.added.iter().cloned());
+                    }
                 }
                 _ => {}
             }
@@ -199,23 +202,6 @@ impl Collector {
         th
     }
 
-    /// Check the summaries of `names` (terminal entries new since the last
-    /// listing, or all of them in a full sweep).
-    fn check_summaries(&mut self, layout: &Layout, target: &str, names: &[String]) {
-        let dir = layout.summaries(target);
-        for n in names {
-            let id = format!("{target}/{n}");
-            match summary_problem(&dir, n) {
-                None => {
-                    self.corrupt.remove(&id);
-                }
-                Some(why) => {
-                    self.corrupt.insert(id, why);
-                }
-            }
-        }
-    }
-
     /// Summaries found corrupt are checked every cycle until repaired; one
     /// whose entry left `done/` and `failed/` (retried, archived) is dropped.
     fn recheck_corrupt(&mut self, layout: &Layout, target: &str) {
@@ -225,6 +211,8 @@ impl Collector {
             .corrupt
             .keys()
             .filter(|k| k.starts_with(&prefix))
+            // Bounded per cycle; the full sweep rechecks every one.
+            .take(RECHECK_PER_CYCLE)
             .cloned()
             .collect();
         for id in ids {
@@ -380,6 +368,28 @@ impl Collector {
         }
         let hour_ago = now_ms.saturating_sub(3_600_000);
         self.rotations.retain(|(_, t)| *t >= hour_ago);
+    }
+}
+
+/// Check the summaries of `names` (terminal entries new since the last
+/// listing, or all of them in a full sweep), streamed.
+fn check_summaries(
+    corrupt: &mut BTreeMap<String, String>,
+    layout: &Layout,
+    target: &str,
+    names: impl Iterator<Item = String>,
+) {
+    let dir = layout.summaries(target);
+    for n in names {
+        let id = format!("{target}/{n}");
+        match summary_problem(&dir, &n) {
+            None => {
+                corrupt.remove(&id);
+            }
+            Some(why) => {
+                corrupt.insert(id, why);
+            }
+        }
     }
 }
 

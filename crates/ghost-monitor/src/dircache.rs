@@ -73,6 +73,17 @@ impl Listing {
     }
 }
 
+/// The entry names in `dir`, streamed (nothing is held per entry but its key).
+pub fn entries(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|f| ghost_core::queue::is_entry_file(f))
+        .map(|f| f.trim_end_matches(".json").to_string())
+}
+
 /// The queue name a key stands for (lowercase, hyphenated).
 pub fn name_of(k: u128) -> String {
     uuid::Uuid::from_u128(k).to_string()
@@ -123,11 +134,11 @@ impl DirCache {
     }
 
     /// Make `dir`'s listing current (listing it with `list` if it must be).
-    pub fn refresh(
+    pub fn refresh<I: IntoIterator<Item = String>>(
         &mut self,
         dir: &Path,
         now_ms: u64,
-        list: impl FnOnce() -> Vec<String>,
+        list: impl FnOnce() -> I,
     ) -> Refresh {
         let prev = self.dirs.get(dir);
         let must = match (&self.dirty, prev) {
@@ -204,7 +215,9 @@ mod tests {
         let dirty = c.watch(Duration::from_secs(600));
         let r = c.refresh(dir, 0, || vec![a.clone(), "hand".into()]);
         assert!(r.relisted && r.first && r.added.is_empty());
-        let r = c.refresh(dir, 1000, || panic!("not touched: no listing"));
+        let r = c.refresh(dir, 1000, || -> Vec<String> {
+            panic!("not touched: no listing")
+        });
         assert!(!r.relisted);
         let ev = notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::File))
             .add_path(dir.join(format!("{b}.json")));
@@ -226,6 +239,9 @@ mod tests {
         mark(&dirty, &Err(notify::Error::generic("overflow")));
         assert!(c.refresh(dir, 2000 + 600_001, Vec::new).relisted);
         c.cycle_done();
-        assert!(!c.refresh(dir, 2000 + 600_002, || panic!("listed")).relisted);
+        assert!(
+            !c.refresh(dir, 2000 + 600_002, || -> Vec<String> { panic!("listed") })
+                .relisted
+        );
     }
 }
