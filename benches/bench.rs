@@ -240,6 +240,12 @@ fn main() {
         sh("nproc"),
         sh("uname -sr")
     );
+    // Other work on the machine skews absolute figures: say how busy it was.
+    let _ = writeln!(
+        md,
+        "Load average when the run started: {} (1, 5, 15 min).\n",
+        sh("cut -d' ' -f1-3 /proc/loadavg")
+    );
     if quick {
         let _ = writeln!(md, "**Quick mode** (`GHOST_BENCH_QUICK=1`): one round, smaller counts (500-patch drains, 10,000 entries of history, 5 s of idling), pueue not installed when absent. A smoke run: the full run is `cargo bench --bench bench` without it.\n");
     }

@@ -272,7 +272,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Idle CPU share and RSS of the watchdog, executor and bridge on a root with
+/// Idle CPU share and RSS of the watchdog, executor, bridge and monitor on a root with
 /// `history` entries in `done/`, over `idle`.
 fn idle_family(base: &Path, idle: Duration, history: usize) -> Vec<(String, f64, u64)> {
     let root = base.join("root");
@@ -283,7 +283,7 @@ fn idle_family(base: &Path, idle: Duration, history: usize) -> Vec<(String, f64,
         .unwrap()
         .port();
     let cfg = format!(
-        "[bridge]\nlisten = \"127.0.0.1:{port}\"\n\n[watchdog.children.monitor]\nenabled = false\n\n[watchdog.children.bridge.env]\nGHOST_BRIDGE_TOKEN = \"bench-token-0123456789abcdef\"\n"
+        "[bridge]\nlisten = \"127.0.0.1:{port}\"\n\n[watchdog.children.bridge.env]\nGHOST_BRIDGE_TOKEN = \"bench-token-0123456789abcdef\"\n"
     );
     ghost_core::fs::durable_write(&root.join("ghost.toml"), cfg.as_bytes(), 0o600).unwrap();
     let layout = Layout::new(&root);
@@ -306,7 +306,10 @@ fn idle_family(base: &Path, idle: Duration, history: usize) -> Vec<(String, f64,
             .map(|h| h.pid)
     };
     let t = Instant::now();
-    while pid_of("executor").is_none() || pid_of("bridge").is_none() {
+    while ["executor", "bridge", "monitor"]
+        .iter()
+        .any(|c| pid_of(c).is_none())
+    {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "family did not start"
@@ -319,6 +322,7 @@ fn idle_family(base: &Path, idle: Duration, history: usize) -> Vec<(String, f64,
         ("ghost-watchdog".to_string(), wd.0.id()),
         ("ghost-executor".to_string(), pid_of("executor").unwrap()),
         ("ghost-bridge".to_string(), pid_of("bridge").unwrap()),
+        ("ghost-monitor".to_string(), pid_of("monitor").unwrap()),
     ];
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()

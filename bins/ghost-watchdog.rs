@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// monitor): restarts with a limit, hang detection, clean stop.
 ///
 /// SIGTERM/SIGINT: stop every child, then exit 0 (a second signal: SIGKILL
-/// them at once). SIGHUP: reload the configuration and restart the children
+/// them at once, and exit 1). SIGHUP: reload the configuration and restart the children
 /// whose settings changed.
 #[derive(Parser, Debug)]
 #[command(name = "ghost-watchdog", version)]
@@ -24,6 +24,12 @@ struct Cli {
     /// Do not print the start-up summary on stdout
     #[arg(long)]
     no_banner: bool,
+    /// Check that it could start, change nothing, and exit: the data root
+    /// exists, belongs to and is writable by this user, the configuration is
+    /// valid, every enabled child's program exists. Exit 1 naming every
+    /// problem (for ExecStartPre= and the PM2 and launchd wrappers)
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if cli.check {
+        return check(&cli, &config);
+    }
     // Held until main returns: dropping it writes and syncs what is queued.
     let _log = match ghost_core::logging::init("watchdog", cli.common.verbosity(), Some(&config)) {
         Ok(g) => g,
@@ -75,6 +84,7 @@ fn main() -> ExitCode {
             ..RunOptions::default()
         };
         let (s, hard, reload) = (shutdown.clone(), opts.hard_stop.clone(), Arc::clone(&opts.reload));
+        let hard_stopped = opts.hard_stop.clone();
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -98,6 +108,12 @@ fn main() -> ExitCode {
             }
         });
         match ghost_watchdog::run(config, shutdown, opts).await {
+            // Children were SIGKILLed mid-work: a service manager must not
+            // take that for a clean stop.
+            Ok(()) if hard_stopped.is_cancelled() => {
+                eprintln!("ghost-watchdog: hard stop: every child was killed with SIGKILL (work in progress is recovered at the next start)");
+                EXIT_FAILURE
+            }
             Ok(()) => EXIT_OK,
             Err(e @ WatchdogError::Locked { .. }) => {
                 eprintln!("ghost-watchdog: {e}");
@@ -111,4 +127,36 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(code)
+}
+
+/// `--check`: print what was verified on stdout, every problem on stderr.
+fn check(cli: &Cli, config: &ghost_core::Config) -> ExitCode {
+    let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    else {
+        eprintln!("ghost-watchdog --check: cannot tell where ghost-watchdog is");
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let config_file = cli
+        .common
+        .config
+        .as_deref()
+        .and_then(|f| std::path::absolute(f).ok());
+    let r = ghost_watchdog::check::check(config, config_file.as_deref(), &exe_dir);
+    for l in &r.ok {
+        println!("ok: {l}");
+    }
+    if r.problems.is_empty() {
+        println!("ghost-watchdog --check: ready to start");
+        return ExitCode::from(EXIT_OK);
+    }
+    for p in &r.problems {
+        eprintln!("ghost-watchdog --check: FAILED: {p}");
+    }
+    eprintln!(
+        "ghost-watchdog --check: {} problem(s); the watchdog would not run as intended",
+        r.problems.len()
+    );
+    ExitCode::from(EXIT_FAILURE)
 }

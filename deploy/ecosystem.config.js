@@ -1,6 +1,7 @@
 // ghostbridge under PM2: one app, the watchdog, which starts and supervises
 // the bridge, the executor and the monitor. See docs/deploy.md.
 //
+// As the service user, after creating its directories (docs/deploy.md, "PM2"):
 //   pm2 start deploy/ecosystem.config.js && pm2 save
 //   pm2 stop ghostbridge      (SIGINT; the watchdog stops its children)
 //   pm2 sendSignal SIGHUP ghostbridge   (reload the configuration)
@@ -12,9 +13,16 @@ module.exports = {
   apps: [
     {
       name: "ghostbridge",
-      script: "/usr/local/bin/ghost-watchdog",
-      args: ["--root", "/var/lib/ghostbridge", "--no-banner"],
-      cwd: "/var/lib/ghostbridge",
+      // `--check` first: a missing or foreign data root, a bad configuration
+      // or a missing binary is named in error_file and the app exits 1
+      // (instead of "online" doing nothing); then `exec`, so the pid PM2
+      // signals is the watchdog's. No `cwd`: PM2 could not even start the
+      // shell in a missing directory (a bare ENOENT in PM2's own log).
+      script: "/bin/sh",
+      args: [
+        "-c",
+        "/usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --no-banner",
+      ],
       interpreter: "none",
       exec_mode: "fork",
       instances: 1,

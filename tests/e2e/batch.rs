@@ -64,17 +64,6 @@ fn applied(env: &TestEnv) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn run_with_failpoint(env: &TestEnv, failpoints: &str) -> std::process::ExitStatus {
-    Command::new(EXECUTOR)
-        .arg("--root")
-        .arg(&env.root)
-        .arg("--drain")
-        .arg("-q")
-        .env("FAILPOINTS", failpoints)
-        .status()
-        .expect("run executor")
-}
-
 #[test]
 fn a_crash_in_any_window_of_a_batch_applies_each_patch_wholly_exactly_once() {
     // (failpoint, attempts each member ends with: 2 when the crash came
@@ -174,11 +163,7 @@ fn an_io_error_mid_batch_rolls_every_member_back_and_they_apply_later() {
         .env("FAILPOINTS", "io-error-mid-batch=1*return->off")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     all_done_once(&env, &names, "after the I/O error");
     assert_eq!(ledger(&env), "0\n1\n2\n3\n");
     let rolled = env

@@ -3,7 +3,6 @@
 //! restarted. Whatever the window, the tree ends wholly after the patch, each
 //! patch applied exactly once, and the queue holds every entry once.
 
-use std::process::Command;
 use std::time::Duration;
 
 use ghost_core::queue::QueueState;
@@ -39,17 +38,6 @@ fn setup(env: &TestEnv) -> (String, String) {
         &json!({"id": "Q", "operations": [{"op": "regex", "path": "ledger.txt", "pattern": "\\z", "replacement": "Q\n", "count": 1}]}),
     );
     (p, q)
-}
-
-fn run_with_failpoint(env: &TestEnv, failpoints: &str) -> std::process::ExitStatus {
-    Command::new(EXECUTOR)
-        .arg("--root")
-        .arg(&env.root)
-        .arg("--drain")
-        .arg("-q")
-        .env("FAILPOINTS", failpoints)
-        .status()
-        .expect("run executor")
 }
 
 fn check_after(env: &TestEnv, p: &str, q: &str) {

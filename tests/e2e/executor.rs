@@ -564,22 +564,6 @@ fn every_class_of_bad_input_fails_with_its_reason_and_the_flow_goes_on() {
     );
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn applied_patches_are_committed_and_tagged_and_a_failed_one_leaves_no_commit() {
     let env = TestEnv::new("[targets.default]\ngit_commit = true\n");

@@ -358,10 +358,9 @@ fn a_heartbeat_interval_not_below_stale_after_is_a_configuration_error() {
 #[test]
 fn restore_brings_a_deleted_entry_back_from_trash_and_is_audited() {
     let env = TestEnv::new("");
-    let patch = env.dir.path().join("p.json");
     let body =
         br#"{"id": "regretted", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
-    ghost_core::fs::durable_write(&patch, body, 0o600).unwrap();
+    let patch = env.write_patch("p.json", body);
     assert!(env
         .ghostctl(&["submit", patch.to_str().unwrap()])
         .status
@@ -410,4 +409,179 @@ fn restore_brings_a_deleted_entry_back_from_trash_and_is_audited() {
         .collect();
     assert_eq!(restores.len(), 2, "{restores:?}");
     assert!(restores[0].to_string().contains("needed after all"));
+}
+
+#[test]
+fn ids_resolve_by_prefix_or_suffix_and_an_ambiguous_one_lists_candidates() {
+    let mut env = TestEnv::new("");
+    let write = |id: &str| json!({"id": id, "operations": [{"op": "write", "path": format!("{id}.txt"), "content": "x"}]});
+    let a = env.enqueue_json("default", &write("report-north"));
+    let b = env.enqueue_json("default", &write("report-south"));
+    // b is held: the ambiguous listing must show the states.
+    assert!(env.ghostctl(&["hold", &b]).status.success());
+
+    // A suffix of a queue name (its random end), a prefix and a suffix of a
+    // patch id, each unambiguous.
+    let show = |key: &str| env.ghostctl(&["show", "--json", key]);
+    for (key, want) in [
+        (&a[a.len() - 6..], &a),
+        (&b[b.len() - 6..], &b),
+        ("report-n", &a),
+        ("south", &b),
+    ] {
+        let out = show(key);
+        assert!(out.status.success(), "{key}: {}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["entry"]["name"], json!(want), "{key}");
+    }
+    // Every verb takes the same rule: hold by a patch-id prefix.
+    assert!(env.ghostctl(&["hold", "report-no"]).status.success());
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Held));
+    assert!(env.ghostctl(&["release", "north"]).status.success());
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Pending));
+
+    // Ambiguous: both candidates with their states, exit 2, nothing changed.
+    let out = env.ghostctl(&["delete", "report", "--reason", "x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("matches 2 entries"), "{err}");
+    for (name, state) in [(&a, "pending"), (&b, "held")] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} not listed: {err}"));
+        assert!(line.contains(state), "{line}");
+    }
+    assert_eq!(env.state_of("default", &a), Some(QueueState::Pending));
+    assert_eq!(env.state_of("default", &b), Some(QueueState::Held));
+    // Unknown: exit 2.
+    assert_eq!(show("zzzz-nothing").status.code(), Some(2));
+
+    // The bridge resolves by the same rule.
+    let bridge = env.spawn_bridge();
+    let client = reqwest::blocking::Client::new();
+    let get = |key: &str| {
+        client
+            .get(format!("{}/v1/patches/{key}", bridge.url))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .send()
+            .unwrap()
+    };
+    let r = get("south");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["name"], json!(b));
+    let r = get("report");
+    assert_eq!(r.status().as_u16(), 409);
+    let v: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(v["error"], "ambiguous");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn submit_of_a_trashed_patch_names_the_trash_and_the_restore_command() {
+    let env = TestEnv::new("");
+    let body =
+        br#"{"id": "binned", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#;
+    let patch = env.write_patch("p.json", body);
+    let file = patch.to_str().unwrap();
+    assert!(env.ghostctl(&["submit", file]).status.success());
+    let name = env.list("default", QueueState::Pending)[0].clone();
+    assert!(env
+        .ghostctl(&["delete", "binned", "--reason", "not now"])
+        .status
+        .success());
+    let out = env.ghostctl(&["submit", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("in trash/"), "{text}");
+    assert!(
+        text.contains(&format!("`ghostctl restore {name}`")),
+        "{text}"
+    );
+    // Nothing was written: the one entry is still in trash.
+    assert!(env.list("default", QueueState::Pending).is_empty());
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Trash));
+    let out = env.ghostctl(&["--json", "submit", file]);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v[0]["state"], "trash", "{v}");
+    // The command it names works.
+    assert!(env.ghostctl(&["restore", &name]).status.success());
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Pending));
+}
+
+#[test]
+fn logs_take_several_components_and_resolve_patch_like_every_verb() {
+    let env = TestEnv::new("");
+    let patch = env.write_patch(
+        "p.json",
+        br#"{"id": "logged-one", "operations": [{"op": "write", "path": "a.txt", "content": "x"}]}"#,
+    );
+    assert!(env
+        .ghostctl(&["submit", patch.to_str().unwrap()])
+        .status
+        .success());
+    let name = env.list("default", QueueState::Pending)[0].clone();
+    env.drain();
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Done));
+
+    let components = |args: &[&str]| -> std::collections::BTreeSet<String> {
+        let out = env.ghostctl(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["component"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let both: std::collections::BTreeSet<String> =
+        ["executor".to_string(), "ghostctl".to_string()].into();
+    assert_eq!(
+        components(&["--json", "logs", "--component", "executor,ghostctl"]),
+        both
+    );
+    assert_eq!(
+        components(&[
+            "--json",
+            "logs",
+            "--component",
+            "executor",
+            "--component",
+            "ghostctl"
+        ]),
+        both
+    );
+
+    // --patch by a queue-name suffix: the executor's claim line, which carries
+    // only the queue name, and ghostctl's submit line, by patch id.
+    let out = env.ghostctl(&["--json", "logs", "--patch", &name[name.len() - 6..]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["event"] == "PATCH_CLAIMED"
+            && l["queue_name"] == json!(name)
+            && l.get("patch_id").is_none()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["component"] == "ghostctl" && l["patch_id"] == "logged-one"),
+        "{lines:?}"
+    );
+    let ts: Vec<&str> = lines.iter().map(|l| l["ts"].as_str().unwrap()).collect();
+    let mut sorted = ts.clone();
+    sorted.sort();
+    assert_eq!(ts, sorted, "merged in time order");
+    // An unknown id is an error, not an empty answer.
+    let out = env.ghostctl(&["logs", "--patch", "no-such-patch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("no-such-patch"), "{}", stderr(&out));
 }

@@ -246,6 +246,13 @@ impl TestEnv {
         q.enqueue(bytes).unwrap()
     }
 
+    /// Write a patch file `name` into the test directory (not the root); its path.
+    pub fn write_patch(&self, name: &str, body: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        ghost_core::fs::durable_write(&p, body, 0o600).unwrap();
+        p
+    }
+
     pub fn enqueue_json(&self, target: &str, v: &serde_json::Value) -> String {
         self.enqueue_raw(target, serde_json::to_string(v).unwrap().as_bytes())
     }
@@ -453,4 +460,46 @@ pub fn holds_for(period: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// Run the executor once over what is due (`--drain -q`) with `failpoints`
+/// armed (the `FAILPOINTS` syntax of the `fail` crate).
+pub fn run_with_failpoint(env: &TestEnv, failpoints: &str) -> std::process::ExitStatus {
+    Command::new(EXECUTOR)
+        .arg("--root")
+        .arg(&env.root)
+        .arg("--drain")
+        .arg("-q")
+        .env("FAILPOINTS", failpoints)
+        .status()
+        .expect("run executor")
+}
+
+/// Assert that a finished command succeeded, showing its stderr if not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `git ARGS` in `dir`, with no system or global configuration of this
+/// machine; its trimmed stdout. Fails the test if git fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

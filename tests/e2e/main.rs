@@ -10,6 +10,7 @@ mod batch;
 mod bridge;
 mod bridge_attack;
 mod crash;
+mod dashboard;
 mod executor;
 mod ghostctl;
 mod harness;

@@ -35,22 +35,6 @@ fn assert_failed_with(env: &TestEnv, name: &str, needles: &[&str]) {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn sh_c_on_a_target_without_commands_fails_before_anything_runs() {
     let env = TestEnv::new("[targets.default]\ncommands = \"none\"\nallow_shell = true\n");
@@ -369,11 +353,7 @@ fn check_output_with_a_secret_is_scrubbed_everywhere() {
         .env("GHOST_HMAC_KEY", ENV_SECRET)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let s = env.summary("default", &p);
     // The executor's secret variables never reach a check's environment.
     let seen = s["checks"][0]["stdout_tail"].as_str().unwrap();
@@ -455,11 +435,7 @@ fn checks_run_as_another_user_cannot_read_the_secrets() {
         .env("GHOST_BRIDGE_TOKEN", SECRET)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let s = env.summary("default", &p);
     let check = &s["checks"][0];
     assert_eq!(check["stdout_tail"], format!("{}\n", nobody.uid), "{s}");

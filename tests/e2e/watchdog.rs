@@ -40,6 +40,15 @@ enabled = false
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A child that ignores SIGTERM (and writes no heartbeat).
+const STUBBORN: &str = r#"
+[watchdog.children.stubborn]
+command = "/bin/sh"
+args = ["-c", "trap '' TERM; while :; do sleep 0.05; done"]
+root_args = false
+heartbeat = false
+"#;
+
 fn env_with(extra: &str) -> TestEnv {
     let env = TestEnv::new(WD);
     if !extra.is_empty() {
@@ -315,15 +324,7 @@ fn sigterm_during_an_after_check_exits_0_leaves_no_process_and_requeues_the_patc
 
 #[test]
 fn a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace() {
-    let mut env = env_with(
-        r#"
-[watchdog.children.stubborn]
-command = "/bin/sh"
-args = ["-c", "trap '' TERM; while :; do sleep 0.05; done"]
-root_args = false
-heartbeat = false
-"#,
-    );
+    let mut env = env_with(STUBBORN);
     let wd = start(&mut env, &[]);
     wait_running(&mut env, wd, "executor", None);
     assert!(wait_until(WAIT, || child(&env, "stubborn")["state"] == "running"));
@@ -671,12 +672,19 @@ fn the_family_comes_up_and_goes_down_with_supervisord() {
     let _ = ctl(&["shutdown"]);
     let mut sd = env.take_child(sd_pid);
     assert!(wait_exit(&mut sd, Duration::from_secs(20)).is_some());
+    // No colour codes in supervisord's logs (the watchdog's output) nor
+    // anywhere under the root.
+    assert!(
+        std::fs::read(dir.join("watchdog.log")).is_ok_and(|b| !b.is_empty()),
+        "the watchdog's output is logged"
+    );
+    let esc = files_with_escapes(&dir);
+    assert!(esc.is_empty(), "ESC bytes in {esc:?}");
 }
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
-    let Some(analyze) = tool("systemd-analyze") else {
-        eprintln!("SKIPPED: systemd-analyze is not installed here");
+    let Some(analyze) = need("systemd-analyze", "Debian package `systemd`") else {
         return;
     };
     // `verify` wants ExecStart to exist: point it at the built binary.
@@ -689,7 +697,11 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(
         text.contains("ProtectSystem=strict")
             && text.contains("ReadWritePaths=/var/lib/ghostbridge")
+            && text.contains("SystemCallFilter=@system-service")
     );
+    assert!(text.contains(&format!(
+        "ExecStartPre={WATCHDOG} --root /var/lib/ghostbridge --check"
+    )));
     ghost_core::fs::durable_write(&unit, text.as_bytes(), 0o644).unwrap();
     let out = Command::new(analyze)
         .arg("verify")
@@ -705,6 +717,123 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(about_us.is_empty(), "systemd-analyze complains:\n{err}");
 }
 
+/// `Key=value` of a unit file (the first one).
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+#[test]
+fn the_documented_systemctl_status_matches_the_unit() {
+    let unit = std::fs::read_to_string(deploy("ghostbridge.service")).unwrap();
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy.md"))
+            .unwrap();
+    let doc_url = unit_value(&unit, "Documentation");
+    assert!(
+        doc_url.starts_with("file:/") && doc_url.ends_with("/deploy.md"),
+        "Documentation= is the installed docs/deploy.md: {doc_url}"
+    );
+    for want in [
+        format!(
+            "● ghostbridge.service - {}",
+            unit_value(&unit, "Description")
+        ),
+        format!("Docs: {doc_url}"),
+        format!(
+            "ExecStartPre={} (code=exited, status=0/SUCCESS)",
+            unit_value(&unit, "ExecStartPre")
+        ),
+        format!("─4242 {}", unit_value(&unit, "ExecStart")),
+    ] {
+        assert!(docs.contains(&want), "docs/deploy.md lacks {want:?}");
+    }
+    // The install step that makes Documentation= true.
+    let path = doc_url.trim_start_matches("file:");
+    assert!(
+        docs.contains(&format!("install -D -m 0644 docs/deploy.md {path}")),
+        "docs/deploy.md does not install {path}"
+    );
+}
+
+#[test]
+fn check_passes_on_a_good_root_and_names_every_problem_of_a_bad_one() {
+    let env = env_with("");
+    let run = |root: &Path, config: Option<&Path>| {
+        let mut c = Command::new(WATCHDOG);
+        c.arg("--root").arg(root).arg("--check");
+        if let Some(f) = config {
+            c.arg("--config").arg(f);
+        }
+        c.env_remove("GHOST_ROOT").output().unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let out = run(&env.root, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ok = text(&out.stdout);
+    assert!(
+        ok.contains("ready to start") && ok.contains("owned by and writable"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("executor: ") && ok.contains("bridge: disabled"),
+        "{ok}"
+    );
+
+    // A root that does not exist: named, with how to create it; nothing made.
+    let missing = env.dir.path().join("no-such-root");
+    let out = run(&missing, Some(&env.root.join("ghost.toml")));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("FAILED") && err.contains("no-such-root") && err.contains("install -d"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "--check creates nothing");
+
+    // A file instead of a directory, and a child whose binary is missing: both named.
+    let file = env.dir.path().join("a-file");
+    ghost_core::fs::durable_write(&file, b"x", 0o600).unwrap();
+    let conf = env.dir.path().join("bad-child.toml");
+    let base = std::fs::read_to_string(env.root.join("ghost.toml")).unwrap();
+    ghost_core::fs::durable_write(
+        &conf,
+        merge_toml(
+            &base,
+            "[watchdog.children.executor]\ncommand = \"/nonexistent/ghost-executor\"\n",
+        )
+        .as_bytes(),
+        0o600,
+    )
+    .unwrap();
+    let out = run(&file, Some(&conf));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is not a directory"), "{err}");
+    assert!(
+        err.contains("/nonexistent/ghost-executor") && err.contains("enabled = false"),
+        "{err}"
+    );
+    assert!(err.contains("2 problem(s)"), "{err}");
+
+    // An invalid configuration: exit 2 with the problem.
+    let bad = env.dir.path().join("bad.toml");
+    ghost_core::fs::durable_write(
+        &bad,
+        b"[heartbeat]\ninterval = \"4s\"\nstale_after = \"2s\"\n",
+        0o600,
+    )
+    .unwrap();
+    let out = run(&env.root, Some(&bad));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stale_after"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn the_launchd_and_pm2_files_parse() {
     let plist = deploy("com.ghostbridge.watchdog.plist");
@@ -712,18 +841,14 @@ fn the_launchd_and_pm2_files_parse() {
         Some(py) => {
             let out = Command::new(py)
                 .arg("-c")
-                .arg("import plistlib,sys; p = plistlib.load(open(sys.argv[1], 'rb')); print(p['Label'], p['ProgramArguments'][0], p['KeepAlive']['SuccessfulExit'])")
+                .arg("import plistlib,sys; p = plistlib.load(open(sys.argv[1], 'rb')); print(p['Label'], p['ProgramArguments'][2], p['KeepAlive']['SuccessfulExit'], 'WorkingDirectory' in p)")
                 .arg(&plist)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out);
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
-                "com.ghostbridge.watchdog /usr/local/bin/ghost-watchdog False"
+                "com.ghostbridge.watchdog /usr/local/bin/ghost-watchdog --root /Users/ghost/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /Users/ghost/ghostbridge --no-banner False False"
             );
         }
         None => eprintln!("SKIPPED: python3 is not installed: the plist is not parsed"),
@@ -733,20 +858,210 @@ fn the_launchd_and_pm2_files_parse() {
         Some(node) => {
             let out = Command::new(node)
                 .arg("-e")
-                .arg("const a = require(process.argv[1]).apps[0]; console.log(a.name, a.script, a.treekill, a.kill_timeout)")
+                .arg("const a = require(process.argv[1]).apps[0]; console.log(a.name, a.script, a.args[1], a.treekill, a.kill_timeout, a.cwd)")
                 .arg(&eco)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_success(&out);
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
-                "ghostbridge /usr/local/bin/ghost-watchdog false 60000"
+                "ghostbridge /bin/sh /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --check && exec /usr/local/bin/ghost-watchdog --root /var/lib/ghostbridge --no-banner false 60000 undefined"
             );
         }
         None => eprintln!("SKIPPED: node is not installed: the PM2 file is not parsed"),
     }
+}
+
+/// Every file under `dir` holding an ESC byte (a terminal colour code).
+fn files_with_escapes(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            found.extend(files_with_escapes(&p));
+        } else if ft.is_file() && std::fs::read(&p).is_ok_and(|b| b.contains(&0x1b)) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_bridge_that_cannot_bind_is_given_up_with_its_cause_in_the_output_status_and_alert() {
+    // Another process holds the port, as a second root on the default port would.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut env = env_with(&format!(
+        "[watchdog.children.bridge]\nenabled = true\n[bridge]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let wd = start(&mut env, &[]);
+    assert!(
+        wait_until(WAIT, || child(&env, "bridge")["state"] == "given_up"),
+        "{}\n{}",
+        state(&env),
+        stderr_of(&env)
+    );
+    const CAUSE: &str = "Address already in use";
+    // The watchdog's own output says why it is not ready.
+    let stdout = || std::fs::read_to_string(env.dir.path().join("watchdog.stdout")).unwrap();
+    assert!(
+        wait_until(WAIT, || stdout().contains("not ready: bridge given up")),
+        "{}",
+        stdout()
+    );
+    let line = stdout()
+        .lines()
+        .find(|l| l.starts_with("not ready: bridge given up"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("crashed (code") && line.contains(CAUSE),
+        "{line}"
+    );
+    // The exit event, the state file, `ghostctl status` (table and JSON).
+    let exits = events(&env, "CHILD_EXITED", Some("bridge"));
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["stderr_tail"].as_str().unwrap_or("").contains(CAUSE)),
+        "{exits:?}"
+    );
+    let c = child(&env, "bridge");
+    assert!(
+        c["last_exit"]["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains(CAUSE),
+        "{c}"
+    );
+    let out = env.ghostctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let gave_up = text
+        .lines()
+        .find(|l| l.contains("the watchdog gave up on bridge"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(gave_up.contains(CAUSE), "{gave_up}");
+    let out = env.ghostctl(&["--json", "status"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tail = v["watchdog"]["children"]["bridge"]["last_exit"]["stderr_tail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(tail.contains(CAUSE), "{v}");
+    // The alert and CRITICAL_ALERT.
+    let a = alerts(&env);
+    assert_eq!(a.len(), 1, "{a:?}");
+    let msg = a[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("crashed again") && msg.contains(CAUSE),
+        "{msg}"
+    );
+    assert!(a[0]["stderr_tail"].as_str().unwrap().contains(CAUSE));
+    let crit =
+        std::fs::read_to_string(env.layout().alerts().join("CRITICAL_ALERT")).unwrap_or_default();
+    assert!(crit.contains(CAUSE), "{crit}");
+
+    stop(&mut env, wd, Duration::from_secs(10));
+    // No colour code anywhere under the root: logs, stderr logs, alerts, state.
+    let esc = files_with_escapes(&env.root);
+    assert!(esc.is_empty(), "ESC bytes in {esc:?}");
+    drop(taken);
+}
+
+#[test]
+fn sigterms_to_the_executor_read_as_clean_exits_and_a_hard_stop_exits_non_zero() {
+    let mut env = env_with(&format!("[watchdog]\nstop_grace = \"30s\"\n{STUBBORN}"));
+    let wd = start(&mut env, &[]);
+    // Three SIGTERMs from outside: three clean exits, then the watchdog gives up.
+    let mut last = None;
+    for _ in 0..3 {
+        let pid = wait_running(&mut env, wd, "executor", last);
+        signal(pid, Signal::SIGTERM);
+        assert!(
+            wait_until(WAIT, || child(&env, "executor")["pid"].as_u64()
+                != Some(pid as u64)),
+            "{}",
+            state(&env)
+        );
+        last = Some(pid);
+    }
+    assert!(
+        wait_until(WAIT, || child(&env, "executor")["state"] == "given_up"),
+        "{}",
+        state(&env)
+    );
+    let c = child(&env, "executor");
+    assert_eq!(c["last_exit"]["code"], 0, "{c}");
+    let a = alerts(&env);
+    assert_eq!(a.len(), 1, "{a:?}");
+    let msg = a[0]["message"].as_str().unwrap();
+    assert!(msg.contains("exited cleanly again"), "{msg}");
+    assert!(msg.contains("clean exit (code 0)"), "{msg}");
+    assert!(
+        !msg.contains("crashed") && !msg.contains("failed again"),
+        "{msg}"
+    );
+    let out = env.ghostctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("clean exit (code 0)"), "{text}");
+
+    // A hard stop: the stubborn child outlives the first SIGTERM (its grace
+    // is 30 s); the second one SIGKILLs it, and the watchdog says it failed.
+    assert!(wait_until(WAIT, || child(&env, "stubborn")["state"] == "running"));
+    signal(wd, Signal::SIGTERM);
+    assert!(
+        wait_until(WAIT, || child(&env, "stubborn")["state"] == "stopping"),
+        "{}",
+        state(&env)
+    );
+    signal(wd, Signal::SIGTERM);
+    let mut w = env.take_child(wd);
+    let st =
+        wait_exit(&mut w, Duration::from_secs(10)).expect("the watchdog exits after a hard stop");
+    assert_ne!(st.code(), Some(0), "a hard stop is not a clean stop");
+    assert!(stderr_of(&env).contains("hard stop"), "{}", stderr_of(&env));
+}
+
+#[test]
+fn a_missing_child_is_one_warning_naming_it_and_status_does_not_call_the_family_up() {
+    let mut env = env_with(
+        "[watchdog.children.monitor]\nenabled = true\ncommand = \"/nonexistent/ghost-monitor\"\n",
+    );
+    let wd = start(&mut env, &[]);
+    wait_running(&mut env, wd, "executor", None);
+    assert!(wait_until(WAIT, || state(&env)["ready"] == true
+        && child(&env, "monitor")["state"] == "missing"));
+    // A reload tries it again, without a second warning.
+    signal(wd, Signal::SIGHUP);
+    assert!(wait_until(WAIT, || !events(&env, "CONFIG_RELOADED", None).is_empty()));
+    assert!(wait_until(WAIT, || child(&env, "monitor")["state"] == "missing"));
+    let missing = events(&env, "CHILD_MISSING", Some("monitor"));
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!(missing[0]["level"], "WARN", "{}", missing[0]);
+    let msg = missing[0]["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("/nonexistent/ghost-monitor")
+            && msg.contains("enabled = false")
+            && msg.contains("[watchdog.children.monitor]"),
+        "{msg}"
+    );
+    let out = env.ghostctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("every child up"), "{text}");
+    assert!(text.contains("(ready, but missing: monitor)"), "{text}");
+    // The banner promises no file of a child that does not start here (the
+    // bridge is disabled in these tests).
+    let banner = std::fs::read_to_string(env.dir.path().join("watchdog.stdout")).unwrap();
+    assert!(
+        !banner.contains("hmac_key (created on first start)"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("/nonexistent/ghost-monitor not found"),
+        "{banner}"
+    );
+    stop(&mut env, wd, Duration::from_secs(10));
 }

@@ -91,7 +91,7 @@
 //! On shutdown the file in hand is finished (its items ingested, the original
 //! moved) and [`run`] returns.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -109,6 +109,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::ingest::{document_id, Ingestor, Outcome, Queued, Source};
+use readiness::Readiness;
+
+mod readiness;
 use ghost_core::fs::{durable_move, durable_remove, ensure_dir, sweep_temp_files, write_json};
 use ghost_core::text::clip;
 use ghost_core::Result;
@@ -184,21 +187,6 @@ fn scan(dir: &Path) -> std::io::Result<Vec<(OsString, Fingerprint)>> {
         out.push((name, Fingerprint::of(&m)));
     }
     Ok(out)
-}
-
-/// What the inbox knows about one entry between scans.
-struct Tracked {
-    fp: Fingerprint,
-    /// When the current fingerprint was first observed.
-    since: Instant,
-    /// When the entry was first observed (the order files are taken in).
-    first_seen: Instant,
-    /// Arrived by rename: complete.
-    renamed: bool,
-    /// Left in place for a transient reason: not before this instant.
-    retry_at: Option<Instant>,
-    /// Reasons already logged for this file.
-    noted: HashSet<&'static str>,
 }
 
 enum Msg {
@@ -312,14 +300,13 @@ async fn run_inner(
 
     // A burst of events is served by one scan per `gap`.
     let gap = (settle / 5).clamp(Duration::from_millis(5), Duration::from_millis(100));
-    let mut tracked: HashMap<OsString, Tracked> = HashMap::new();
-    let mut renamed: HashSet<OsString> = HashSet::new();
+    let mut files = Readiness::<Fingerprint>::new(settle, scan_every);
     let mut scan_failed = false;
     while !shutdown.is_cancelled() {
         if let Some(r) = rx.as_mut() {
             while let Ok(m) = r.try_recv() {
                 if let Msg::Renamed(n) = m {
-                    renamed.insert(n);
+                    files.renamed(n);
                 }
             }
         }
@@ -331,30 +318,7 @@ async fn run_inner(
         match listing {
             Ok(entries) => {
                 scan_failed = false;
-                let now = last_scan;
-                let mut seen = HashSet::new();
-                for (name, fp) in entries {
-                    let t = tracked.entry(name.clone()).or_insert_with(|| Tracked {
-                        fp,
-                        since: now,
-                        first_seen: now,
-                        renamed: false,
-                        retry_at: None,
-                        noted: HashSet::new(),
-                    });
-                    if t.fp != fp {
-                        t.fp = fp;
-                        t.since = now;
-                        t.renamed = false;
-                    }
-                    if renamed.remove(&name) {
-                        t.renamed = true;
-                    }
-                    seen.insert(name);
-                }
-                tracked.retain(|n, _| seen.contains(n));
-                // A rename whose file is gone again.
-                renamed.clear();
+                files.observe(last_scan, entries);
             }
             Err(e) => {
                 if !scan_failed {
@@ -364,21 +328,12 @@ async fn run_inner(
             }
         }
 
-        let now = Instant::now();
-        let mut ready_files: Vec<(Instant, OsString, Fingerprint)> = tracked
-            .iter()
-            .filter(|(_, t)| {
-                (t.renamed || now.duration_since(t.since) >= settle)
-                    && t.retry_at.is_none_or(|r| now >= r)
-            })
-            .map(|(n, t)| (t.first_seen, n.clone(), t.fp))
-            .collect();
-        ready_files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (_, name, fp) in ready_files {
+        let ready_files = files.ready(Instant::now());
+        for (name, fp) in ready_files {
             if shutdown.is_cancelled() {
                 break;
             }
-            let retrying = tracked.get(&name).is_some_and(|t| !t.noted.is_empty());
+            let retrying = files.retrying(&name);
             let outcome = if ing.paused() {
                 Taken::Retry(
                     "paused",
@@ -391,15 +346,10 @@ async fn run_inner(
                 take(&ing, &name, fp, retrying).await
             };
             match outcome {
-                Taken::Done | Taken::Gone => {
-                    tracked.remove(&name);
-                }
+                Taken::Done | Taken::Gone => files.forget(&name),
                 Taken::Retry(kind, detail) => {
-                    if let Some(t) = tracked.get_mut(&name) {
-                        t.retry_at = Some(Instant::now() + scan_every);
-                        if t.noted.insert(kind) {
-                            warn!(event = "INBOX_DEFERRED", file = %name.to_string_lossy(), reason = kind, detail = %detail, "left in the inbox; it is tried again on a later scan");
-                        }
+                    if files.defer(&name, Instant::now(), kind) {
+                        warn!(event = "INBOX_DEFERRED", file = %name.to_string_lossy(), reason = kind, detail = %detail, "left in the inbox; it is tried again on a later scan");
                     }
                 }
             }
@@ -411,15 +361,7 @@ async fn run_inner(
         // Sleep until the next scan is due, the next file settles, or a
         // rename arrives.
         let now = Instant::now();
-        let mut wake = now + scan_every;
-        for t in tracked.values() {
-            let due = match t.retry_at {
-                Some(r) => r,
-                None if t.renamed => now,
-                None => t.since + settle,
-            };
-            wake = wake.min(due.max(now));
-        }
+        let mut wake = files.next_due(now, now + scan_every);
         loop {
             let recv = async {
                 match rx.as_mut() {
@@ -433,7 +375,7 @@ async fn run_inner(
                 m = recv => match m {
                     Some(Msg::Renamed(n)) => {
                         if !never_taken(&n) {
-                            renamed.insert(n);
+                            files.renamed(n);
                             break;
                         }
                     }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use ghost_core::admit::Admission;
-use ghost_core::entry::Located;
+use ghost_core::entry::{Located, Resolved};
 use ghost_core::patch::parse::resolve_target;
 use ghost_core::patch::{FieldError, PatchError, TargetSpec};
 use ghost_core::queue::QueueState;
@@ -203,13 +203,27 @@ impl Ingestor {
         }
     }
 
-    /// Where the entry with queue name or patch id `key` is now (blocking).
+    /// Where the entry with queue name or patch id `key` is now (blocking):
+    /// exactly that entry, or none.
     pub fn locate(&self, key: &str) -> Option<Located> {
         match ghost_core::entry::find(self.layout(), key) {
             Ok(found) => found,
             Err(e) => {
                 warn!(error = %e, "cannot look the entry up");
                 None
+            }
+        }
+    }
+
+    /// What `key` means by the root's one rule
+    /// ([`ghost_core::entry::resolve`]: exact, else an unambiguous prefix or
+    /// suffix of a queue name or patch id) (blocking).
+    pub fn resolve(&self, key: &str) -> Resolved {
+        match ghost_core::entry::resolve(self.layout(), key) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot look the entry up");
+                Resolved::None
             }
         }
     }

@@ -320,7 +320,7 @@ section!(BridgeConfig {
 section!(
     /// `[monitor]`: the health model and the alert rules (docs/monitor.md).
     MonitorConfig {
-    /// Where the dashboard will listen.
+    /// Where the dashboard and `/metrics` listen (docs/dashboard.md); empty: no dashboard.
     listen: String = "127.0.0.1:7879".into(),
     /// A full cycle at least this often (file events trigger one sooner).
     #[serde(with = "duration")]

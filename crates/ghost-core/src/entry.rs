@@ -10,6 +10,12 @@
 //! A patch id is looked up in the root's durable id index first
 //! ([`crate::ids`]), then, for entries that came in around it (placed by
 //! hand, or written by an older version), by reading every entry.
+//!
+//! What a person types is resolved by one rule, [`resolve`], that every verb
+//! of `ghostctl` and the bridge's `GET /v1/patches/{id}` share: an exact queue
+//! name or patch id, else an unambiguous prefix or suffix (at least
+//! [`MIN_PARTIAL`] characters) of either. The first characters of a UUID v7
+//! queue name are a timestamp, so the suffix is what tells entries apart.
 
 use std::path::PathBuf;
 
@@ -110,6 +116,72 @@ pub fn find_all(layout: &Layout, key: &str) -> Result<Vec<Located>> {
     Ok(by_id)
 }
 
+/// The shortest prefix or suffix [`resolve`] accepts: shorter keys match too
+/// much to be typed on purpose.
+pub const MIN_PARTIAL: usize = 4;
+
+/// What a key a person typed means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// Nothing matches.
+    None,
+    /// Exactly one entry.
+    One(Located),
+    /// Several entries, to list for the person to choose among (sorted by
+    /// queue name).
+    Many(Vec<Located>),
+}
+
+impl Resolved {
+    fn of(mut v: Vec<Located>) -> Resolved {
+        match v.len() {
+            0 => Resolved::None,
+            1 => Resolved::One(v.remove(0)),
+            _ => {
+                v.sort_by(|a, b| a.name.cmp(&b.name).then(a.target.cmp(&b.target)));
+                Resolved::Many(v)
+            }
+        }
+    }
+}
+
+/// True when `key` is a prefix or a suffix of `s`.
+fn partial_match(s: &str, key: &str) -> bool {
+    s.starts_with(key) || s.ends_with(key)
+}
+
+/// Resolve `key` to the entries it means: first exactly ([`find_all`]: a queue
+/// name, else a patch id), else, for a key of [`MIN_PARTIAL`]+ characters,
+/// every entry whose queue name or patch id starts or ends with it. An exact
+/// match always wins over a partial one, so a full id is never ambiguous
+/// because it is also the prefix of a longer one.
+pub fn resolve(layout: &Layout, key: &str) -> Result<Resolved> {
+    let exact = find_all(layout, key)?;
+    if !exact.is_empty() || key.chars().count() < MIN_PARTIAL {
+        return Ok(Resolved::of(exact));
+    }
+    let mut found = Vec::new();
+    for t in layout.queue_targets() {
+        let q = layout.queue(&t);
+        for state in QueueState::ALL {
+            for name in q.list(state)? {
+                if partial_match(&name, key) {
+                    found.push(locate(&q, state, &name));
+                    continue;
+                }
+                let e = locate(&q, state, &name);
+                if e.patch_id
+                    .as_deref()
+                    .is_some_and(|id| partial_match(id, key))
+                {
+                    found.push(e);
+                }
+            }
+        }
+    }
+    Ok(Resolved::of(found))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +235,45 @@ mod tests {
         assert_eq!(by_name.patch_id.as_deref(), Some("b1"));
         assert!(find(&layout, "nope").unwrap().is_none());
         assert!(find(&layout, "../etc").unwrap().is_none());
+    }
+
+    #[test]
+    fn resolve_takes_exact_then_unambiguous_prefix_or_suffix() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        layout.create(["default", "web"]).unwrap();
+        let a = layout
+            .queue("default")
+            .enqueue(br#"{"id": "alpha-one", "operations": []}"#)
+            .unwrap();
+        let b = layout
+            .queue("web")
+            .enqueue(br#"{"id": "alpha-two", "operations": []}"#)
+            .unwrap();
+        let one = |k: &str| match resolve(&layout, k).unwrap() {
+            Resolved::One(l) => l.name,
+            other => panic!("{k}: {other:?}"),
+        };
+        // Exact id and queue name.
+        assert_eq!(one("alpha-one"), a);
+        assert_eq!(one(&b), b);
+        // Suffix and prefix of a patch id.
+        assert_eq!(one("-two"), b);
+        assert_eq!(one("alpha-o"), a);
+        // Suffix and prefix of a queue name.
+        assert_eq!(one(&a[a.len() - 6..]), a);
+        // A shared prefix lists both, sorted by queue name.
+        match resolve(&layout, "alpha").unwrap() {
+            Resolved::Many(v) => {
+                let names: Vec<&str> = v.iter().map(|l| l.name.as_str()).collect();
+                let mut want = vec![a.as_str(), b.as_str()];
+                want.sort();
+                assert_eq!(names, want);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too short to be partial; unknown.
+        assert_eq!(resolve(&layout, "two").unwrap(), Resolved::None);
+        assert_eq!(resolve(&layout, "zzzzzz").unwrap(), Resolved::None);
     }
 }

@@ -32,6 +32,14 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    /// An operator action the rules do not allow, or a request missing what
+    /// it needs (a reason): nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// An operator action lost the race to another mover (the executor, another
+    /// operator): nothing was changed by it.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {

@@ -1,4 +1,5 @@
 //! ghost-core: what every ghostbridge process shares. It owns the disk (`fs`),
+//! every operator action ([`actions`], for ghostctl and the dashboard alike),
 //! the data-root layout, configuration, the patch model, and every file more
 //! than one process reads or writes, one module per kind: the queue and its
 //! records ([`queue`]), an entry's id and the one lookup ([`entry`]), the id
@@ -9,6 +10,7 @@
 //! moves finished things into ([`archive`], [`maintenance`]). Processes coordinate only through
 //! these files and atomic renames.
 
+pub mod actions;
 pub mod admit;
 pub mod alert;
 pub mod alerting;

@@ -217,6 +217,32 @@ pub struct LastExit {
     pub signal_name: Option<String>,
     pub cause: ExitCause,
     pub at: String,
+    /// The last lines the process wrote to its `logs/<child>.stderr.log`
+    /// (at most [`STDERR_TAIL_LINES`] lines, [`STDERR_TAIL_BYTES`] bytes,
+    /// control characters but the newlines replaced): usually the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+}
+
+/// How many lines of a child's stderr travel with its exit.
+pub const STDERR_TAIL_LINES: usize = 5;
+/// At most this many bytes of them.
+pub const STDERR_TAIL_BYTES: usize = 1024;
+
+/// How a process ended, as a person needs to tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitKind {
+    /// Exit code 0: it stopped because something asked it to (a SIGTERM it
+    /// handled, say), not because it failed.
+    Clean,
+    /// Killed by a signal it did not handle.
+    Signal,
+    /// A non-zero exit code: it failed (a panic, a bad configuration, a port
+    /// in use, …).
+    Crash,
+    /// It never ran: the program could not be started.
+    NotStarted,
 }
 
 impl LastExit {
@@ -227,18 +253,69 @@ impl LastExit {
             signal_name: signal.map(signal_name),
             cause,
             at,
+            stderr_tail: None,
         }
     }
 
-    /// `code 1`, `SIGKILL`, `could not start`.
-    pub fn describe(&self) -> String {
-        match (self.code, &self.signal_name, self.signal) {
-            (Some(c), _, _) => format!("code {c}"),
-            (None, Some(n), _) => n.clone(),
-            (None, None, Some(s)) => format!("signal {s}"),
-            (None, None, None) => "could not start".into(),
+    /// With the end of the child's stderr: `text` is its last bytes.
+    pub fn with_stderr_tail(mut self, text: &str) -> LastExit {
+        let t = stderr_tail(text);
+        self.stderr_tail = (!t.is_empty()).then_some(t);
+        self
+    }
+
+    pub fn kind(&self) -> ExitKind {
+        match (self.code, self.signal) {
+            (Some(0), _) => ExitKind::Clean,
+            (Some(_), _) => ExitKind::Crash,
+            (None, Some(_)) => ExitKind::Signal,
+            (None, None) => ExitKind::NotStarted,
         }
     }
+
+    /// `clean exit (code 0)`, `crashed (code 1)`, `killed by SIGKILL`,
+    /// `could not start`: the three ways a running process ends never read
+    /// alike.
+    pub fn describe(&self) -> String {
+        match (self.kind(), self.code, &self.signal_name, self.signal) {
+            (ExitKind::Clean, _, _, _) => "clean exit (code 0)".into(),
+            (ExitKind::Crash, Some(c), _, _) => format!("crashed (code {c})"),
+            (ExitKind::Signal, _, Some(n), _) => format!("killed by {n}"),
+            (ExitKind::Signal, _, None, Some(s)) => format!("killed by signal {s}"),
+            _ => "could not start".into(),
+        }
+    }
+
+    /// The last non-empty line of the stderr tail: the likeliest reason.
+    pub fn reason(&self) -> Option<&str> {
+        self.stderr_tail
+            .as_deref()?
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+    }
+}
+
+/// The last [`STDERR_TAIL_LINES`] non-empty lines of `text`, at most
+/// [`STDERR_TAIL_BYTES`] bytes (whole characters), each line
+/// [`crate::text::clean`]ed (no escape sequence reaches an alert or a terminal).
+pub fn stderr_tail(text: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(crate::text::clean)
+        .collect();
+    let mut out = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+    if out.len() > STDERR_TAIL_BYTES {
+        let mut cut = out.len() - STDERR_TAIL_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out.drain(..cut);
+    }
+    out
 }
 
 /// `SIGTERM` for 15, and so on.
@@ -347,17 +424,39 @@ mod tests {
     #[test]
     fn exits_describe_themselves() {
         let at = "t".to_string();
-        assert_eq!(
-            LastExit::new(Some(1), None, ExitCause::Exited, at.clone()).describe(),
-            "code 1"
-        );
+        let crash = LastExit::new(Some(1), None, ExitCause::Exited, at.clone());
+        assert_eq!(crash.describe(), "crashed (code 1)");
+        assert_eq!(crash.kind(), ExitKind::Crash);
+        let clean = LastExit::new(Some(0), None, ExitCause::Exited, at.clone());
+        assert_eq!(clean.describe(), "clean exit (code 0)");
+        assert_eq!(clean.kind(), ExitKind::Clean);
         let k = LastExit::new(None, Some(9), ExitCause::Hang, at.clone());
         assert_eq!(k.signal_name.as_deref(), Some("SIGKILL"));
-        assert_eq!(k.describe(), "SIGKILL");
+        assert_eq!(k.describe(), "killed by SIGKILL");
+        assert_eq!(k.kind(), ExitKind::Signal);
         assert_eq!(
             LastExit::new(None, None, ExitCause::SpawnFailed, at).describe(),
             "could not start"
         );
+    }
+
+    #[test]
+    fn the_stderr_tail_keeps_the_last_clean_lines() {
+        let text =
+            "one\ntwo\n\nthree\nfour\nfive\n\u{1b}[31msix: Address already in use\u{1b}[0m\n\n";
+        let e = LastExit::new(Some(1), None, ExitCause::Exited, "t".into()).with_stderr_tail(text);
+        let tail = e.stderr_tail.as_deref().unwrap();
+        assert_eq!(tail.lines().count(), STDERR_TAIL_LINES);
+        assert!(tail.starts_with("two\n"), "{tail}");
+        assert!(!tail.contains('\u{1b}'), "{tail}");
+        assert_eq!(e.reason(), Some("?[31msix: Address already in use?[0m"));
+        let long = "é".repeat(2000);
+        let t = stderr_tail(&long);
+        assert!(t.len() <= STDERR_TAIL_BYTES && t.len() > STDERR_TAIL_BYTES - 2);
+        let none =
+            LastExit::new(Some(1), None, ExitCause::Exited, "t".into()).with_stderr_tail("\n");
+        assert_eq!(none.stderr_tail, None);
+        assert_eq!(none.reason(), None);
     }
 
     #[test]

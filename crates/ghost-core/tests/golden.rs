@@ -48,7 +48,7 @@ fn watchdog_state_reads_and_round_trips() {
     let last = ex.last_exit.as_ref().unwrap();
     assert_eq!(
         (last.cause, last.describe().as_str()),
-        (ExitCause::Hang, "SIGKILL")
+        (ExitCause::Hang, "killed by SIGKILL")
     );
     assert_eq!(
         ex.last_request.as_ref().unwrap().action,

@@ -56,6 +56,9 @@ pub struct Collector {
     /// Rotation ledger: bytes read so far, and the last hour's rotations.
     ledger_offset: u64,
     rotations: VecDeque<(String, u64)>,
+    /// Summaries read since the last [`Collector::take_finished`], for the
+    /// metrics' outcome counters and duration histograms.
+    finished: Vec<ghost_core::summary::Summary>,
 }
 
 impl Collector {
@@ -173,10 +176,16 @@ impl Collector {
                 QueueState::Done | QueueState::Failed => {
                     self.terminal += listing.len();
                     let corrupt = &mut self.corrupt;
-                    if full_sweep || refresh.first {
-                        check_summaries(corrupt, layout, target, listing.names());
+                    // Each summary reaches `finished` once per process: when
+                    // its entry is first listed, not again in a full sweep.
+                    let finished = &mut self.finished;
+                    if refresh.first {
+                        check_summaries(corrupt, Some(finished), layout, target, listing.names());
+                    } else if full_sweep {
+                        check_summaries(corrupt, None, layout, target, listing.names());
                     } else {
-                        check_summaries(corrupt, layout, target, refresh.added.iter().cloned());
+                        let added = refresh.added.iter().cloned();
+                        check_summaries(corrupt, Some(finished), layout, target, added);
                     }
                 }
                 _ => {}
@@ -232,12 +241,22 @@ impl Collector {
             match summary_problem(&layout.summaries(target), name) {
                 None => {
                     self.corrupt.remove(&id);
+                    // Intact for the first time: count it once.
+                    if let Ok(Some(s)) = ghost_core::summary::read(&layout.summaries(target), name)
+                    {
+                        self.finished.push(s);
+                    }
                 }
                 Some(why) => {
                     self.corrupt.insert(id, why);
                 }
             }
         }
+    }
+
+    /// The summaries read since the last call (each once per process).
+    pub fn take_finished(&mut self) -> Vec<ghost_core::summary::Summary> {
+        std::mem::take(&mut self.finished)
     }
 
     /// Why a summary is not intact, if it is not.
@@ -375,6 +394,7 @@ impl Collector {
 /// listing, or all of them in a full sweep), streamed.
 fn check_summaries(
     corrupt: &mut BTreeMap<String, String>,
+    mut finished: Option<&mut Vec<ghost_core::summary::Summary>>,
     layout: &Layout,
     target: &str,
     names: impl Iterator<Item = String>,
@@ -385,6 +405,11 @@ fn check_summaries(
         match summary_problem(&dir, &n) {
             None => {
                 corrupt.remove(&id);
+                if let Some(f) = finished.as_deref_mut() {
+                    if let Ok(Some(s)) = ghost_core::summary::read(&dir, &n) {
+                        f.push(s);
+                    }
+                }
             }
             Some(why) => {
                 corrupt.insert(id, why);

@@ -22,11 +22,13 @@
 //! it, and reading it twice changes nothing.
 //!
 //! The cycle runs on a thread of its own (HTTP delivery blocks); the async
-//! [`run`] only bridges the shutdown token and the file watcher to it. The
-//! dashboard (`[monitor] listen`) will read the same files this writes.
+//! [`run`] only bridges the shutdown token and the file watcher to it, and
+//! serves the dashboard ([`dashboard`], `[monitor] listen`), which reads the
+//! files the cycle writes and the metrics it updates.
 
 pub mod collect;
 pub mod correlate;
+pub mod dashboard;
 pub mod deliver;
 pub mod dircache;
 pub mod maintain;
@@ -96,6 +98,8 @@ pub struct Monitor {
     last_book: Option<String>,
     /// The retention and sweep schedule ([`maintain`]).
     maintenance: maintain::Maintenance,
+    /// What `/metrics` exports; shared with the dashboard.
+    metrics: std::sync::Arc<dashboard::metrics::Metrics>,
 }
 
 /// What one cycle did (for the benchmark and the logs).
@@ -154,11 +158,17 @@ impl Monitor {
             next_delivery_ms: Some(0),
             cycles: 0,
             last_book: None,
+            metrics: Default::default(),
         })
     }
 
     pub fn book(&self) -> &Book {
         &self.book
+    }
+
+    /// Export into `metrics` (the dashboard's) from now on.
+    pub fn set_metrics(&mut self, metrics: std::sync::Arc<dashboard::metrics::Metrics>) {
+        self.metrics = metrics;
     }
 
     /// One full cycle (see the module comment).
@@ -233,6 +243,13 @@ impl Monitor {
         health.cycle_ms = started.elapsed().as_millis() as u64;
         health.generated_at = ghost_core::time::now_rfc3339();
         ghost_core::health::write(&self.layout, &health)?;
+        for s in self.collector.take_finished() {
+            self.metrics.observe(&s);
+        }
+        let watchdog = ghost_core::watchdog::read_state(&self.layout)
+            .ok()
+            .flatten();
+        self.metrics.update(&health, watchdog.as_ref());
         self.sample(&health, now);
         self.cycles += 1;
         Ok(CycleReport {
@@ -510,13 +527,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             e @ ghost_core::Error::Locked { .. } => MonitorError::Locked(e),
             e => MonitorError::Core(e),
         })?;
+    let metrics = std::sync::Arc::new(dashboard::metrics::Metrics::new());
+    let web_stop = CancellationToken::new();
+    let web = start_dashboard(&config, &layout, metrics.clone(), web_stop.clone()).await;
     let (tx, rx) = mpsc::channel::<Wake>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let wake = tx.clone();
     let thread = std::thread::Builder::new()
         .name("monitor".into())
         .spawn(move || {
-            let r = engine(config, wake, rx);
+            let r = engine(config, metrics, wake, rx);
             let _ = done_tx.send(r);
         })
         .map_err(|e| MonitorError::Thread(e.to_string()))?;
@@ -529,17 +549,78 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     // It has sent its result: the join is immediate.
     let _ = thread.join();
+    web_stop.cancel();
+    if let Some(w) = web {
+        // Open requests get a moment to finish; a stuck client cannot hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+    }
     drop(lock);
     r.unwrap_or_else(|_| Err(MonitorError::Thread("ended without a result".into())))
 }
 
+/// Start the dashboard on `monitor.listen` (empty: no dashboard). A
+/// dashboard that cannot start is logged as an error and the monitor goes
+/// on: its alerts matter more than its web page.
+async fn start_dashboard(
+    config: &Config,
+    layout: &Layout,
+    metrics: std::sync::Arc<dashboard::metrics::Metrics>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listen = config.monitor.listen.trim();
+    if listen.is_empty() {
+        info!(
+            event = "DASHBOARD_DISABLED",
+            "monitor.listen is empty: no dashboard"
+        );
+        return None;
+    }
+    let auth = match dashboard::auth::Auth::load(layout) {
+        Ok(a) => a,
+        Err(e) => {
+            error!(event = "DASHBOARD_FAILED", error = %e, "cannot load the dashboard token; no dashboard");
+            return None;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(event = "DASHBOARD_FAILED", listen, error = %e, "cannot listen for the dashboard; the monitor goes on without it");
+            return None;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen.to_string());
+    // Where the token is, never what it is.
+    info!(event = "DASHBOARD_LISTENING", url = %format!("http://{addr}/"), token = %auth.source, "dashboard listening");
+    let state = std::sync::Arc::new(dashboard::Dashboard {
+        config: config.clone(),
+        layout: layout.clone(),
+        auth,
+        metrics,
+    });
+    Some(tokio::spawn(async move {
+        if let Err(e) = dashboard::serve(listener, state, stop).await {
+            error!(event = "DASHBOARD_FAILED", error = %e, "the dashboard stopped");
+        }
+    }))
+}
+
 /// The monitor's thread: cycles until told to stop.
-fn engine(config: Config, wake: mpsc::Sender<Wake>, rx: mpsc::Receiver<Wake>) -> Result<()> {
+fn engine(
+    config: Config,
+    metrics: std::sync::Arc<dashboard::metrics::Metrics>,
+    wake: mpsc::Sender<Wake>,
+    rx: mpsc::Receiver<Wake>,
+) -> Result<()> {
     let debounce = config.monitor.debounce;
     let layout = Layout::new(&config.root);
     let rescan = config.monitor.full_rescan_interval;
     let mut m = Monitor::open(config)?;
     let dirty = m.collector.watch(rescan);
+    m.set_metrics(metrics);
     // Wake on entries created or moved, alerts and requests dropped in; not
     // on writes to open files, so a busy log does not wake the monitor.
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

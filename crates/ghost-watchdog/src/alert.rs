@@ -16,7 +16,7 @@ use std::path::Path;
 use tracing::error;
 
 use ghost_core::alert::{Alert, AlertSource, AlertStatus, Severity};
-use ghost_core::watchdog::ExitCause;
+use ghost_core::watchdog::{ExitCause, ExitKind};
 use ghost_core::Layout;
 
 /// What the alert says about the child.
@@ -25,10 +25,14 @@ pub struct GaveUp<'a> {
     pub child: &'a str,
     pub restarts: u32,
     pub window: std::time::Duration,
-    /// `code 1`, `SIGKILL`, …
+    /// `crashed (code 1)`, `killed by SIGKILL`, … ([`ghost_core::watchdog::LastExit::describe`]).
     pub last_exit: String,
+    /// Clean exit, signal or crash.
+    pub kind: Option<ExitKind>,
     /// Why the last process ended.
     pub cause: Option<ExitCause>,
+    /// The last line of its stderr, the likeliest reason.
+    pub reason: Option<String>,
     /// The end of the child's stderr log, for the cause.
     pub stderr_tail: String,
     pub stderr_log: &'a Path,
@@ -54,12 +58,27 @@ pub fn raise(layout: &Layout, g: &GaveUp<'_>) {
         ),
     };
     let title = format!("ghost-watchdog gave up on {}", g.child);
+    // A clean exit, a signal and a crash call for different fixes: never
+    // word them alike.
+    let how = match g.kind {
+        Some(ExitKind::Clean) => {
+            "exited cleanly again (code 0: something outside the watchdog asked it to stop)"
+        }
+        Some(ExitKind::Signal) => "was killed by a signal again",
+        Some(ExitKind::Crash) => "crashed again",
+        Some(ExitKind::NotStarted) => "could not be started again",
+        None => "ended again",
+    };
     let message = format!(
-        "{} failed again after {} restart(s) within {window} (last: {}, {}); {then}. Its output is in {}.",
+        "{} {how} after {} restart(s) within {window} (last: {}, {}){}; {then}. Its output is in {}.",
         g.child,
         g.restarts,
-        g.cause.map(ExitCause::as_str).unwrap_or("-"),
         g.last_exit,
+        g.cause.map(ExitCause::as_str).unwrap_or("-"),
+        g.reason
+            .as_deref()
+            .map(|r| format!(": {}", ghost_core::text::clip(r, 300)))
+            .unwrap_or_default(),
         g.stderr_log.display()
     );
     let alert = Alert {
@@ -162,8 +181,10 @@ mod tests {
                 child: "executor",
                 restarts: 2,
                 window: std::time::Duration::from_secs(300),
-                last_exit: "code 2".into(),
+                last_exit: "crashed (code 2)".into(),
+                kind: Some(ExitKind::Crash),
                 cause: Some(ExitCause::Exited),
+                reason: Some("line two".into()),
                 stderr_tail: "bad configuration\nline two".into(),
                 stderr_log: &log,
                 cool_off: None,
@@ -187,6 +208,10 @@ mod tests {
         let text = std::fs::read_to_string(l.critical_alert()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(" CRITICAL ghost-watchdog: ghost-watchdog gave up on executor"));
+        assert!(
+            text.contains("crashed again after 2 restart(s) within 5m (last: crashed (code 2), exited): line two;"),
+            "{text}"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(l.critical_alert())
             .unwrap()

@@ -36,7 +36,13 @@ pub(crate) fn banner(
             .or_else(|| std::env::var(var).ok())
             .filter(|v| !v.is_empty())
     };
-    // Where each secret is, never what it is.
+    // Where each secret is, never what it is; a file is promised only when
+    // it exists or the child that creates it will start.
+    let starts = |child: &str| {
+        children
+            .get(child)
+            .is_some_and(|c| c.enabled && c.program_present())
+    };
     let secret_where = |child: &str, configured: bool, kind: SecretKind| -> String {
         if let (true, Some(k)) = (configured, kind.config_key()) {
             return format!("from the configuration ({k})");
@@ -47,8 +53,10 @@ pub(crate) fn banner(
         let p = layout.secret(kind);
         if p.exists() {
             p.display().to_string()
-        } else {
+        } else if starts(child) || kind == SecretKind::DashboardToken {
             format!("{} (created on first start)", p.display())
+        } else {
+            format!("none ({child} does not start here)")
         }
     };
     let up = |child: &str| -> &'static str {
@@ -81,6 +89,18 @@ pub(crate) fn banner(
         o,
         "             token     {}",
         secret_where("monitor", false, SecretKind::DashboardToken)
+    );
+    // The sign-in link with the token left for the shell to fill in.
+    let kind = SecretKind::DashboardToken;
+    let fill = if child_env("monitor", kind.env_var()).is_some() {
+        format!("${}", kind.env_var())
+    } else {
+        format!("$(cat {})", layout.secret(kind).display())
+    };
+    let _ = writeln!(
+        o,
+        "             sign in   http://{}/?token={fill}",
+        config.monitor.listen
     );
     let _ = writeln!(
         o,
@@ -144,11 +164,21 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("sekrit"), "{text}");
+        // No bridge configured: no key file will be created; say none.
         assert!(
-            text.contains("state/secrets/hmac_key (created on first start)"),
+            text.contains("HMAC key  none (bridge does not start here)"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hmac_key (created on first start)"),
             "{text}"
         );
         assert!(text.contains("[not configured]"), "{text}");
+        assert!(
+            text.contains("sign in   http://127.0.0.1:7879/?token=$(cat ")
+                && text.contains("state/secrets/dashboard_token)"),
+            "{text}"
+        );
     }
 
     #[test]

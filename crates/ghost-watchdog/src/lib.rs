@@ -21,6 +21,7 @@
 
 pub mod alert;
 mod banner;
+pub mod check;
 pub mod notify;
 pub mod policy;
 pub mod spawn;

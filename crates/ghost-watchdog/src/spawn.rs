@@ -2,8 +2,10 @@
 //! reaches everything it started in it), `PR_SET_PDEATHSIG` so that it dies
 //! with the watchdog, stdin from `/dev/null`, stdout and stderr appended to
 //! `logs/<child>.stderr.log`, working directory the data root, and the
-//! watchdog's environment less the service manager's notification variables
-//! plus the child's `env`.
+//! watchdog's environment less the service manager's notification variables,
+//! plus `NO_COLOR=1` (the output goes to a file that alerts, `ghostctl
+//! status` and process managers' logs quote: no colour codes in it, from the
+//! child or anything it runs), plus the child's `env`.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not
 //! the process. Children are therefore spawned only from the watchdog's
@@ -90,6 +92,7 @@ pub fn spawn(
     for k in crate::notify::ENV_VARS {
         cmd.env_remove(k);
     }
+    cmd.env("NO_COLOR", "1");
     cmd.envs(&spec.env);
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the child between fork and exec. It calls
@@ -147,7 +150,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = spec(
             "/bin/sh",
-            &["-c", "echo pgid=$(cut -d' ' -f5 /proc/$$/stat) cwd=$(pwd) env=$GHOST_TEST_ENV notify=${NOTIFY_SOCKET:-none}; echo err >&2"],
+            &["-c", "echo pgid=$(cut -d' ' -f5 /proc/$$/stat) cwd=$(pwd) env=$GHOST_TEST_ENV notify=${NOTIFY_SOCKET:-none} nocolor=$NO_COLOR; echo err >&2"],
         );
         let log = d.path().join("t.stderr.log");
         let mut c = spawn(&s, d.path(), &log, 1 << 20).unwrap();
@@ -165,6 +168,7 @@ mod tests {
         );
         assert!(out.contains("env=yes"), "{out}");
         assert!(out.contains("notify=none"), "{out}");
+        assert!(out.contains("nocolor=1"), "{out}");
         assert!(out.contains("err"), "{out}");
     }
 

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use ghost_core::fs::LockFile;
 use ghost_core::heartbeat::{self, HeartbeatWriter};
+use ghost_core::text::clip;
 use ghost_core::time::rfc3339;
 use ghost_core::watchdog::{
     self as state, ChildReport, ExitCause, LastExit, Request, WatchdogState, WatchdogStatus,
@@ -55,6 +56,8 @@ struct Child {
     resolve_on_running: Option<String>,
     /// Removed from the configuration: forget it once it has stopped.
     removed: bool,
+    /// The missing program already warned about (once per program).
+    missing_reported: Option<PathBuf>,
 }
 
 impl Child {
@@ -74,6 +77,7 @@ impl Child {
             message: None,
             resolve_on_running: None,
             removed: false,
+            missing_reported: None,
         }
     }
 }
@@ -351,7 +355,7 @@ impl Sup {
                 },
             );
             c.st = st;
-            observe(name, c, before, ev);
+            observe(name, c, before, ev, &self.layout.child_output_log(name));
             for a in acts {
                 match a {
                     Action::Spawn => {
@@ -453,7 +457,14 @@ impl Sup {
             }
             Err(spawn::SpawnError::Missing { program }) => {
                 let msg = format!("{} not found: not started", program.display());
-                error!(event = "CHILD_MISSING", child = name, program = %program.display(), "{msg}");
+                // Not installed is a choice as often as a fault: one warning
+                // per program, saying how to silence it, not an error at
+                // every start and reload.
+                if c.missing_reported.as_ref() != Some(&program) {
+                    warn!(event = "CHILD_MISSING", child = name, program = %program.display(),
+                        "{msg}; install it, or set `enabled = false` under [watchdog.children.{name}] to run without it");
+                    c.missing_reported = Some(program.clone());
+                }
                 c.message = Some(msg);
                 Event::SpawnFailed { missing: true }
             }
@@ -476,6 +487,25 @@ impl Sup {
             "gave up after {restarts} restart(s) within {}: no more restarts until `ghostctl restart {name}`{}",
             humantime::format_duration(c.policy.restart_window),
             c.policy.cool_off.map(|d| format!(" or the cool-off of {}", humantime::format_duration(d))).unwrap_or_default());
+        let reason = last.as_ref().and_then(|e| e.reason()).map(str::to_string);
+        let stderr_tail = match last.as_ref().and_then(|e| e.stderr_tail.clone()) {
+            Some(t) => t,
+            None => ghost_core::watchdog::stderr_tail(&alert::tail(&log, 2048)),
+        };
+        if self.banner {
+            println!(
+                "not ready: {name} given up ({}{})",
+                if last_exit.is_empty() {
+                    "no exit recorded"
+                } else {
+                    &last_exit
+                },
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {}", clip(r, 200)))
+                    .unwrap_or_default()
+            );
+        }
         alert::raise(
             &self.layout,
             &alert::GaveUp {
@@ -483,8 +513,10 @@ impl Sup {
                 restarts,
                 window: c.policy.restart_window,
                 last_exit,
+                kind: last.as_ref().map(|e| e.kind()),
                 cause,
-                stderr_tail: alert::tail(&log, 2048),
+                reason,
+                stderr_tail,
                 stderr_log: &log,
                 cool_off: c.policy.cool_off,
             },
@@ -821,7 +853,7 @@ impl Sup {
 }
 
 /// Bookkeeping and logs for one transition of child `name`.
-fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
+fn observe(name: &str, c: &mut Child, before: Phase, ev: Event, stderr_log: &Path) {
     let after = c.st.phase;
     let now = SystemTime::now();
     match (before, ev) {
@@ -838,13 +870,17 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event) {
                 Phase::Stopping { .. } => ExitCause::Stopped,
                 _ => ExitCause::Exited,
             };
-            let le = LastExit::new(exit.code, exit.signal, cause, rfc3339(now));
+            // The cause travels with the exit: the end of what it wrote.
+            let le = LastExit::new(exit.code, exit.signal, cause, rfc3339(now))
+                .with_stderr_tail(&alert::tail(stderr_log, 4096));
+            let tail = le.stderr_tail.as_deref().unwrap_or("");
             if cause == ExitCause::Exited {
                 warn!(event = "CHILD_EXITED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
-                    "exited on its own ({})", le.describe());
+                    kind = ?le.kind(), stderr_tail = %tail, "exited on its own ({}){}", le.describe(),
+                    le.reason().map(|r| format!(": {r}")).unwrap_or_default());
             } else {
                 info!(event = "CHILD_STOPPED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
-                    cause = cause.as_str(), "exited ({})", le.describe());
+                    kind = ?le.kind(), cause = cause.as_str(), stderr_tail = %tail, "exited ({})", le.describe());
             }
             c.last_exit = Some(le);
             c.running_since = None;

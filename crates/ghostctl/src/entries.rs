@@ -1,12 +1,10 @@
 //! Finding queue entries: every target (configured, or with a queue directory
 //! on disk), every state, and an operator's ID resolved to exactly one entry.
 //!
-//! An ID is tried, in order, as a queue name, as a patch id (both by the
-//! root's one lookup, [`ghost_core::entry::find_all`], which reads ids by the
-//! parser's own rule), and as a unique prefix of a queue name (at least
-//! [`MIN_PREFIX`] characters). Several entries for one patch id (in a root
-//! written before the id index, say) are ambiguous: the caller gets them all,
-//! to list.
+//! An ID is resolved by the root's one rule, [`ghost_core::entry::resolve`]
+//! (the bridge uses it too): a queue name or patch id exactly, else an
+//! unambiguous prefix or suffix of either. An ambiguous ID gets every
+//! candidate with its state, to list.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -21,9 +19,6 @@ use ghost_core::{Config, Layout};
 
 use crate::util::clean;
 use crate::CtlError;
-
-/// The shortest queue-name prefix accepted as an ID.
-pub const MIN_PREFIX: usize = 8;
 
 /// The states `ls` shows by default: everything but `done` and `trash`.
 pub const DEFAULT_LS_STATES: [QueueState; 6] = QueueState::OPEN;
@@ -221,16 +216,19 @@ pub fn list(config: &Config, filter: &ListFilter) -> Result<Vec<EntryInfo>, CtlE
     Ok(list_page(config, filter, req)?.entries)
 }
 
-/// Resolve an operator's ID (queue name, patch id, or unique queue-name prefix)
-/// to one entry. Unknown or ambiguous IDs are usage errors.
+/// Resolve an operator's ID (queue name, patch id, or an unambiguous prefix
+/// or suffix of either) to one entry. Unknown or ambiguous IDs are usage
+/// errors; an ambiguous one lists its candidates with their states.
 pub fn find(config: &Config, id: &str) -> Result<EntryInfo, CtlError> {
     match find_all(config, id)? {
         Found::One(e) => Ok(*e),
         Found::None => Err(CtlError::Usage(format!(
-            "no queue entry has the queue name or patch id {:?} (searched every state of targets {}); \
-             see `ghostctl ls --state all`",
+            "no queue entry has the queue name or patch id {:?}, or one that starts or ends \
+             with it (searched every state of targets {}; a prefix or suffix needs {}+ \
+             characters); see `ghostctl ls --state all`",
             clean(id),
-            all_targets(config).join(", ")
+            all_targets(config).join(", "),
+            ghost_core::entry::MIN_PARTIAL,
         ))),
         Found::Many(v) => {
             let rows: Vec<Vec<String>> = v
@@ -245,10 +243,12 @@ pub fn find(config: &Config, id: &str) -> Result<EntryInfo, CtlError> {
                 })
                 .collect();
             let msg = format!(
-                "{:?} matches {} entries; give the queue name of the one you mean:\n{}",
+                "{:?} matches {} entries; give more of the queue name or patch id, or the \
+                 full queue name of the one you mean:\n{}",
                 clean(id),
                 v.len(),
-                crate::util::table(&["  QUEUE NAME", "TARGET", "STATE", "PATCH ID"], &rows).trim_end()
+                crate::util::table(&["  QUEUE NAME", "TARGET", "STATE", "PATCH ID"], &rows)
+                    .trim_end()
             );
             Err(CtlError::Usage(msg))
         }
@@ -263,41 +263,15 @@ pub enum Found {
     Many(Vec<EntryInfo>),
 }
 
-impl Found {
-    fn from(mut v: Vec<EntryInfo>) -> Option<Found> {
-        match v.len() {
-            0 => None,
-            1 => Some(Found::One(Box::new(v.remove(0)))),
-            _ => Some(Found::Many(v)),
-        }
-    }
-}
-
-/// Every entry an ID could mean, at the first level that matches anything:
-/// the root's one lookup ([`ghost_core::entry::find_all`]: queue name, then
-/// patch id), then a unique queue-name prefix of [`MIN_PREFIX`]+ characters.
+/// Every entry an ID could mean, by [`ghost_core::entry::resolve`], with
+/// what the operator sees of each.
 pub fn find_all(config: &Config, id: &str) -> Result<Found, CtlError> {
+    use ghost_core::entry::Resolved;
     let layout = Layout::new(&config.root);
-    let found: Vec<EntryInfo> = ghost_core::entry::find_all(&layout, id)?
-        .into_iter()
-        .map(|l| info_of(&layout.queue(&l.target), l))
-        .collect();
-    if let Some(f) = Found::from(found) {
-        return Ok(f);
-    }
-    let mut by_prefix = Vec::new();
-    if id.len() >= MIN_PREFIX && ghost_core::text::is_name(id) {
-        // Names only; the records of the matches alone are read.
-        for t in all_targets(config) {
-            let q = layout.queue(&t);
-            for s in QueueState::ALL {
-                for name in q.list(s)? {
-                    if name.starts_with(id) {
-                        by_prefix.push(entry_info(&q, s, &name));
-                    }
-                }
-            }
-        }
-    }
-    Ok(Found::from(by_prefix).unwrap_or(Found::None))
+    let info = |l: Located| info_of(&layout.queue(&l.target), l);
+    Ok(match ghost_core::entry::resolve(&layout, id)? {
+        Resolved::None => Found::None,
+        Resolved::One(l) => Found::One(Box::new(info(l))),
+        Resolved::Many(v) => Found::Many(v.into_iter().map(info).collect()),
+    })
 }

@@ -49,7 +49,13 @@ pub enum CtlError {
 
 impl From<ghost_core::Error> for CtlError {
     fn from(e: ghost_core::Error) -> Self {
-        CtlError::Other(e.into())
+        match e {
+            // An action the rules refuse is a usage error (exit 2); one that
+            // lost a race failed (exit 1).
+            ghost_core::Error::Refused(m) => CtlError::Usage(m),
+            ghost_core::Error::Conflict(m) => CtlError::Failed(m),
+            e => CtlError::Other(e.into()),
+        }
     }
 }
 
@@ -132,8 +138,8 @@ pub enum Command {
     },
     /// Show one entry and its summary
     ///
-    /// ID is a queue name, a patch id, or a unique queue-name prefix (8+
-    /// characters). With --json: {"entry": …, "summary": … or null}.
+    /// ID is a queue name, a patch id, or an unambiguous prefix or suffix of
+    /// either (4+ characters). With --json: {"entry": …, "summary": … or null}.
     Show { id: String },
     /// Queue counts per target, heartbeats, and what needs a person
     Status,
@@ -187,10 +193,12 @@ pub enum Command {
         /// Keep printing new lines as they are written
         #[arg(short, long)]
         follow: bool,
-        /// Only this component (executor, bridge, monitor, watchdog, ghostctl)
-        #[arg(long, value_name = "C")]
-        component: Option<String>,
-        /// Only lines about this patch (patch id or queue name)
+        /// Only these components (executor, bridge, monitor, watchdog,
+        /// ghostctl): repeat the flag or separate with commas
+        #[arg(long, value_name = "C", value_delimiter = ',')]
+        component: Vec<String>,
+        /// Only lines about this entry (an ID as every verb takes it: queue
+        /// name, patch id, or an unambiguous prefix or suffix)
         #[arg(long, value_name = "ID")]
         patch: Option<String>,
         /// Only the last N lines of what is there already

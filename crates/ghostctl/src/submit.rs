@@ -21,6 +21,7 @@ use tracing::info;
 
 use ghost_core::admit::{conflict_reason, Admission, Outcome, Queued};
 use ghost_core::patch::FieldError;
+use ghost_core::queue::QueueState;
 use ghost_core::Config;
 
 /// The outcome for one file.
@@ -38,12 +39,17 @@ pub struct SubmitItem {
     /// The same patch was already queued: `queue_name` is that entry's.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// Where that entry is now (for a duplicate): `done` and `trash` mean it
+    /// will not be applied by this submit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<QueueState>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 
 impl SubmitItem {
-    fn failed(file: &str, field: &str, reason: String) -> Self {
+    /// Refused, with every problem.
+    fn refused(file: &str, errors: Vec<FieldError>) -> Self {
         SubmitItem {
             file: file.to_string(),
             ok: false,
@@ -51,11 +57,20 @@ impl SubmitItem {
             patch_id: None,
             target: None,
             duplicate: false,
-            errors: vec![FieldError {
+            state: None,
+            errors,
+        }
+    }
+
+    /// Refused, with one problem.
+    fn failed(file: &str, field: &str, reason: String) -> Self {
+        Self::refused(
+            file,
+            vec![FieldError {
                 field: field.into(),
                 reason,
             }],
-        }
+        )
     }
 }
 
@@ -123,6 +138,9 @@ pub fn submit(
         let item = |q: Queued, duplicate: bool| SubmitItem {
             file: label.clone(),
             ok: true,
+            state: duplicate
+                .then(|| admission.layout().queue(&q.target).find(&q.name))
+                .flatten(),
             queue_name: Some(q.name),
             patch_id: Some(q.id),
             target: Some(q.target),
@@ -141,15 +159,7 @@ pub fn submit(
                 "id",
                 conflict_reason(&id, &existing),
             )),
-            Outcome::Rejected(e) => out.push(SubmitItem {
-                file: label,
-                ok: false,
-                queue_name: None,
-                patch_id: None,
-                target: None,
-                duplicate: false,
-                errors: e.errors,
-            }),
+            Outcome::Rejected(e) => out.push(SubmitItem::refused(&label, e.errors)),
             Outcome::Full { target, depth } => out.push(SubmitItem::failed(
                 &label,
                 "target",

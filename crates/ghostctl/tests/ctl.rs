@@ -922,13 +922,23 @@ fn status_shows_the_watchdogs_children_as_a_table() {
         !out.contains("watchdog"),
         "no watchdog ever ran: nothing said\n{out}"
     );
+    // A pid that existed and is gone now.
+    let dead = {
+        let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let live = std::process::id();
     fake_watchdog(
         &env,
         serde_json::json!({
-            "bridge": child_json("running", Some(4243), serde_json::json!({})),
+            "bridge": child_json("running", Some(live), serde_json::json!({})),
+            "ghost": child_json("running", Some(dead), serde_json::json!({})),
             "executor": child_json("given_up", None, serde_json::json!({
                 "restarts_in_window": 2,
-                "last_exit": {"code": 1, "signal": null, "cause": "exited", "at": ghost_core::time::now_rfc3339()},
+                "last_exit": {"code": 1, "signal": null, "cause": "exited", "at": ghost_core::time::now_rfc3339(),
+                              "stderr_tail": "starting\nError: cannot open the database: Permission denied"},
                 "given_up_at": ghost_core::time::now_rfc3339()})),
             "monitor": child_json("missing", None, serde_json::json!({"message": "/x/ghost-monitor not found: not started"})),
             "extra": child_json("backoff", None, serde_json::json!({
@@ -956,22 +966,35 @@ fn status_shows_the_watchdogs_children_as_a_table() {
     );
     let b = line("bridge");
     assert!(
-        b.contains("running") && b.contains("4243") && b.contains("0/2 in 5m"),
+        b.contains("running") && b.contains(&live.to_string()) && b.contains("0/2 in 5m"),
         "{b}"
     );
+    // A recorded pid that no longer exists is never shown as running.
+    let g = line("ghost");
+    assert!(g.contains("GONE (was running)"), "{g}");
     let e = line("executor");
     assert!(
-        e.contains("GIVEN_UP") && e.contains("2/2 in 5m") && e.contains("code 1 (exited)"),
+        e.contains("GIVEN_UP")
+            && e.contains("2/2 in 5m")
+            && e.contains("crashed (code 1) (exited)"),
         "{e}"
     );
     assert!(e.contains("ghostctl restart executor"), "{e}");
     let m = line("monitor");
     assert!(m.contains("MISSING") && m.contains("not found"), "{m}");
     let x = line("extra");
-    assert!(x.contains("SIGKILL (hang)") && x.contains("in "), "{x}");
-    assert!(out.contains("!! the watchdog gave up on executor"), "{out}");
+    assert!(
+        x.contains("killed by SIGKILL (hang)") && x.contains("in "),
+        "{x}"
+    );
+    // The cause of the give-up: the last line it wrote.
+    assert!(
+        out.contains("!! the watchdog gave up on executor (crashed (code 1): Error: cannot open the database: Permission denied)"),
+        "{out}"
+    );
     let (_, out, _) = env.run(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["watchdog"]["gone"], serde_json::json!(["ghost"]));
     assert_eq!(v["watchdog"]["alive"], true);
     assert_eq!(v["watchdog"]["children"]["executor"]["state"], "given_up");
     // The watchdog's heartbeat goes stale: the table is marked as old news.
@@ -1058,7 +1081,7 @@ fn logs_filter_by_patch_and_follow() {
     // Follow: lines appended later appear, a partial line waits for its end.
     let opts = LogsOptions {
         follow: true,
-        component: Some("bridge".into()),
+        components: vec!["bridge".into()],
         ..Default::default()
     };
     let polls = std::cell::Cell::new(0);
@@ -1160,10 +1183,42 @@ fn logs_read_rotated_and_gzip_files_in_order_filter_by_level_and_correlation_and
     };
     let follow = LogsOptions {
         follow: true,
-        component: Some("executor".into()),
+        components: vec!["executor".into()],
         ..Default::default()
     };
     assert_eq!(events(&follow, &stop), ["A", "B", "C", "D", "E"]);
+
+    // Follow two components: what both wrote since the last look comes
+    // merged by time, not file by file.
+    let bridge = dir.join("bridge.log");
+    ghost_core::fs::durable_write(&bridge, b"", 0o600).unwrap();
+    let polls = std::cell::Cell::new(0);
+    let stop = || {
+        polls.set(polls.get() + 1);
+        if polls.get() == 1 {
+            use std::io::Write;
+            let append = |p: &std::path::Path, text: String| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                f.write_all(text.as_bytes()).unwrap();
+            };
+            append(
+                &dir.join("executor.log"),
+                line("07", "INFO", "G", "") + &line("09", "INFO", "I", ""),
+            );
+            append(
+                &bridge,
+                line("06", "INFO", "F", "") + &line("08", "INFO", "H", ""),
+            );
+        }
+        polls.get() > 2
+    };
+    let follow = LogsOptions {
+        follow: true,
+        components: vec!["executor".into(), "bridge".into()],
+        lines: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(events(&follow, &stop), ["F", "G", "H", "I"]);
 }
 
 #[test]

@@ -446,8 +446,10 @@ pub(super) async fn get_patch(
     let ing = st.ingestor.clone();
     let k = key.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let Some(found) = ing.locate(&k) else {
-            return archived_patch(ing.layout(), &k);
+        let found = match ing.resolve(&k) {
+            Resolved::None => return archived_patch(ing.layout(), &k).map(Ok),
+            Resolved::One(l) => l,
+            Resolved::Many(v) => return Some(Err(v)),
         };
         let (state, q) = (
             found.state,
@@ -473,20 +475,38 @@ pub(super) async fn get_patch(
                 Value::Null
             }
         };
-        Some(json!({
+        Some(Ok(json!({
             "id": q.id,
             "name": q.name,
             "target": q.target,
             "state": state.name(),
             "summary": summary,
             "record": record,
-        }))
+        })))
     })
     .await
     .ok()
     .flatten();
     match found {
-        Some(v) => Json(v).into_response(),
+        Some(Ok(v)) => Json(v).into_response(),
+        Some(Err(many)) => {
+            let candidates: Vec<Value> = many
+                .iter()
+                .map(|l| json!({"id": l.patch_id, "name": l.name, "target": l.target, "state": l.state.name()}))
+                .collect();
+            let msg = format!(
+                "{:?} matches {} entries; give more of the queue name or patch id",
+                clip(&key, 200),
+                many.len()
+            );
+            let body = json!({
+                "error": "ambiguous",
+                "message": msg,
+                "errors": [field_error("id", msg.clone())],
+                "candidates": candidates,
+            });
+            respond(StatusCode::CONFLICT, body, None)
+        }
         None => ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -39,6 +39,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
+use ghost_core::entry::Resolved;
 use ghost_core::patch::FieldError;
 use ghost_core::text::clip;
 

@@ -1,10 +1,11 @@
 //! `ghostctl ack FINGERPRINT|PATTERN|EPISODE`: acknowledge firing alerts (no
 //! more reminders; the resolved message still comes). A request in
-//! `alerts/requests/` that the monitor takes in at its next cycle.
+//! `alerts/requests/` that the monitor takes in at its next cycle, written by
+//! the one implementation, [`ghost_core::actions::ack`].
 
 use std::io::Write;
 
-use ghost_core::alerting::{self, Request};
+use ghost_core::actions::{self, Actor};
 use ghost_core::cli::EXIT_OK;
 use ghost_core::{Config, Layout};
 
@@ -17,30 +18,12 @@ pub fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u8, CtlError> {
-    let layout = Layout::new(&config.root);
-    let book = alerting::read_book(&layout)?;
-    let hits = book
-        .episodes
-        .values()
-        .filter(|e| {
-            e.status == alerting::EpisodeStatus::Firing
-                && (e.uuid == matcher || alerting::glob_match(matcher, &e.fingerprint))
-        })
-        .count();
-    if hits == 0 {
-        return Err(CtlError::Usage(format!(
-            "no firing alert matches {:?} (see `ghostctl alerts`)",
-            clean(matcher)
-        )));
-    }
-    let by = who();
-    let req = Request::Ack {
-        matcher: matcher.to_string(),
-        by: by.clone(),
-        at: ghost_core::time::now_rfc3339(),
-    };
-    let path = alerting::write_request(&layout, &req)?;
-    tracing::info!(event = "OPERATOR_ACTION", action = "ack", matcher, by = %by, "acknowledged");
+    let done = actions::ack(
+        &Layout::new(&config.root),
+        matcher,
+        &Actor::new(who(), "ghostctl"),
+    )?;
+    let (path, hits, req) = (done.request, done.matching, done.body);
     if json {
         writeln!(
             out,

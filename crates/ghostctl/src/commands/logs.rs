@@ -1,18 +1,21 @@
 //! `ghostctl logs`: read the JSON-lines logs in `logs/`.
 //!
-//! Without `--component`, every `<component>.log` is read, with its rotated
-//! files (`<component>.<stamp>.log[.gz]`, gzip read transparently) and the
-//! lines it wrote to the fallback directory during an outage, and the lines
-//! are merged by timestamp. `--patch ID` keeps the lines whose `patch_id` or
-//! `queue_name` is ID, or is the queue name / patch id of an entry ID names
-//! (so a patch id also finds the claim line, which carries only the queue
-//! name); `--level L` keeps L and more severe; `--correlation-id ID` keeps the
-//! lines with that `correlation_id`. `-f` follows: every 200 ms the files are
-//! read from where the last read ended; when a file was rotated, the rest of
-//! the rotated file is read first (so no line is missed), then the new file
-//! from its start, and new component files are picked up.
+//! Without `--component`, every `<component>.log` is read; `--component`
+//! names one or more (repeated, or comma-separated). Each is read with its
+//! rotated files (`<component>.<stamp>.log[.gz]`, gzip read transparently)
+//! and the lines it wrote to the fallback directory during an outage, and the
+//! lines are merged by timestamp. `--patch ID` resolves ID like every verb
+//! ([`crate::entries::find`]: queue name, patch id, or an unambiguous prefix
+//! or suffix; unknown or ambiguous is a usage error) and keeps the lines whose
+//! `patch_id` is the entry's patch id or whose `queue_name` is its queue name
+//! (so the claim line, which carries only the queue name, is found too);
+//! `--level L` keeps L and more severe; `--correlation-id ID` keeps the lines
+//! with that `correlation_id`. `-f` follows: every 200 ms the files are read
+//! from where the last read ended, and what every component wrote meanwhile
+//! is printed merged by timestamp; when a file was rotated, the rest of the
+//! rotated file is read first (so no line is missed), then the new file from
+//! its start, and new component files are picked up.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,8 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, Default)]
 pub struct LogsOptions {
     pub follow: bool,
-    pub component: Option<String>,
+    /// Only these components; empty: every one.
+    pub components: Vec<String>,
     pub patch: Option<String>,
     /// Only the last N lines of what is there already.
     pub lines: Option<usize>,
@@ -64,7 +68,7 @@ fn severity(level: &str) -> Option<u8> {
 
 /// What a line must match.
 struct Filter {
-    ids: Option<BTreeSet<String>>,
+    ids: Option<Ids>,
     max_severity: Option<u8>,
     correlation_id: Option<String>,
 }
@@ -104,18 +108,19 @@ fn read_whole(path: &Path) -> Vec<Line> {
         .collect()
 }
 
-/// The current (not rotated) log file of each component: `logs/<component>.log`.
-pub fn log_files(layout: &Layout, component: Option<&str>) -> Vec<(String, PathBuf)> {
-    if let Some(c) = component {
-        return vec![(c.to_string(), layout.log_file(c))];
-    }
-    log_files_in(&layout.logs(), None)
+/// The current (not rotated) log file of each component: `logs/<component>.log`
+/// of `components`, or of every component when it is empty.
+pub fn log_files(layout: &Layout, components: &[String]) -> Vec<(String, PathBuf)> {
+    log_files_in(&layout.logs(), components)
 }
 
 /// The same for another directory (the fallback directory).
-fn log_files_in(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
-    if let Some(c) = component {
-        return vec![(c.to_string(), dir.join(format!("{c}.log")))];
+fn log_files_in(dir: &Path, components: &[String]) -> Vec<(String, PathBuf)> {
+    if !components.is_empty() {
+        return components
+            .iter()
+            .map(|c| (c.clone(), dir.join(format!("{c}.log"))))
+            .collect();
     }
     let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
@@ -131,17 +136,22 @@ fn log_files_in(dir: &Path, component: Option<&str>) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The values a line's `patch_id` or `queue_name` may have to match `id`:
-/// `id` itself, and the queue names and patch ids of the entries the root's
-/// one lookup finds for it.
-pub fn ids_for(config: &Config, id: &str) -> BTreeSet<String> {
-    let mut ids = BTreeSet::from([id.to_string()]);
-    let layout = Layout::new(&config.root);
-    for e in ghost_core::entry::find_all(&layout, id).unwrap_or_default() {
-        ids.insert(e.name);
-        ids.extend(e.patch_id);
-    }
-    ids
+/// What `--patch ID` matches: the `patch_id` and the `queue_name` of the one
+/// entry ID names, resolved as every verb resolves an ID (an unknown or
+/// ambiguous ID is a usage error).
+pub fn ids_for(config: &Config, id: &str) -> Result<Ids, CtlError> {
+    let e = crate::entries::find(config, id)?;
+    Ok(Ids {
+        patch_id: e.patch_id,
+        queue_name: e.name,
+    })
+}
+
+/// The identity of the entry `--patch` names.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub patch_id: Option<String>,
+    pub queue_name: String,
 }
 
 /// One log line, parsed once.
@@ -166,14 +176,17 @@ impl Line {
             .unwrap_or("")
     }
 
-    fn matches(&self, ids: Option<&BTreeSet<String>>) -> bool {
+    fn matches(&self, ids: Option<&Ids>) -> bool {
         let Some(ids) = ids else { return true };
         let Some(v) = &self.json else { return false };
-        ["patch_id", "queue_name"].iter().any(|k| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .is_some_and(|s| ids.contains(s))
-        })
+        let field = |k: &str| v.get(k).and_then(Value::as_str);
+        // A line may carry only one of the two (the claim names the queue
+        // entry, the admission the patch); a line naming another queue entry
+        // is about another entry, even with the same patch id.
+        match field("queue_name") {
+            Some(q) => q == ids.queue_name,
+            None => field("patch_id").is_some_and(|p| Some(p) == ids.patch_id.as_deref()),
+        }
     }
 
     fn render(&self, json: bool) -> String {
@@ -316,10 +329,11 @@ pub fn logs(
     out: &mut dyn Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), CtlError> {
-    if let Some(c) = &opts.component {
-        if c.is_empty() || c.contains('/') || c.contains('.') {
+    for c in &opts.components {
+        if !ghost_core::text::is_name(c) {
             return Err(CtlError::Usage(format!(
-                "{:?} is not a component name (executor, bridge, monitor, watchdog, ghostctl, …)",
+                "{:?} is not a component name (executor, bridge, monitor, watchdog, ghostctl, …; \
+                 several: --component executor,bridge or the flag repeated)",
                 clean(c)
             )));
         }
@@ -341,11 +355,14 @@ pub fn logs(
         .clone()
         .unwrap_or_else(|| ghost_core::logging::fallback::default_dir(&config.root));
     let filter = Filter {
-        ids: opts.patch.as_deref().map(|p| ids_for(config, p)),
+        ids: match opts.patch.as_deref() {
+            Some(p) => Some(ids_for(config, p)?),
+            None => None,
+        },
         max_severity,
         correlation_id: opts.correlation_id.clone(),
     };
-    let mut tails: Vec<(String, Tail)> = log_files(&layout, opts.component.as_deref())
+    let mut tails: Vec<(String, Tail)> = log_files(&layout, &opts.components)
         .into_iter()
         .map(|(c, p)| {
             let t = Tail::rotating(&c, p);
@@ -354,7 +371,7 @@ pub fn logs(
         .collect();
     // What went to the fallback directory while logs/ could not be written.
     let fallback_key = |c: &str| format!("{c} (fallback)");
-    for (c, p) in log_files_in(&fallback_dir, opts.component.as_deref()) {
+    for (c, p) in log_files_in(&fallback_dir, &opts.components) {
         if p.exists() {
             tails.push((fallback_key(&c), Tail::new(p)));
         }
@@ -370,9 +387,15 @@ pub fn logs(
         .map(|r| r.path)
         .collect();
     if !opts.follow && rotated.is_empty() && tails.iter().all(|(_, t)| !t.path.exists()) {
-        let what = match &opts.component {
-            Some(c) => format!("no log file {}", layout.log_file(c).display()),
-            None => format!("no log files in {}", dir.display()),
+        let what = if opts.components.is_empty() {
+            format!("no log files in {}", dir.display())
+        } else {
+            let files: Vec<String> = opts
+                .components
+                .iter()
+                .map(|c| layout.log_file(c).display().to_string())
+                .collect();
+            format!("no log file {}", files.join(", "))
         };
         return Err(CtlError::Failed(what));
     }
@@ -401,26 +424,28 @@ pub fn logs(
     }
     while !stop() {
         std::thread::sleep(FOLLOW_POLL);
-        if opts.component.is_none() {
-            for (c, p) in log_files(&layout, None) {
+        if opts.components.is_empty() {
+            for (c, p) in log_files(&layout, &[]) {
                 if !tails.iter().any(|(k, _)| *k == c) {
                     let t = Tail::rotating(&c, p);
                     tails.push((c, t));
                 }
             }
-            for (c, p) in log_files_in(&fallback_dir, None) {
+            for (c, p) in log_files_in(&fallback_dir, &[]) {
                 let k = fallback_key(&c);
                 if !tails.iter().any(|(x, _)| *x == k) {
                     tails.push((k, Tail::new(p)));
                 }
             }
         }
+        // What every component wrote since the last look, merged by time.
+        let mut new: Vec<Line> = Vec::new();
         for (_, t) in tails.iter_mut() {
-            for l in t.read_new() {
-                if filter.keeps(&l) {
-                    write(out, &l)?;
-                }
-            }
+            new.extend(t.read_new().into_iter().filter(|l| filter.keeps(l)));
+        }
+        new.sort_by(|a, b| a.ts().cmp(b.ts()));
+        for l in &new {
+            write(out, l)?;
         }
         out.flush().map_err(|e| CtlError::Other(e.into()))?;
     }

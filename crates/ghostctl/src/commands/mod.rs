@@ -1,22 +1,17 @@
 //! One module per `ghostctl` verb. Each has a `run` that does the work,
 //! prints the answer (a table, or JSON with `--json`) and returns the exit
-//! code; [`dispatch`] only picks the module. The four moves (retry, hold,
-//! release, delete) share one `run`, [`crate::actions::run`]; their modules
-//! hold each one's rule: from which states, and what changes in the record.
+//! code; [`dispatch`] only picks the module. The entry moves (retry, hold,
+//! release, delete, restore) share one `run`, [`crate::actions::run`]; their
+//! rules live with their one implementation, [`ghost_core::actions`].
 
 pub mod ack;
 pub mod alerts;
 pub mod archive;
-pub mod delete;
-pub mod hold;
 pub mod logs;
 pub mod ls;
 pub mod pause;
-pub mod release;
 pub mod restart;
-pub mod restore;
 pub mod resume;
-pub mod retry;
 pub mod show;
 pub mod silence;
 pub mod status;
@@ -79,7 +74,7 @@ pub fn dispatch(
             config,
             logs::LogsOptions {
                 follow: *follow,
-                component: component.clone(),
+                components: component.clone(),
                 patch: patch.clone(),
                 lines: *lines,
                 json,

@@ -1,11 +1,12 @@
 //! `ghostctl silence FINGERPRINT|PATTERN --for DURATION --reason TEXT`: a
 //! request in `alerts/requests/` ([`ghost_core::alerting::Request`]) that the
 //! monitor takes in at its next cycle (within a second of the file's
-//! arrival). `*` in the matcher matches any run of characters.
+//! arrival). `*` in the matcher matches any run of characters. The action is
+//! [`ghost_core::actions::silence`].
 
 use std::io::Write;
 
-use ghost_core::alerting::{self, Request};
+use ghost_core::actions::{self, Actor};
 use ghost_core::cli::EXIT_OK;
 use ghost_core::{Config, Layout};
 
@@ -20,34 +21,14 @@ pub fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u8, CtlError> {
-    if matcher.trim().is_empty() {
-        return Err(CtlError::Usage(
-            "the fingerprint or pattern is empty".into(),
-        ));
-    }
-    let d = humantime::parse_duration(duration.trim()).map_err(|e| {
-        CtlError::Usage(format!(
-            "--for {:?} is not a duration ({e}); write e.g. 30m, 2h, 1d",
-            clean(duration)
-        ))
-    })?;
-    if d.is_zero() {
-        return Err(CtlError::Usage("--for must be longer than zero".into()));
-    }
-    if reason.trim().is_empty() {
-        return Err(CtlError::Usage("--reason must say why".into()));
-    }
-    let by = who();
-    let layout = Layout::new(&config.root);
-    let req = Request::Silence {
-        matcher: matcher.to_string(),
-        duration: humantime::format_duration(d).to_string(),
-        reason: reason.to_string(),
-        by: by.clone(),
-        at: ghost_core::time::now_rfc3339(),
-    };
-    let path = alerting::write_request(&layout, &req)?;
-    tracing::info!(event = "OPERATOR_ACTION", action = "silence", matcher, by = %by, duration, reason, "silence requested");
+    let (done, d) = actions::silence(
+        &Layout::new(&config.root),
+        matcher,
+        duration,
+        reason,
+        &Actor::new(who(), "ghostctl"),
+    )?;
+    let (path, req) = (done.request, done.body);
     if json {
         writeln!(
             out,

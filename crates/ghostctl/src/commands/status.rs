@@ -66,6 +66,10 @@ pub struct WatchdogView {
     /// The watchdog is running now: its state says so and its heartbeat is
     /// fresh. False: the table is what it last wrote.
     pub alive: bool,
+    /// Children whose recorded pid no longer exists (the watchdog died, or
+    /// was hard-stopped, before it saw them go): not running, whatever the
+    /// state says.
+    pub gone: Vec<String>,
     #[serde(flatten)]
     pub state: WatchdogState,
 }
@@ -204,7 +208,20 @@ pub fn status(config: &Config) -> Result<Status, CtlError> {
             );
             let alive =
                 st.status != WatchdogStatus::Stopped && hb.state == "ok" && hb.pid == Some(st.pid);
-            (Some(WatchdogView { alive, state: st }), None)
+            let gone = st
+                .children
+                .iter()
+                .filter(|(_, c)| c.pid.is_some_and(|p| !pid_exists(p)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            (
+                Some(WatchdogView {
+                    alive,
+                    gone,
+                    state: st,
+                }),
+                None,
+            )
         }
         Ok(None) => (None, None),
         Err(e) => (None, Some(e.to_string())),
@@ -260,12 +277,29 @@ pub fn live_watchdog(config: &Config) -> Option<u32> {
 pub fn render_watchdog(w: &WatchdogView) -> String {
     let st = &w.state;
     let mut o = String::new();
+    // `ready` (what READY=1 says) leaves out the children whose program is
+    // missing: never call the family up then. Disabled ones are a choice.
+    let missing: Vec<String> = st
+        .children
+        .iter()
+        .filter(|(_, c)| c.state == ChildState::Missing)
+        .map(|(n, _)| clean(n))
+        .collect();
+    let disabled = st
+        .children
+        .values()
+        .any(|c| c.state == ChildState::Disabled);
     let head = if w.alive {
+        let up = match (st.ready, missing.is_empty(), disabled) {
+            (true, true, false) => " (every child up)".to_string(),
+            (true, true, true) => " (every enabled child up)".to_string(),
+            (true, false, _) => format!(" (ready, but missing: {})", missing.join(", ")),
+            (false, _, _) => String::new(),
+        };
         format!(
-            "watchdog pid {} {}{}, updated {}",
+            "watchdog pid {} {}{up}, updated {}",
             st.pid,
             st.status.as_str(),
-            if st.ready { " (every child up)" } else { "" },
             relative_str(&st.updated_at)
         )
     } else if st.status == WatchdogStatus::Stopped {
@@ -292,6 +326,7 @@ pub fn render_watchdog(w: &WatchdogView) -> String {
                 .as_ref()
                 .map(|e| format!("{} ({}) {}", e.describe(), e.cause, relative_str(&e.at)))
                 .unwrap_or_else(|| "-".into());
+            let gone = w.gone.contains(name);
             let next = match c.state {
                 ChildState::Backoff => c
                     .next_restart_at
@@ -309,6 +344,7 @@ pub fn render_watchdog(w: &WatchdogView) -> String {
                 _ => "-".into(),
             };
             let state = match c.state {
+                _ if gone => format!("GONE (was {})", c.state),
                 ChildState::GivenUp | ChildState::Missing => c.state.as_str().to_uppercase(),
                 s => s.as_str().to_string(),
             };
@@ -418,9 +454,22 @@ pub fn render(s: &Status, stale_after: Duration) -> String {
         for (name, c) in &w.state.children {
             if c.state == ChildState::GivenUp {
                 let layout = Layout::new(&s.root);
+                let why = c
+                    .last_exit
+                    .as_ref()
+                    .map(|e| {
+                        format!(
+                            " ({}{})",
+                            e.describe(),
+                            e.reason()
+                                .map(|r| format!(": {}", clean(r)))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
                 let _ = writeln!(
                     o,
-                    "\n!! the watchdog gave up on {}: see {} and {}, fix the cause, then `ghostctl restart {}`",
+                    "\n!! the watchdog gave up on {}{why}: see {} and {}, fix the cause, then `ghostctl restart {}`",
                     clean(name),
                     layout.critical_alert().display(),
                     layout.child_output_log(&clean(name)).display(),

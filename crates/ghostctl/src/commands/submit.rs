@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use ghost_core::cli::{EXIT_FAILURE, EXIT_OK};
 use ghost_core::layout::Layout;
+use ghost_core::queue::QueueState;
 use ghost_core::Config;
 
 use crate::util::clean;
@@ -50,11 +51,7 @@ pub fn run(
                     i.queue_name.as_deref().unwrap_or("-"),
                     clean(i.patch_id.as_deref().unwrap_or("-")),
                     i.target.as_deref().unwrap_or("-"),
-                    if i.duplicate {
-                        "\talready queued: nothing written"
-                    } else {
-                        ""
-                    }
+                    duplicate_note(i)
                 )
                 .map_err(io)?;
             } else {
@@ -65,4 +62,22 @@ pub fn run(
         }
     }
     Ok(if any_failed { EXIT_FAILURE } else { EXIT_OK })
+}
+
+/// The fifth column: empty for a new entry; for a duplicate, where the
+/// existing entry is and, when it will not be applied, what works.
+fn duplicate_note(i: &crate::submit::SubmitItem) -> String {
+    if !i.duplicate {
+        return String::new();
+    }
+    let name = i.queue_name.as_deref().unwrap_or("-");
+    match i.state {
+        Some(QueueState::Trash) => format!(
+            "\tin trash/ (deleted): nothing written; `ghostctl restore {name}` queues it again"
+        ),
+        Some(QueueState::Done) => "\talready applied (done/): nothing written; to apply it again, \
+             submit it with another id"
+            .to_string(),
+        _ => "\talready queued: nothing written".to_string(),
+    }
 }
