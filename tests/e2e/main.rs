@@ -21,5 +21,6 @@ mod logging;
 mod monitor;
 mod powercut;
 mod reliability;
+mod retention;
 mod security;
 mod watchdog;

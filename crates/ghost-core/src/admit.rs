@@ -181,7 +181,7 @@ impl Admission {
         let layout = &self.layout;
         // Without a lock, the common repeat: a record whose entry is there.
         if let Some(rec) = ids::read(layout, id)? {
-            if layout.queue(&rec.target).find(&rec.name).is_some() {
+            if ids::entry_kept(layout, &rec) {
                 return Ok(Self::judge(&rec, md5));
             }
         }
@@ -238,7 +238,7 @@ impl Admission {
             let stale = match &now {
                 Some(r) if !held.contains(&r.target) => continue, // changed meanwhile
                 Some(r) => {
-                    if layout.queue(&r.target).find(&r.name).is_some() {
+                    if ids::entry_kept(layout, r) {
                         return Ok(Self::judge(r, &rec.md5));
                     }
                     true

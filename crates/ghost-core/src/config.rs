@@ -335,6 +335,10 @@ section!(
     queue_depth_warn: u32 = 10,
     /// Free space below this percentage of a disk (rule `disk_low`).
     disk_free_min_percent: f64 = 10.0,
+    /// A queue directory no file event touched is listed again after this
+    /// long anyway (in case the watcher missed an event).
+    #[serde(with = "duration")]
+    full_rescan_interval: Duration = secs(10 * 60),
     /// How long a summary check may wait before every summary is checked again.
     #[serde(with = "duration")]
     summary_sweep_interval: Duration = secs(24 * 3600),
@@ -352,6 +356,99 @@ section!(
     #[serde(with = "duration")]
     group_wait: Duration = secs(30),
 });
+
+/// A retention: a duration, or `"forever"` (never archived).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    After(Duration),
+}
+
+impl Retention {
+    /// The age past which an item is archived, if ever.
+    pub fn after(self) -> Option<Duration> {
+        match self {
+            Retention::Forever => None,
+            Retention::After(d) => Some(d),
+        }
+    }
+}
+
+impl Serialize for Retention {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Retention::Forever => s.serialize_str("forever"),
+            Retention::After(d) => duration::serialize(d, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().eq_ignore_ascii_case("forever") {
+            return Ok(Retention::Forever);
+        }
+        humantime::parse_duration(s.trim())
+            .map(Retention::After)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is neither \"forever\" nor a duration ({e}); write e.g. \"30d\", \"12h\""
+                ))
+            })
+    }
+}
+
+const fn days(n: u64) -> Retention {
+    Retention::After(secs(n * 24 * 3600))
+}
+
+/// `[retention.targets.<name>]`: one target's own retention of its entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetRetention {
+    pub done: Option<Retention>,
+    pub failed: Option<Retention>,
+    pub trash: Option<Retention>,
+}
+
+section!(
+    /// `[retention]`: when finished things move into `archive/`
+    /// (docs/retention.md). Nothing is deleted without an archived copy.
+    RetentionConfig {
+    /// Entries in `done/` (with their records and summaries), by the age of their last move.
+    done: Retention = days(30),
+    /// Entries in `failed/`.
+    failed: Retention = days(90),
+    /// Entries in `trash/`.
+    trash: Retention = days(30),
+    /// Summaries whose entry is in no queue state any more.
+    summaries: Retention = days(90),
+    /// Alerts and requests the monitor has taken in (`.done/`).
+    alerts: Retention = days(90),
+    /// How often the monitor runs the maintenance cycle.
+    #[serde(with = "duration")]
+    interval: Duration = secs(3600),
+    /// At most this many items are archived per cycle, so a backlog is
+    /// worked off over several cycles instead of competing with the patch flow.
+    max_per_cycle: u32 = 1000,
+    /// Per-target overrides of `done`, `failed` and `trash`.
+    targets: BTreeMap<String, TargetRetention> = BTreeMap::new(),
+});
+
+impl RetentionConfig {
+    /// The retention of `state` entries of `target` (`None` for open states).
+    pub fn of(&self, target: &str, state: crate::queue::QueueState) -> Option<Retention> {
+        use crate::queue::QueueState as S;
+        let o = self.targets.get(target);
+        match state {
+            S::Done => Some(o.and_then(|o| o.done).unwrap_or(self.done)),
+            S::Failed => Some(o.and_then(|o| o.failed).unwrap_or(self.failed)),
+            S::Trash => Some(o.and_then(|o| o.trash).unwrap_or(self.trash)),
+            _ => None,
+        }
+    }
+}
 
 section!(WatchdogConfig {
     /// Restarts of one child allowed within `restart_window`; one more failure
@@ -485,6 +582,7 @@ pub struct Config {
     pub monitor: MonitorConfig,
     pub watchdog: WatchdogConfig,
     pub alerts: AlertsConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -503,6 +601,7 @@ impl Default for Config {
             monitor: MonitorConfig::default(),
             watchdog: WatchdogConfig::default(),
             alerts: AlertsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -657,8 +756,9 @@ impl Config {
                     }
                 }
                 "alerts" => take!(alerts, AlertsConfig),
+                "retention" => take!(retention, RetentionConfig),
                 other => problems.push(format!(
-                    "{other}: unknown section (known: targets, heartbeat, logs, executor, limits, bridge, monitor, watchdog, alerts)"
+                    "{other}: unknown section (known: targets, heartbeat, logs, executor, limits, bridge, monitor, watchdog, alerts, retention)"
                 )),
             }
         }
@@ -847,6 +947,7 @@ impl Config {
         }
         self.validate_bridge(problems);
         self.validate_watchdog(problems);
+        self.validate_retention(problems);
     }
 
     fn validate_bridge(&self, problems: &mut Vec<String>) {
@@ -873,6 +974,24 @@ impl Config {
                 "bridge.unverified_body_budget: must be at least bridge.max_patch_bytes ({} bytes), or no signed patch of the largest size could be verified",
                 b.max_patch_bytes
             ));
+        }
+    }
+
+    fn validate_retention(&self, problems: &mut Vec<String>) {
+        let r = &self.retention;
+        if r.interval.is_zero() {
+            problems.push("retention.interval: must be greater than zero".into());
+        }
+        if r.max_per_cycle == 0 {
+            problems.push("retention.max_per_cycle: must be at least 1".into());
+        }
+        for name in r.targets.keys() {
+            if !self.targets.contains_key(name) {
+                problems.push(format!(
+                    "retention.targets.{name}: no such target (known: {})",
+                    self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
         }
     }
 
@@ -1342,5 +1461,48 @@ command = "/bin/true"
         assert_eq!(size::parse("512 KiB").unwrap(), 512 << 10);
         assert_eq!(size::parse("100").unwrap(), 100);
         assert!(size::parse("5 parsecs").is_err());
+    }
+    #[test]
+    fn retention_forever_durations_overrides_and_every_problem() {
+        let c = Config::from_toml(
+            Path::new("/r"),
+            "[retention]\ndone = \"forever\"\nfailed = \"12h\"\n[retention.targets.default]\ntrash = \"1d\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.retention.done, Retention::Forever);
+        assert_eq!(c.retention.failed, Retention::After(secs(12 * 3600)));
+        use crate::queue::QueueState as S;
+        assert_eq!(
+            c.retention.of("default", S::Trash),
+            Some(Retention::After(secs(86400)))
+        );
+        assert_eq!(c.retention.of("default", S::Done), Some(Retention::Forever));
+        assert_eq!(c.retention.of("default", S::Pending), None);
+        assert_eq!(
+            Config::default().retention.done,
+            Retention::After(secs(30 * 86400))
+        );
+        let e = Config::from_toml(
+            Path::new("/r"),
+            "[retention]\ndone = \"soon\"\ntrash = \"never\"\nkeep = 1\n",
+            "t",
+        )
+        .unwrap_err();
+        let t = e.to_string();
+        for k in ["retention.done", "retention.trash", "retention.keep"] {
+            assert!(t.contains(k), "{k} in {t}");
+        }
+        let e = Config::from_toml(
+            Path::new("/r"),
+            "[retention.targets.web]\ndone = \"1d\"\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("retention.targets.web: no such target"),
+            "{e}"
+        );
     }
 }

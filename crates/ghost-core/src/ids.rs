@@ -10,8 +10,9 @@
 //! - A record is durable before its entry appears in `pending/` (the record is
 //!   published and its directory fsynced, then the entry is renamed in), both
 //!   under the admission lock of the record's target.
-//! - A record whose entry is in no state of its target, read under that
-//!   target's admission lock, is stale (a crash between the two renames, or an
+//! - A record whose entry is in no state of its target and not in its
+//!   target's archive ([`crate::archive`]), read under that target's admission
+//!   lock, is stale (a crash between the two renames, or an
 //!   entry removed by hand): the next admission of the id takes it over.
 //! - A root written before the index has no `queue/.ids/`: [`ensure`] builds it
 //!   once from the entries, in a scratch directory published with one rename,
@@ -69,6 +70,14 @@ pub fn encode(rec: &IdRecord) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(rec).expect("serialising a plain struct cannot fail");
     b.push(b'\n');
     b
+}
+
+/// True while the record's entry is kept: in a state of its target, or in
+/// the target's archive (so an archived id stays taken as long as its
+/// archive exists).
+pub fn entry_kept(layout: &Layout, rec: &IdRecord) -> bool {
+    layout.queue(&rec.target).find(&rec.name).is_some()
+        || crate::archive::holds(layout, &rec.target, &rec.name)
 }
 
 /// The entry the index holds for patch id `id`, if it is still in some state

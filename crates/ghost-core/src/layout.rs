@@ -148,6 +148,23 @@ impl Layout {
     pub fn history(&self) -> PathBuf {
         self.state().join("history")
     }
+    /// `archive/`: what the retention moved out of the queue (docs/retention.md).
+    pub fn archive(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+    /// `archive/<group>/`: one target's archive (`.alerts` for the alerts').
+    pub fn archive_group(&self, group: &str) -> PathBuf {
+        self.archive().join(group)
+    }
+    /// `archive/<group>/<month>.index.jsonl`: what that month's segments hold.
+    pub fn archive_index(&self, group: &str, month: &str) -> PathBuf {
+        self.archive_group(group)
+            .join(format!("{month}.index.jsonl"))
+    }
+    /// `archive/<group>/<month>/`: that month's segments (`<id>.jsonl.gz`).
+    pub fn archive_month(&self, group: &str, month: &str) -> PathBuf {
+        self.archive_group(group).join(month)
+    }
     pub fn workspaces(&self) -> PathBuf {
         self.root.join("workspaces")
     }

@@ -6,13 +6,15 @@
 //! index ([`ids`]), summaries, heartbeats, the watchdog's state and
 //! requests ([`watchdog`]), the intake pause ([`pause`]), alerts ([`alert`]),
 //! the monitor's alert book and health model ([`alerting`], [`health`]) and
-//! the secret locations ([`secrets`]). Processes coordinate only through
+//! the secret locations ([`secrets`]), and the archive the retention
+//! moves finished things into ([`archive`], [`maintenance`]). Processes coordinate only through
 //! these files and atomic renames.
 
 pub mod actions;
 pub mod admit;
 pub mod alert;
 pub mod alerting;
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod entry;
@@ -24,6 +26,7 @@ pub mod heartbeat;
 pub mod ids;
 pub mod layout;
 pub mod logging;
+pub mod maintenance;
 pub mod patch;
 pub mod pause;
 pub mod queue;

@@ -2,11 +2,13 @@
 //! [`Health`] from the data root (docs/formats.md, "Health").
 //!
 //! Incremental by construction: queue states are counted and aged from
-//! directory listings alone (an entry's arrival time is in its UUID v7 name);
-//! only `active/` claims are read (a handful of files); a summary is read
-//! once, when its entry is first seen terminal, and again only in the full
-//! sweep every `monitor.summary_sweep_interval`; the rotation ledger is read
-//! from where the previous cycle stopped.
+//! directory listings alone (an entry's arrival time is in its UUID v7 name),
+//! and a directory is listed again only when a file event touched it or at
+//! `monitor.full_rescan_interval` ([`crate::dircache`]); only `active/` claims
+//! are read (a handful of files); a summary is read once, when its entry is
+//! first seen terminal, and again only in the full sweep every
+//! `monitor.summary_sweep_interval` (or while it is corrupt); the rotation
+//! ledger is read from where the previous cycle stopped.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -27,6 +29,9 @@ pub const COMPONENTS: [&str; 4] = ["bridge", "executor", "watchdog", "monitor"];
 /// How many stuck queue names `health.json` lists per target.
 pub const STUCK_LISTED: usize = 1000;
 
+/// How many corrupt summaries are checked again per cycle and target.
+pub const RECHECK_PER_CYCLE: usize = 1000;
+
 /// What the rules need beyond the published model.
 #[derive(Debug, Default)]
 pub struct Findings {
@@ -39,32 +44,35 @@ pub struct Findings {
 pub struct Collector {
     /// Per target: (done, failed) counts and when.
     prev_counts: HashMap<String, (usize, usize, u64)>,
-    /// Terminal entries whose summary is known intact, per target.
-    verified: HashMap<String, HashSet<u128>>,
+    /// The queue listings, refreshed incrementally.
+    cache: crate::dircache::DirCache,
+    /// Terminal entries seen this cycle (their summaries are intact unless in `corrupt`).
+    terminal: usize,
+    /// `target/name` → why its summary is not intact.
     corrupt: BTreeMap<String, String>,
     last_full_sweep_ms: Option<u64>,
-    /// Per target, names in `failed/` last cycle (None before the first cycle).
-    failed_seen: HashMap<String, HashSet<u128>>,
     /// Previous CPU ticks per pid.
     cpu: HashMap<u32, (u64, u64)>,
     /// Rotation ledger: bytes read so far, and the last hour's rotations.
     ledger_offset: u64,
     rotations: VecDeque<(String, u64)>,
-    /// Terminal entries whose summary went to [`Collector::finished`] (not
-    /// cleared by the full sweep: each summary is counted once per process).
-    timed: HashMap<String, HashSet<u128>>,
     /// Summaries read since the last [`Collector::take_finished`], for the
     /// metrics' outcome counters and duration histograms.
     finished: Vec<ghost_core::summary::Summary>,
 }
 
-fn key(name: &str) -> Option<u128> {
-    uuid::Uuid::parse_str(name).ok().map(|u| u.as_u128())
-}
-
 impl Collector {
     pub fn new() -> Collector {
         Collector::default()
+    }
+
+    /// List queue directories only when the watcher marks them (or every
+    /// `rescan`); the returned handle is what the watcher marks.
+    pub fn watch(
+        &mut self,
+        rescan: Duration,
+    ) -> std::sync::Arc<std::sync::Mutex<crate::dircache::Dirty>> {
+        self.cache.watch(rescan)
     }
 
     /// One cycle's model, at `now_ms`.
@@ -84,18 +92,19 @@ impl Collector {
             .last_full_sweep_ms
             .is_none_or(|t| now_ms >= t + config.monitor.summary_sweep_interval.as_millis() as u64);
         if full_sweep {
-            self.verified.clear();
             self.corrupt.clear();
         }
+        self.terminal = 0;
         for t in &targets {
-            let th = self.target(config, layout, t, now_ms, &mut f);
+            let th = self.target(config, layout, t, now_ms, full_sweep, &mut f);
             h.targets.insert(t.clone(), th);
         }
+        self.cache.cycle_done();
         if full_sweep {
             self.last_full_sweep_ms = Some(now_ms);
         }
         h.summaries = SummaryHealth {
-            verified: self.verified.values().map(|s| s.len()).sum(),
+            verified: self.terminal.saturating_sub(self.corrupt.len()),
             corrupt: self.corrupt.keys().cloned().collect(),
             last_full_sweep: self.last_full_sweep_ms.map(ms_rfc3339),
         };
@@ -123,6 +132,7 @@ impl Collector {
         layout: &Layout,
         target: &str,
         now_ms: u64,
+        full_sweep: bool,
         f: &mut Findings,
     ) -> TargetHealth {
         let q = layout.queue(target);
@@ -130,14 +140,20 @@ impl Collector {
         let stale_ms = config.monitor.stale_pending_after.as_millis() as u64;
         let mut counts = HashMap::new();
         for state in QueueState::ALL {
-            let names = q.list(state).unwrap_or_default();
+            let dir = q.dir(state);
+            let refresh = self
+                .cache
+                .refresh(&dir, now_ms, || crate::dircache::entries(&dir));
+            let listing = self.cache.get(&dir).expect("refreshed just now");
             let mut sh = StateHealth {
-                count: names.len(),
+                count: listing.len(),
                 oldest_age_s: None,
                 buckets: vec![0; BUCKET_BOUNDS_S.len() + 1],
             };
-            for n in &names {
-                let Some(t) = name_time_ms(n) else { continue };
+            let times = listing
+                .times_ms()
+                .chain(listing.others.iter().filter_map(|n| name_time_ms(n)));
+            for t in times {
                 let age_ms = now_ms.saturating_sub(t);
                 sh.buckets[bucket_of(age_ms / 1000)] += 1;
                 sh.oldest_age_s = Some(sh.oldest_age_s.unwrap_or(0).max(age_ms / 1000));
@@ -145,36 +161,43 @@ impl Collector {
                     th.stale_pending += 1;
                 }
             }
-            counts.insert(state, names.len());
+            counts.insert(state, listing.len());
             match state {
                 QueueState::Stuck => {
-                    th.stuck = names.iter().take(STUCK_LISTED).cloned().collect();
+                    // Bounded: the first STUCK_LISTED only, however many there are.
+                    th.stuck = listing.names().take(STUCK_LISTED).collect();
                 }
                 QueueState::Active => {
-                    th.orphaned_claims = names
-                        .iter()
+                    th.orphaned_claims = listing
+                        .names()
                         .filter(|n| claim_orphaned(&q.record_path(state, n)))
-                        .cloned()
                         .collect();
                 }
                 QueueState::Done | QueueState::Failed => {
-                    self.check_summaries(layout, target, &names);
+                    self.terminal += listing.len();
+                    let corrupt = &mut self.corrupt;
+                    // Each summary reaches `finished` once per process: when
+                    // its entry is first listed, not again in a full sweep.
+                    let finished = &mut self.finished;
+                    if refresh.first {
+                        check_summaries(corrupt, Some(finished), layout, target, listing.names());
+                    } else if full_sweep {
+                        check_summaries(corrupt, None, layout, target, listing.names());
+                    } else {
+                        let added = refresh.added.iter().cloned();
+                        check_summaries(corrupt, Some(finished), layout, target, added);
+                    }
                 }
                 _ => {}
             }
-            if state == QueueState::Failed {
-                let now: HashSet<u128> = names.iter().filter_map(|n| key(n)).collect();
-                if let Some(before) = self.failed_seen.get(target) {
-                    for n in &names {
-                        if key(n).is_some_and(|k| !before.contains(&k)) {
-                            f.newly_failed.push((target.to_string(), n.clone()));
-                        }
-                    }
+            if state == QueueState::Failed && !refresh.first {
+                for n in refresh.added {
+                    f.newly_failed.push((target.to_string(), n));
                 }
-                self.failed_seen.insert(target.to_string(), now);
             }
             th.states.insert(state.name().to_string(), sh);
         }
+        self.recheck_corrupt(layout, target);
         let (done, failed) = (counts[&QueueState::Done], counts[&QueueState::Failed]);
         if let Some((d0, f0, t0)) = self.prev_counts.get(target) {
             let mins = (now_ms.saturating_sub(*t0)) as f64 / 60_000.0;
@@ -188,24 +211,40 @@ impl Collector {
         th
     }
 
-    /// Check the summaries of terminal entries not yet known intact.
-    fn check_summaries(&mut self, layout: &Layout, target: &str, names: &[String]) {
-        let dir = layout.summaries(target);
-        let verified = self.verified.entry(target.to_string()).or_default();
-        for n in names {
-            let Some(k) = key(n) else { continue };
-            if verified.contains(&k) {
+    /// Summaries found corrupt are checked every cycle until repaired; one
+    /// whose entry left `done/` and `failed/` (retried, archived) is dropped.
+    fn recheck_corrupt(&mut self, layout: &Layout, target: &str) {
+        let q = layout.queue(target);
+        let prefix = format!("{target}/");
+        let ids: Vec<String> = self
+            .corrupt
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            // Bounded per cycle; the full sweep rechecks every one.
+            .take(RECHECK_PER_CYCLE)
+            .cloned()
+            .collect();
+        for id in ids {
+            let name = &id[prefix.len()..];
+            let terminal = [QueueState::Done, QueueState::Failed].iter().any(|s| {
+                self.cache
+                    .get(&q.dir(*s))
+                    .is_some_and(|l| match crate::dircache::key_of(name) {
+                        Some(k) => l.contains(k),
+                        None => l.others.iter().any(|o| o == name),
+                    })
+            });
+            if !terminal {
+                self.corrupt.remove(&id);
                 continue;
             }
-            let id = format!("{target}/{n}");
-            match summary_problem(&dir, n) {
+            match summary_problem(&layout.summaries(target), name) {
                 None => {
-                    verified.insert(k);
                     self.corrupt.remove(&id);
-                    if self.timed.entry(target.to_string()).or_default().insert(k) {
-                        if let Ok(Some(s)) = ghost_core::summary::read(&dir, n) {
-                            self.finished.push(s);
-                        }
+                    // Intact for the first time: count it once.
+                    if let Ok(Some(s)) = ghost_core::summary::read(&layout.summaries(target), name)
+                    {
+                        self.finished.push(s);
                     }
                 }
                 Some(why) => {
@@ -348,6 +387,34 @@ impl Collector {
         }
         let hour_ago = now_ms.saturating_sub(3_600_000);
         self.rotations.retain(|(_, t)| *t >= hour_ago);
+    }
+}
+
+/// Check the summaries of `names` (terminal entries new since the last
+/// listing, or all of them in a full sweep), streamed.
+fn check_summaries(
+    corrupt: &mut BTreeMap<String, String>,
+    mut finished: Option<&mut Vec<ghost_core::summary::Summary>>,
+    layout: &Layout,
+    target: &str,
+    names: impl Iterator<Item = String>,
+) {
+    let dir = layout.summaries(target);
+    for n in names {
+        let id = format!("{target}/{n}");
+        match summary_problem(&dir, &n) {
+            None => {
+                corrupt.remove(&id);
+                if let Some(f) = finished.as_deref_mut() {
+                    if let Ok(Some(s)) = ghost_core::summary::read(&dir, &n) {
+                        f.push(s);
+                    }
+                }
+            }
+            Some(why) => {
+                corrupt.insert(id, why);
+            }
+        }
     }
 }
 

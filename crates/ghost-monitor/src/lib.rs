@@ -11,7 +11,9 @@
 //!    decides which notifications are due;
 //! 4. put those in the outbox, then write the alert book (`alerts/state.json`),
 //!    then move the inbox and request files it took in to their `.done/`;
-//! 5. deliver what is due from the outbox ([`deliver`]).
+//! 5. deliver what is due from the outbox ([`deliver`]);
+//! 6. every `retention.interval`, the maintenance cycle ([`maintain`]):
+//!    archive what the retention made due, sweep orphans and stale temp files.
 //!
 //! The order in 4 is what makes a restart safe: the book never says "sent"
 //! for a notification that is not in the outbox, and an outbox item the book
@@ -28,6 +30,8 @@ pub mod collect;
 pub mod correlate;
 pub mod dashboard;
 pub mod deliver;
+pub mod dircache;
+pub mod maintain;
 pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +96,8 @@ pub struct Monitor {
     cycles: u64,
     /// The book as last written.
     last_book: Option<String>,
+    /// The retention and sweep schedule ([`maintain`]).
+    maintenance: maintain::Maintenance,
     /// What `/metrics` exports; shared with the dashboard.
     metrics: std::sync::Arc<dashboard::metrics::Metrics>,
 }
@@ -140,6 +146,7 @@ impl Monitor {
         );
         Ok(Monitor {
             params: Params::from_config(&config.monitor),
+            maintenance: maintain::Maintenance::new(&config, now_ms()),
             collector: collect::Collector::new(),
             config,
             layout,
@@ -283,6 +290,13 @@ impl Monitor {
         }
     }
 
+    /// Run the maintenance cycle when it is due (see [`maintain`]).
+    pub fn maintain(&mut self) {
+        if self.maintenance.tick(&self.config, now_ms()).is_some() {
+            self.beat("running");
+        }
+    }
+
     /// Write the heartbeat (deduplicated by content within the interval).
     pub fn beat(&mut self, status: &str) {
         let firing = self
@@ -291,7 +305,7 @@ impl Monitor {
             .values()
             .filter(|e| e.status == EpisodeStatus::Firing)
             .count();
-        let details = json!({"firing": firing, "cycles": self.cycles, "channels": self.channels.keys().collect::<Vec<_>>()});
+        let details = json!({"firing": firing, "cycles": self.cycles, "channels": self.channels.keys().collect::<Vec<_>>(), "maintenance": self.maintenance.last()});
         if let Err(e) = self.heartbeat.beat(status, details) {
             warn!(event = "HEARTBEAT_FAILED", error = %e, "cannot write the heartbeat");
         }
@@ -351,6 +365,7 @@ impl Monitor {
     pub fn next_due_ms(&self, last_cycle_ms: u64) -> u64 {
         let now = now_ms();
         let mut due = last_cycle_ms + self.config.monitor.interval.as_millis() as u64;
+        due = due.min(self.maintenance.next_ms().max(now));
         due = due.min(now + self.config.heartbeat.interval.as_millis() as u64);
         if let Some(d) = self.next_delivery_ms {
             due = due.min(d.max(now));
@@ -602,21 +617,27 @@ fn engine(
 ) -> Result<()> {
     let debounce = config.monitor.debounce;
     let layout = Layout::new(&config.root);
+    let rescan = config.monitor.full_rescan_interval;
     let mut m = Monitor::open(config)?;
+    let dirty = m.collector.watch(rescan);
     m.set_metrics(metrics);
     // Wake on entries created or moved, alerts and requests dropped in; not
     // on writes to open files, so a busy log does not wake the monitor.
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let interesting = match &res {
-            Ok(ev) => matches!(
-                ev.kind,
-                notify::EventKind::Create(_)
-                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-                    | notify::EventKind::Remove(_)
-            ),
+            Ok(ev) => {
+                ev.need_rescan()
+                    || matches!(
+                        ev.kind,
+                        notify::EventKind::Create(_)
+                            | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                            | notify::EventKind::Remove(_)
+                    )
+            }
             Err(_) => true,
         };
         if interesting {
+            dircache::mark(&dirty, &res);
             let _ = wake.send(Wake::Files);
         }
     })
@@ -655,6 +676,7 @@ fn engine(
             }
         }
         m.deliver();
+        m.maintain();
         m.beat("running");
         // Sleep until something is due, a file event (debounced) or Stop.
         loop {

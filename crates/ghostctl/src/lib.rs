@@ -260,6 +260,35 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run the retention now: move what it made due into archive/ (docs/retention.md)
+    ///
+    /// What the monitor does every `retention.interval`, at most
+    /// `retention.max_per_cycle` items; prints what moved (with --dry-run,
+    /// what would move, and nothing changes). `archive ls` lists what the
+    /// archive holds; `archive extract ID` brings one item back, byte for byte.
+    Archive {
+        /// Only say what would move
+        #[arg(long)]
+        dry_run: bool,
+        #[command(subcommand)]
+        verb: Option<ArchiveVerb>,
+    },
+}
+
+/// `ghostctl archive ls | extract`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArchiveVerb {
+    /// List archived items (the last copy of each), oldest month first
+    Ls {
+        /// Only this target (or `.alerts`)
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
+    },
+    /// Bring an archived item back to where it was (the archive keeps its copy)
+    ///
+    /// ID is a queue name or a patch id. A file in the way with other content
+    /// is an error and nothing is written.
+    Extract { id: String },
 }
 
 impl Command {
@@ -279,6 +308,11 @@ impl Command {
             | Command::Ack { .. }
             | Command::Pause { .. }
             | Command::Resume { .. } => true,
+            Command::Archive { dry_run, verb } => match verb {
+                None => !dry_run,
+                Some(ArchiveVerb::Extract { .. }) => true,
+                Some(ArchiveVerb::Ls { .. }) => false,
+            },
             Command::Ls { .. }
             | Command::Show { .. }
             | Command::Status

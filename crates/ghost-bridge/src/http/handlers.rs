@@ -508,7 +508,7 @@ pub(super) async fn get_patch(
     let k = key.clone();
     let found = tokio::task::spawn_blocking(move || {
         let found = match ing.resolve(&k) {
-            Resolved::None => return None,
+            Resolved::None => return archived_patch(ing.layout(), &k).map(Ok),
             Resolved::One(l) => l,
             Resolved::Many(v) => return Some(Err(v)),
         };
@@ -576,4 +576,39 @@ pub(super) async fn get_patch(
         )
         .into_response(),
     }
+}
+
+/// `GET /v1/patches/{id}` of a patch the retention moved into the archive:
+/// `state` is `archived`, with the state it was in and its summary from the
+/// archived copy.
+fn archived_patch(layout: &ghost_core::Layout, key: &str) -> Option<Value> {
+    let found = match ghost_core::archive::find(layout, key) {
+        Ok(f) => f?,
+        Err(e) => {
+            warn!(error = %e, "cannot look the archive up");
+            return None;
+        }
+    };
+    let summary = ghost_core::archive::record(layout, &found)
+        .ok()
+        .and_then(|r| {
+            r.files.into_iter().find(|f| {
+                f.path.starts_with("summaries/")
+                    && !f.path.contains("/.")
+                    && f.path.ends_with(".json")
+            })
+        })
+        .and_then(|f| f.bytes())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .unwrap_or(Value::Null);
+    let l = &found.line;
+    Some(json!({
+        "id": l.patch_id.clone().unwrap_or_default(),
+        "name": l.name,
+        "target": found.group,
+        "state": "archived",
+        "archived": {"was": l.state.map(|s| s.name()), "at": l.archived_at, "month": found.month, "segment": l.segment},
+        "summary": summary,
+        "record": Value::Null,
+    }))
 }

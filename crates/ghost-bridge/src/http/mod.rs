@@ -11,7 +11,7 @@
 //! - `POST /webhook` (the legacy webhook shape) and `POST /ingest/patch`
 //!   (`{patch, metadata}`): compatibility routes for the old senders.
 //! - `GET /v1/patches/{id}`: an entry's state, record and summary, by patch id
-//!   or queue name.
+//!   or queue name; an archived one through the archive's index (`archived`).
 //! - `GET /healthz`: liveness, without authentication.
 //!
 //! Invariants: authentication is judged before any body byte is read (a

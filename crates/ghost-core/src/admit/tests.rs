@@ -228,3 +228,40 @@ fn a_patch_over_a_work_limit_is_refused_at_the_door_naming_it() {
     }
     assert!(pending(&a, "default").is_empty());
 }
+
+#[test]
+fn an_archived_id_is_still_a_duplicate_or_a_conflict() {
+    let (_d, cfg) = setup("[retention]\ndone = \"1s\"\n");
+    let a = Admission::new(&cfg).unwrap();
+    let Outcome::Queued(q) = a.admit(&patch("old", "x"), None) else {
+        panic!()
+    };
+    let queue = a.layout().queue("default");
+    queue
+        .transition(
+            &q.name,
+            QueueState::Pending,
+            QueueState::Done,
+            &Default::default(),
+        )
+        .unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for p in [
+        queue.entry_path(QueueState::Done, &q.name),
+        queue.record_path(QueueState::Done, &q.name),
+    ] {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(past).unwrap();
+    }
+    assert_eq!(crate::archive::run(&cfg, false).unwrap().archived, 1);
+    assert_eq!(queue.find(&q.name), None);
+    match a.admit(&patch("old", "x"), None) {
+        Outcome::Duplicate(d) => assert_eq!(d, q),
+        o => panic!("{o:?}"),
+    }
+    match a.admit(&patch("old", "other"), None) {
+        Outcome::Conflict { existing, .. } => assert_eq!(existing, q),
+        o => panic!("{o:?}"),
+    }
+    assert!(pending(&a, "default").is_empty());
+}

@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod alerts;
+pub mod archive;
 pub mod logs;
 pub mod ls;
 pub mod pause;
@@ -92,5 +93,8 @@ pub fn dispatch(
         Command::Restart { child } => restart::run(config, child, json, out),
         Command::Pause { reason } => pause::run(config, reason, json, out),
         Command::Resume { force } => resume::run(config, *force, json, out),
+        Command::Archive { dry_run, verb } => {
+            archive::run(config, *dry_run, verb.as_ref(), json, out)
+        }
     }
 }

@@ -26,6 +26,9 @@ pub fn run(
     json: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<u8, CtlError> {
+    if let Some(a) = crate::commands::archive::archived_only(config, id)? {
+        return crate::commands::archive::show(config, &a, json, out);
+    }
     let r = show(config, id)?;
     if json {
         writeln!(out, "{}", json_text(&r)).map_err(io)?;
