@@ -193,6 +193,25 @@ fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Replace the section that starts with `head` in docs/benchmarks.md (up to
+/// the next `## ` heading) with `section`, or append it; print it too.
+fn replace_section(head: &str, section: &str) {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let old = std::fs::read_to_string(&out).unwrap_or_default();
+    let md = match old.find(head) {
+        Some(i) => {
+            let rest = &old[i + head.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(old.len(), |j| i + head.len() + j + 1);
+            format!("{}{section}{}", &old[..i], &old[end..])
+        }
+        None => format!("{}\n{section}", old.trim_end()),
+    };
+    ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
+    print!("{section}");
+}
+
 fn main() {
     // `cargo test --benches` runs this without --bench: keep that instant.
     if !std::env::args().any(|a| a == "--bench") {
@@ -204,30 +223,19 @@ fn main() {
     if std::env::args().any(|a| a == "logging") {
         let mut section = String::new();
         logging_bench::run(&mut section);
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
-        let old = std::fs::read_to_string(&out).unwrap_or_default();
-        let head = "## Logging: writer thread against tracing-appender";
-        let md = match old.find(head) {
-            Some(i) => {
-                let rest = &old[i + head.len()..];
-                let end = rest
-                    .find("\n## ")
-                    .map_or(old.len(), |j| i + head.len() + j + 1);
-                format!("{}{section}{}", &old[..i], &old[end..])
-            }
-            None => format!("{}\n{section}", old.trim_end()),
-        };
-        ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
-        print!("{section}");
+        replace_section(
+            "## Logging: writer thread against tracing-appender",
+            &section,
+        );
         return;
     }
     let quick = std::env::var_os("GHOST_BENCH_QUICK").is_some_and(|v| v != "0");
     let base = tempfile::tempdir().unwrap();
     if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("monitor") {
-        // One section alone, printed (docs/benchmarks.md is left as it is).
-        let mut md = String::new();
-        monitor_bench::run(&mut md, base.path());
-        print!("{md}");
+        // The monitor's section alone, replaced in docs/benchmarks.md.
+        let mut section = String::new();
+        monitor_bench::run(&mut section, base.path());
+        replace_section("## Monitor", &section);
         return;
     }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
