@@ -5,6 +5,11 @@
 //! measured in the same invocation, and is a median over rounds: this machine
 //! is shared and its absolute speed drifts between runs, so ratios within one
 //! run are what to read.
+//!
+//! One part alone, replacing only its sections of the file:
+//! `GHOST_BENCH_ONLY=executor` (drain, pickup, idle family, pueue) or
+//! `GHOST_BENCH_ONLY=monitor`, and `cargo bench --bench bench -- --bench
+//! logging`. `GHOST_BENCH_QUICK=1` shrinks every count for a smoke run.
 
 // Benchmarks: scratch fixtures are set up directly, not durably.
 #![allow(clippy::disallowed_methods)]
@@ -212,6 +217,19 @@ fn replace_section(head: &str, section: &str) {
     print!("{section}");
 }
 
+/// Replace everything from the heading that starts with `from` up to the
+/// heading `until` in docs/benchmarks.md with `section`.
+fn replace_range(from: &str, until: &str, section: &str) {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let old = std::fs::read_to_string(&out).unwrap_or_default();
+    let md = match (old.find(from), old.find(until)) {
+        (Some(i), Some(j)) if i < j => format!("{}{section}\n{}", &old[..i], &old[j..]),
+        _ => format!("{}\n\n{section}", old.trim_end()),
+    };
+    ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
+    print!("{section}");
+}
+
 fn main() {
     // `cargo test --benches` runs this without --bench: keep that instant.
     if !std::env::args().any(|a| a == "--bench") {
@@ -236,6 +254,27 @@ fn main() {
         let mut section = String::new();
         monitor_bench::run(&mut section, base.path());
         replace_section("## Monitor", &section);
+        return;
+    }
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("executor") {
+        // The executor's sections alone (drain, pickup, idle family, pueue),
+        // with the disk's raw rate measured again in this run for the ratios.
+        let mut raw = Vec::new();
+        for _ in 0..ROUNDS {
+            let d = tempfile::tempdir_in(base.path()).unwrap();
+            raw.push(raw_durable_writes(d.path(), 1000));
+        }
+        let raw_rate = per_sec(1000, median(raw.clone()));
+        let mut section = String::new();
+        let sizes = executor_bench::Sizes::new(quick);
+        executor_bench::run(&mut section, base.path(), raw_rate, &sizes);
+        let _ = writeln!(
+            section,
+            "Raw durable writes in this run: {raw_rate:.0}/s (load average at its start: {}). Raw rounds (ms): {:?}\n",
+            sh("cut -d' ' -f1-3 /proc/loadavg"),
+            raw.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+        );
+        replace_range("## Executor:", "## Watchdog", &section);
         return;
     }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
