@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "archive_bench.rs"]
+mod archive_bench;
 #[path = "executor_bench.rs"]
 mod executor_bench;
 #[path = "logging_bench.rs"]
@@ -238,6 +240,13 @@ fn main() {
         replace_section("## Monitor", &section);
         return;
     }
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("archive") {
+        // The archive's section alone, replaced in docs/benchmarks.md.
+        let mut section = String::new();
+        archive_bench::run(&mut section, base.path(), quick);
+        replace_section("## Archive", &section);
+        return;
+    }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -328,6 +337,9 @@ fn main() {
     eprintln!("monitor scenarios");
     md.push('\n');
     monitor_bench::run(&mut md, base.path());
+    eprintln!("archive scenario");
+    md.push('\n');
+    archive_bench::run(&mut md, base.path(), quick);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");
