@@ -107,7 +107,11 @@ fn fixture(root: &Path, n: usize) -> Config {
         .arg(root)
         .output()
         .expect("run executor");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(q.entry_path(QueueState::Done, &tmpl).exists());
     let mut files = Vec::new();
     for top in ["queue", "summaries"] {
@@ -195,7 +199,10 @@ fn dir_bytes(dir: &Path, suffix: &str) -> (u64, usize) {
             let (b, n) = dir_bytes(&p, suffix);
             out = (out.0 + b, out.1 + n);
         } else if e.file_name().to_string_lossy().ends_with(suffix) {
-            out = (out.0 + e.metadata().map(|m| m.len()).unwrap_or(0), out.1 + 1);
+            out = (
+                out.0 + e.metadata().map(|m| m.len()).unwrap_or(0),
+                out.1 + 1,
+            );
         }
     }
     out
@@ -303,11 +310,47 @@ pub fn run(md: &mut String, base: &Path, quick: bool) {
     let _ = writeln!(md, "{} expired entries in one target's `done/`, each with the files the executor leaves for an applied one-file patch ({per_entry_files:.0} files, {:.0} bytes of content per entry: the entry, its record, the summaries in JSON and Markdown with their backups), archived by back-to-back maintenance cycles of `max_per_cycle = 1000` (`ghost_core::maintenance::run`, in-process) while a real `ghost-executor` on the same root applies one-file patches on another target. Drain: {} patches renamed into `pending/` at once, timed until all are in `done/`. Pickup: one arrival at a time (durable rename into `pending/` until the entry leaves it). The \"while archiving\" rounds are those that started while archiving ran; pickups count only arrivals made before it ended.\n", archived, orig_bytes as f64 / n, s.batch);
     let _ = writeln!(md, "| measurement | result |\n|---|---|");
     let _ = writeln!(md, "| archiving {archived} entries ({cycles} cycles, {segs} segments) | **{:.1} s**, {:.0} entries/s |", wall.as_secs_f64(), n / wall.as_secs_f64());
-    let _ = writeln!(md, "| archive size per entry (gzip segments) | **{:.0} bytes** |", seg_bytes as f64 / n);
-    let _ = writeln!(md, "| index size per entry | **{:.0} bytes** |", idx_bytes as f64 / n);
-    let _ = writeln!(md, "| executor drain, no archiving ({} rounds) | {:.0} patches/s |", base_drains.len(), rate(s.batch, &base_drains));
+    let _ = writeln!(
+        md,
+        "| archive size per entry (gzip segments) | **{:.0} bytes** |",
+        seg_bytes as f64 / n
+    );
+    let _ = writeln!(
+        md,
+        "| index size per entry | **{:.0} bytes** |",
+        idx_bytes as f64 / n
+    );
+    let _ = writeln!(
+        md,
+        "| executor drain, no archiving ({} rounds) | {:.0} patches/s |",
+        base_drains.len(),
+        rate(s.batch, &base_drains)
+    );
     let _ = writeln!(md, "| executor drain while archiving ({} rounds) | **{:.0} patches/s** ({:.2} of the rate without) |", arch_drains.len(), rate(s.batch, &arch_drains), rate(s.batch, &arch_drains) / rate(s.batch, &base_drains));
-    let _ = writeln!(md, "| pickup latency, no archiving ({} arrivals): p50 / p99 | {:.1} ms / {:.1} ms |", base_picks.len(), pct(&base_picks, 0.5), pct(&base_picks, 0.99));
-    let _ = writeln!(md, "| pickup latency while archiving ({} arrivals): p50 / p99 | **{:.1} ms / {:.1} ms** |\n", arch_picks.len(), pct(&arch_picks, 0.5), pct(&arch_picks, 0.99));
-    let _ = writeln!(md, "Drain rounds (ms), without: {:?}; while archiving: {:?}.\n", base_drains.iter().map(|d| d.as_millis()).collect::<Vec<_>>(), arch_drains.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
+    let _ = writeln!(
+        md,
+        "| pickup latency, no archiving ({} arrivals): p50 / p99 | {:.1} ms / {:.1} ms |",
+        base_picks.len(),
+        pct(&base_picks, 0.5),
+        pct(&base_picks, 0.99)
+    );
+    let _ = writeln!(
+        md,
+        "| pickup latency while archiving ({} arrivals): p50 / p99 | **{:.1} ms / {:.1} ms** |\n",
+        arch_picks.len(),
+        pct(&arch_picks, 0.5),
+        pct(&arch_picks, 0.99)
+    );
+    let _ = writeln!(
+        md,
+        "Drain rounds (ms), without: {:?}; while archiving: {:?}.\n",
+        base_drains
+            .iter()
+            .map(|d| d.as_millis())
+            .collect::<Vec<_>>(),
+        arch_drains
+            .iter()
+            .map(|d| d.as_millis())
+            .collect::<Vec<_>>()
+    );
 }

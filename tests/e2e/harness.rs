@@ -516,7 +516,9 @@ pub fn skipped_file() -> PathBuf {
 /// [`skipped_file`], and returns (the caller then returns too).
 pub fn skip(test: &str, why: &str) {
     if std::env::var_os("CI").is_some() {
-        panic!("{test}: {why}; CI must run it (it runs as root, and .ci/run installs what is missing)");
+        panic!(
+            "{test}: {why}; CI must run it (it runs as root, and .ci/run installs what is missing)"
+        );
     }
     let line = format!("SKIPPED: {test}: {why}");
     eprintln!("{line}");

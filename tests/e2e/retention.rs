@@ -491,8 +491,7 @@ fn pickups(
         let name = ghost_core::queue::new_name();
         let staged = q.tmp_dir().join(format!("{name}.json"));
         let body = json!({"id": format!("{tag}{i}"), "operations": [{"op": "write", "path": format!("{tag}.txt"), "content": format!("{i}\n")}]});
-        ghost_core::fs::durable_write(&staged, &serde_json::to_vec(&body).unwrap(), 0o600)
-            .unwrap();
+        ghost_core::fs::durable_write(&staged, &serde_json::to_vec(&body).unwrap(), 0o600).unwrap();
         let at = SystemTime::now();
         ghost_core::fs::durable_move(&staged, &q.entry_path(QueueState::Pending, &name)).unwrap();
         let claimed = wait_until(Duration::from_secs(60), || {
@@ -517,8 +516,8 @@ fn wait_for_claim(env: &TestEnv, name: &str) -> SystemTime {
     let mut ts = None;
     let found = wait_until(Duration::from_secs(20), || {
         // Read as it is written: a line still being written is skipped.
-        let log = std::fs::read_to_string(env.layout().logs().join("executor.log"))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(env.layout().logs().join("executor.log")).unwrap_or_default();
         let lines: Vec<Value> = log
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -616,7 +615,11 @@ fn pickup_latency_stays_bounded_while_maintenance_archives_10000_entries() {
         old.iter().all(|n| q.find(n).is_none()),
         "every old entry archived"
     );
-    assert_eq!(index_lines(&env), N, "each old entry once, in {cycles} cycles");
+    assert_eq!(
+        index_lines(&env),
+        N,
+        "each old entry once, in {cycles} cycles"
+    );
     assert!(
         during.len() >= 10,
         "only {} arrivals were claimed while archiving ran",

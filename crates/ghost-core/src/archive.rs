@@ -216,7 +216,10 @@ fn slots(
                 ("sum.json", s.join(format!("{name}.json"))),
                 ("bak.md", b.join(format!("{name}.md"))),
                 ("bak.json", b.join(format!("{name}.json"))),
-                ("kept.json", layout.kept_journals(group).join(format!("{name}.json"))),
+                (
+                    "kept.json",
+                    layout.kept_journals(group).join(format!("{name}.json")),
+                ),
             ] {
                 out.push((slot, rel(layout, &p)));
             }
@@ -247,7 +250,9 @@ impl CompactLine {
                     .iter()
                     .find(|(_, p)| *p == r.path)
                     .map(|(s, _)| *s)
-                    .filter(|s| slots.iter().find(|(t, _)| t == s).map(|(_, p)| p) == Some(&r.path));
+                    .filter(|s| {
+                        slots.iter().find(|(t, _)| t == s).map(|(_, p)| p) == Some(&r.path)
+                    });
                 let key: &str = match slot {
                     Some(s) => s,
                     None => &r.path,
@@ -1028,10 +1033,10 @@ pub fn record(layout: &Layout, found: &Found) -> Result<Record> {
             .find(|r| r.name == found.line.name),
     };
     let rec = rec.ok_or_else(|| Error::Corrupt {
-            what: "archive segment",
-            path: path.clone(),
-            reason: format!("has no record {}", found.line.name),
-        })?;
+        what: "archive segment",
+        path: path.clone(),
+        reason: format!("has no record {}", found.line.name),
+    })?;
     for f in &found.line.files {
         let ok = rec
             .files

@@ -190,12 +190,7 @@ fn enter_pid_namespace(ids: Option<(u32, u32)>) -> std::io::Result<()> {
         }
         ForkResult::Parent { child } => {
             keep_only_fd(r);
-            loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
             let mut st = [2u8, 0];
             // SAFETY: read(2) into a local buffer.
             let n = unsafe { nix::libc::read(r, st.as_mut_ptr().cast(), 2) };
@@ -252,7 +247,12 @@ fn keep_only_fd(keep: i32) {
                 }
             }
         }
-        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        for sig in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
             let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
         }
     }
@@ -858,7 +858,13 @@ mod tests {
             ),
             timeout: None,
         };
-        let (s, f) = run(&sh, "after", d.path(), &env, &limits(Duration::from_secs(20)));
+        let (s, f) = run(
+            &sh,
+            "after",
+            d.path(),
+            &env,
+            &limits(Duration::from_secs(20)),
+        );
         assert_eq!((s.exit_code, f), (Some(0), None), "{s:?}");
         assert_eq!(s.stdout_tail, "started\n");
         let pid = pid_in(&d.path().join("escaped")).expect("the escaped process's pid");
@@ -866,7 +872,10 @@ mod tests {
         while running(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!running(pid), "{pid} left the check's session and survived it");
+        assert!(
+            !running(pid),
+            "{pid} left the check's session and survived it"
+        );
         // A failing command's status still comes through the namespace.
         let (s, f) = run(
             &argv(&["sh", "-c", "exit 7"]),
