@@ -7,8 +7,8 @@
 //! run are what to read.
 //!
 //! One part alone, replacing only its sections of the file:
-//! `GHOST_BENCH_ONLY=executor` (drain, pickup, idle family, pueue) or
-//! `GHOST_BENCH_ONLY=monitor`, and `cargo bench --bench bench -- --bench
+//! `GHOST_BENCH_ONLY=executor` (drain, pickup, idle family, pueue),
+//! `GHOST_BENCH_ONLY=monitor` or `GHOST_BENCH_ONLY=archive`, and `cargo bench --bench bench -- --bench
 //! logging`. `GHOST_BENCH_QUICK=1` shrinks every count for a smoke run.
 
 // Benchmarks: scratch fixtures are set up directly, not durably.
@@ -20,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "archive_bench.rs"]
+mod archive_bench;
 #[path = "executor_bench.rs"]
 mod executor_bench;
 #[path = "logging_bench.rs"]
@@ -277,6 +279,13 @@ fn main() {
         replace_range("## Executor:", "## Watchdog", &section);
         return;
     }
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("archive") {
+        // The archive's section alone, replaced in docs/benchmarks.md.
+        let mut section = String::new();
+        archive_bench::run(&mut section, base.path(), quick);
+        replace_section("## Archive", &section);
+        return;
+    }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -367,6 +376,9 @@ fn main() {
     eprintln!("monitor scenarios");
     md.push('\n');
     monitor_bench::run(&mut md, base.path());
+    eprintln!("archive scenario");
+    md.push('\n');
+    archive_bench::run(&mut md, base.path(), quick);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

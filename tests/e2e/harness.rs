@@ -503,3 +503,33 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Where every skip notice of a run is collected (`.ci/run` empties it at the
+/// start and prints it at the end).
+pub fn skipped_file() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt")
+}
+
+/// The one way a test skips: in CI (`CI` set) that is a failure, since CI
+/// runs as root and installs what the tests need; elsewhere the test says
+/// `SKIPPED: <test>: <why>` on stderr, appends the line to
+/// [`skipped_file`], and returns (the caller then returns too).
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: {why}; CI must run it (it runs as root, and .ci/run installs what is missing)"
+        );
+    }
+    let line = format!("SKIPPED: {test}: {why}");
+    eprintln!("{line}");
+    let _ = std::fs::create_dir_all(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    // One write of a short line in append mode: lines of tests running in
+    // parallel do not interleave.
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skipped_file())
+    {
+        let _ = std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes());
+    }
+}

@@ -498,10 +498,10 @@ fn alertmanager() -> Option<Am> {
                 .is_ok_and(|o| o.status.success())
         });
     let Some(bin) = bin else {
-        if std::env::var_os("CI").is_some() {
-            panic!("prometheus-alertmanager is not installed, and CI must run this test (.ci/run installs it)");
-        }
-        eprintln!("SKIPPED: prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)");
+        skip(
+            "the Alertmanager round trip",
+            "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)",
+        );
         return None;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -157,53 +157,110 @@ fn a_crash_after_the_commit_of_a_patch_whose_retry_fails_leaves_no_commit() {
     assert!(!tree.join("a.txt").exists());
 }
 
-#[test]
-fn nothing_a_check_started_survives_its_executor_into_recovery() {
-    let mut env = TestEnv::new("[targets.default]\nallow_shell = true\n");
-    let pidfile = env.dir.path().join("grandchild.pid");
+/// A check that hangs on its first run after starting `escape` in the
+/// background, which writes its pid (as this process sees it: read from
+/// `/proc/self/stat`, not `$!`, which a PID namespace renumbers) to the
+/// returned file; the retry passes at once.
+fn hanging_check(env: &TestEnv, escape: &str) -> (String, std::path::PathBuf) {
+    let pidfile = env.dir.path().join("escaped.pid");
     let flag = env.dir.path().join("ran-once");
-    // The first run leaves a grandchild (and the shell's own child) behind
-    // and hangs; the retry passes at once.
     let check = format!(
-        "if [ -e {flag} ]; then exit 0; fi; : > {flag}; sleep 300 & echo $! > {pid}; sleep 300",
+        "if [ -e {flag} ]; then exit 0; fi; : > {flag}; \
+         {escape} sh -c 'read p _ < /proc/self/stat; echo $p > {pid}.tmp; mv {pid}.tmp {pid}; exec sleep 300' & sleep 300",
         flag = flag.display(),
         pid = pidfile.display()
     );
+    (check, pidfile)
+}
+
+/// Run `check` under a live executor until `pidfile` names a running
+/// process; then kill -9 the executor and return what the check had running
+/// (every descendant of the executor) just before.
+fn kill_executor_mid_check(
+    env: &mut TestEnv,
+    check: String,
+    pidfile: &Path,
+) -> (String, ProcInfo, Vec<ProcInfo>) {
     let p = env.enqueue_json(
         "default",
         &json!({"id": "P", "operations": [{"op": "write", "path": "a.txt", "content": "a\n"}],
                 "checks": {"after": [{"argv": ["sh", "-c", check]}]}}),
     );
     let exec = env.spawn_executor();
-    let mut grandchild = None;
+    let mut escaped = None;
     assert!(
         wait_until(Duration::from_secs(20), || {
             env.assert_alive(exec);
-            grandchild = std::fs::read_to_string(&pidfile)
+            escaped = std::fs::read_to_string(pidfile)
                 .ok()
                 .and_then(|s| s.trim().parse::<i32>().ok())
                 .and_then(proc_info);
-            grandchild.is_some()
+            escaped.is_some()
         }),
-        "the check never started its grandchild"
+        "the check never started its background process"
     );
-    let grandchild = grandchild.unwrap();
+    let procs: Vec<ProcInfo> = descendants(exec as i32)
+        .into_iter()
+        .filter(|p| p.pid != exec as i32)
+        .collect();
     let mut child = env.take_child(exec);
     child.kill().unwrap();
     child.wait().unwrap();
-    // PR_SET_PDEATHSIG reaches the shell, not what it started.
-    assert!(
-        still_running(&grandchild),
-        "the grandchild is expected to outlive a kill -9 of the executor"
-    );
+    (p, escaped.unwrap(), procs)
+}
+
+#[test]
+fn nothing_a_check_started_survives_its_executor_into_recovery() {
+    let mut env = TestEnv::new("[targets.default]\nallow_shell = true\n");
+    let (check, pidfile) = hanging_check(&env, "");
+    let (p, grandchild, _) = kill_executor_mid_check(&mut env, check, &pidfile);
+    // PR_SET_PDEATHSIG reaches the shell, not what it started: with a
+    // process group alone the grandchild is still there, and recovery kills it.
+    let survived = still_running(&grandchild);
     env.drain();
     assert!(
         !still_running(&grandchild),
         "recovery rolled the tree back while {grandchild:?} of the dead executor's check still ran"
     );
-    assert!(events(&env, "executor").contains(&"PROCESS_GROUP_KILLED".to_string()));
+    if survived {
+        assert!(events(&env, "executor").contains(&"PROCESS_GROUP_KILLED".to_string()));
+    }
     assert_eq!(env.state_of("default", &p), Some(QueueState::Done));
     assert_eq!(env.summary("default", &p)["attempts"], 2);
+}
+
+/// Issue 13: a process that leaves the check's process group and session
+/// (`setsid`) escaped the group kill. In its own PID namespace it dies with
+/// the check's init when the executor dies; after recovery nothing of the
+/// check runs. Needs root (PID namespaces); CI runs as root.
+#[test]
+fn a_check_process_in_a_new_session_does_not_survive_its_executor() {
+    if !nix::unistd::geteuid().is_root() {
+        skip(
+            "a_check_process_in_a_new_session_does_not_survive_its_executor",
+            "needs root for PID namespaces (CI runs it as root)",
+        );
+        return;
+    }
+    let mut env = TestEnv::new("[targets.default]\nallow_shell = true\n");
+    let (check, pidfile) = hanging_check(&env, "setsid");
+    let (p, escaped, procs) = kill_executor_mid_check(&mut env, check, &pidfile);
+    assert_eq!(
+        escaped.pgid, escaped.pid,
+        "the background process leads a process group (and session) of its own"
+    );
+    env.drain();
+    // Right after recovery, with no grace: nothing of the check runs.
+    let alive: Vec<&ProcInfo> = procs.iter().filter(|p| still_running(p)).collect();
+    assert!(
+        alive.is_empty() && !still_running(&escaped),
+        "after recovery, processes of the dead executor's check still run: {alive:?} (escaped: {escaped:?})"
+    );
+    assert!(
+        events(&env, "executor").contains(&"CHECK_CONTAINMENT".to_string()),
+        "the executor says which containment is in force"
+    );
+    assert_eq!(env.state_of("default", &p), Some(QueueState::Done));
 }
 
 #[test]

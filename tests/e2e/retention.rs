@@ -416,3 +416,223 @@ fn maintenance_under_load_archives_while_the_executor_drains() {
     });
     assert!(logged, "a MAINTENANCE line in logs/monitor.log");
 }
+
+/// Copies of what the executor left for the applied patch `tmpl` in the
+/// queue (the entry and its record; with `summaries`, its summaries and
+/// their backups too), `n` times under new names and ids, aged `by`: old
+/// history made in seconds.
+fn clone_history(
+    env: &TestEnv,
+    tmpl: &str,
+    n: usize,
+    by: Duration,
+    summaries: bool,
+) -> Vec<String> {
+    fn walk(d: &Path, needle: &str, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, needle, out);
+            } else if e.file_name().to_string_lossy().contains(needle) {
+                out.push(p);
+            }
+        }
+    }
+    let l = env.layout();
+    let mut paths = Vec::new();
+    walk(l.queue("default").root(), tmpl, &mut paths);
+    if summaries {
+        walk(&l.summaries("default"), tmpl, &mut paths);
+    }
+    assert!(paths.len() >= 2, "entry and record: {paths:?}");
+    let files: Vec<(String, String)> = paths
+        .iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&env.root).unwrap().to_string_lossy();
+            (rel.into_owned(), std::fs::read_to_string(p).unwrap())
+        })
+        .collect();
+    let q = l.queue("default");
+    let id = q
+        .find(tmpl)
+        .and_then(|s| std::fs::read(q.entry_path(s, tmpl)).ok())
+        .and_then(|b| ghost_core::entry::stored_id(&b))
+        .unwrap();
+    let old = SystemTime::now() - by;
+    (0..n)
+        .map(|i| {
+            let name = ghost_core::queue::new_name();
+            for (rel, text) in &files {
+                let p = env.root.join(rel.replace(tmpl, &name));
+                let body = text.replace(tmpl, &name).replace(&id, &format!("h{i}"));
+                let mut f = std::fs::File::create(&p).unwrap();
+                std::io::Write::write_all(&mut f, body.as_bytes()).unwrap();
+                f.set_modified(old).unwrap();
+            }
+            name
+        })
+        .collect()
+}
+
+/// One arrival at a time: each entry renamed into `pending/` on an idle
+/// executor; returns, per arrival, the time from just before the rename to
+/// the executor's `PATCH_CLAIMED` log line, and whether archiving was still
+/// under way when it was claimed (`busy`, asked right after the claim).
+fn pickups(
+    env: &mut TestEnv,
+    exec: u32,
+    tag: &str,
+    n: usize,
+    busy: &dyn Fn() -> bool,
+) -> Vec<(Duration, bool)> {
+    let q = env.layout().queue("default");
+    let mut out = Vec::new();
+    for i in 0..n {
+        let name = ghost_core::queue::new_name();
+        let staged = q.tmp_dir().join(format!("{name}.json"));
+        let body = json!({"id": format!("{tag}{i}"), "operations": [{"op": "write", "path": format!("{tag}.txt"), "content": format!("{i}\n")}]});
+        ghost_core::fs::durable_write(&staged, &serde_json::to_vec(&body).unwrap(), 0o600).unwrap();
+        let at = SystemTime::now();
+        ghost_core::fs::durable_move(&staged, &q.entry_path(QueueState::Pending, &name)).unwrap();
+        let claimed = wait_until(Duration::from_secs(60), || {
+            env.assert_alive(exec);
+            q.find(&name) != Some(QueueState::Pending)
+        });
+        assert!(claimed, "{name} never claimed");
+        let during = busy();
+        assert!(
+            wait_until(Duration::from_secs(60), || q.find(&name)
+                == Some(QueueState::Done)),
+            "{name} never applied"
+        );
+        let ts = wait_for_claim(env, &name);
+        out.push((ts.duration_since(at).unwrap_or_default(), during));
+    }
+    out
+}
+
+/// The time of the executor's `PATCH_CLAIMED` line for `name`.
+fn wait_for_claim(env: &TestEnv, name: &str) -> SystemTime {
+    let mut ts = None;
+    let found = wait_until(Duration::from_secs(20), || {
+        // Read as it is written: a line still being written is skipped.
+        let log =
+            std::fs::read_to_string(env.layout().logs().join("executor.log")).unwrap_or_default();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        ts = lines.iter().rev().find_map(|l| {
+            (l["event"] == "PATCH_CLAIMED" && l["queue_name"] == name)
+                .then(|| ghost_core::time::parse_rfc3339(l["ts"].as_str()?))
+                .flatten()
+        });
+        ts.is_some()
+    });
+    assert!(found, "no PATCH_CLAIMED line for {name}");
+    ts.unwrap()
+}
+
+fn p99(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() - 1) as f64 * 0.99).round() as usize]
+}
+
+/// Issue 15: maintenance archiving 10,000 entries does not stall the
+/// executor. Its pickup latency (entry renamed into `pending/` → claimed)
+/// while maintenance cycles archive, back to back, stays under a bound far
+/// above what it is without archiving (measured first, in the same test),
+/// generous for a loaded 2-core machine and a debug build. The cycles are
+/// `ghostctl archive` runs (the monitor's cycle, by hand, bounded by
+/// `max_per_cycle`): the monitor's own health cycles would only stretch the
+/// time between them.
+#[test]
+fn pickup_latency_stays_bounded_while_maintenance_archives_10000_entries() {
+    const N: usize = 10_000;
+    const BOUND: Duration = Duration::from_secs(1);
+    let mut env = TestEnv::new("[retention]\nmax_per_cycle = 1000\n");
+    let tmpl = submit_and_drain(&env, &["template"]).remove(0);
+    // Entries and records only: a removed file costs most of a millisecond
+    // on a busy disk, and 10,000 entries with their summaries would be
+    // 60,000 of them.
+    let old = clone_history(&env, &tmpl, N, 40 * DAY, false);
+    let q = env.layout().queue("default");
+    let exec = env
+        .cmd(EXECUTOR)
+        .arg("-q")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exec_pid = exec.id();
+    env.children.push(exec);
+    let hb = env.layout().heartbeat("executor");
+    assert!(wait_until(Duration::from_secs(30), || hb.exists()));
+
+    // Without archiving.
+    let base: Vec<Duration> = pickups(&mut env, exec_pid, "base", 20, &|| false)
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+
+    // While maintenance archives, cycle after cycle, until nothing is due.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let archiver = {
+        let (mut cmd, done) = (env.cmd(GHOSTCTL), done.clone());
+        cmd.args(["--json", "archive"]).stderr(Stdio::null());
+        std::thread::spawn(move || {
+            let mut cycles = 0;
+            loop {
+                let out = cmd.output().expect("run ghostctl archive");
+                assert!(out.status.success(), "ghostctl archive failed");
+                cycles += 1;
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                if v["more_due"] != true || cycles > 50 {
+                    break;
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            cycles
+        })
+    };
+    let archiving = {
+        let done = done.clone();
+        move || !done.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let mut during = Vec::new();
+    let mut round = 0;
+    while archiving() {
+        for (d, busy) in pickups(&mut env, exec_pid, &format!("arch{round}-"), 5, &archiving) {
+            if busy {
+                during.push(d);
+            }
+        }
+        round += 1;
+    }
+    let cycles = archiver.join().unwrap();
+    assert!(
+        old.iter().all(|n| q.find(n).is_none()),
+        "every old entry archived"
+    );
+    assert_eq!(
+        index_lines(&env),
+        N,
+        "each old entry once, in {cycles} cycles"
+    );
+    assert!(
+        during.len() >= 10,
+        "only {} arrivals were claimed while archiving ran",
+        during.len()
+    );
+    let (b, d) = (p99(&base), p99(&during));
+    eprintln!(
+        "pickup p99 without archiving {b:?} ({} arrivals), while archiving {d:?} ({} arrivals, {cycles} cycles)",
+        base.len(),
+        during.len()
+    );
+    assert!(
+        d < BOUND,
+        "pickup latency p99 {d:?} while archiving (without: {b:?}): maintenance stalls the executor"
+    );
+}

@@ -9,9 +9,13 @@
 //!   item (its path under the root, mode, MD5 and bytes in base64). Written
 //!   once, never changed.
 //! - `archive/<group>/<YYYY-MM>.index.jsonl`: one line per archived item
-//!   ([`IndexLine`]): its name, patch id, state, segment and the MD5 of each file.
-//!   The index says what is in the archive: a segment no index line names is
-//!   a leftover of an interrupted run and is discarded by the next one.
+//!   ([`IndexLine`]): its name, patch id, state, segment, position in the
+//!   segment and the MD5 of each file. The index says what is in the archive:
+//!   a segment no index line names is a leftover of an interrupted run and is
+//!   discarded by the next one. Lines are written compactly (`"v": 2`): a file
+//!   is named by a short slot (`done`, `sum.md`, `entry`, …) from which its path
+//!   follows, given the group, state and name; the segment by its id alone.
+//!   Lines of the first format (every path spelled out) are still read.
 //!
 //! The month of an entry is the month its queue name (a UUID v7) was made,
 //! i.e. when the patch arrived, so a lookup by name reads one index.
@@ -31,7 +35,7 @@
 //! discarded next time); after 5 a verified archive, and the next run removes
 //! what is left of the originals without writing them again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -115,7 +119,9 @@ pub struct FileRef {
     pub md5: String,
 }
 
-/// One line of a month's index.
+/// One line of a month's index, as the readers see it (whatever its format
+/// on disk); serialised like this only by `ghostctl archive ls --json`, and
+/// read like this from indexes of the first format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexLine {
     pub name: String,
@@ -128,6 +134,189 @@ pub struct IndexLine {
     pub segment: String,
     pub archived_at: String,
     pub files: Vec<FileRef>,
+    /// The record's position in the segment (not known for the first format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordinal: Option<usize>,
+}
+
+/// An index line as written: the compact format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CompactLine {
+    /// Always 2: this format.
+    v: u32,
+    n: String,
+    #[serde(default = "entry_kind", skip_serializing_if = "is_entry_kind")]
+    k: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<QueueState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
+    /// The segment's id (a UUID v7: when it was written); the month is the index's.
+    g: String,
+    /// The record's position in the segment.
+    o: usize,
+    /// Each file as `<slot>:<md5>`; the slot is a short name from which the
+    /// path follows ([`slots`]), or the path itself when none fits.
+    f: Vec<String>,
+}
+
+fn entry_kind() -> Kind {
+    Kind::Entry
+}
+
+fn is_entry_kind(k: &Kind) -> bool {
+    *k == Kind::Entry
+}
+
+/// Either format of an index line.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyLine {
+    Compact(CompactLine),
+    First(IndexLine),
+}
+
+/// Just the name of an index line (of either format), to pick the lines
+/// worth reading whole.
+#[derive(Deserialize)]
+struct LineName {
+    #[serde(alias = "name")]
+    n: String,
+}
+
+/// The short slots of an item's possible files and their paths under the
+/// root, for `group`, `kind`, `state` and `name`. Summaries and the entry's
+/// sidecars are named after the entry, so their paths follow from the name.
+fn slots(
+    layout: &Layout,
+    group: &str,
+    kind: Kind,
+    state: Option<QueueState>,
+    name: &str,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    match kind {
+        Kind::Entry | Kind::Summary => {
+            if let (Kind::Entry, Some(state)) = (kind, state) {
+                let q = layout.queue(group);
+                let mut kinds: Vec<&'static str> =
+                    QueueState::ALL.iter().map(|s| s.record_kind()).collect();
+                kinds.extend(SIDECAR_KINDS);
+                kinds.sort();
+                kinds.dedup();
+                for k in kinds {
+                    out.push((k, rel(layout, &q.sidecar_path(state, name, k))));
+                }
+                out.push(("entry", rel(layout, &q.entry_path(state, name))));
+            }
+            let s = layout.summaries(group);
+            let b = layout.summary_backups(group);
+            for (slot, p) in [
+                ("sum.md", s.join(format!("{name}.md"))),
+                ("sum.json", s.join(format!("{name}.json"))),
+                ("bak.md", b.join(format!("{name}.md"))),
+                ("bak.json", b.join(format!("{name}.json"))),
+                (
+                    "kept.json",
+                    layout.kept_journals(group).join(format!("{name}.json")),
+                ),
+            ] {
+                out.push((slot, rel(layout, &p)));
+            }
+        }
+        Kind::Alert => {
+            let dir = match name.split_once('/') {
+                Some(("inbox", _)) => Some(layout.alerts_inbox_done()),
+                Some(("requests", _)) => Some(layout.alerts_requests().join(".done")),
+                _ => None,
+            };
+            if let (Some(dir), Some((_, file))) = (dir, name.split_once('/')) {
+                out.push(("alert", rel(layout, &dir.join(file))));
+            }
+        }
+    }
+    out
+}
+
+impl CompactLine {
+    fn of(layout: &Layout, group: &str, line: &IndexLine) -> CompactLine {
+        let slots = slots(layout, group, line.kind, line.state, &line.name);
+        let f = line
+            .files
+            .iter()
+            .map(|r| {
+                // The first slot of that name must lead back to this path.
+                let slot = slots
+                    .iter()
+                    .find(|(_, p)| *p == r.path)
+                    .map(|(s, _)| *s)
+                    .filter(|s| {
+                        slots.iter().find(|(t, _)| t == s).map(|(_, p)| p) == Some(&r.path)
+                    });
+                let key: &str = match slot {
+                    Some(s) => s,
+                    None => &r.path,
+                };
+                format!("{key}:{}", r.md5)
+            })
+            .collect();
+        let g = line
+            .segment
+            .rsplit('/')
+            .next()
+            .unwrap_or(&line.segment)
+            .trim_end_matches(".jsonl.gz")
+            .to_string();
+        CompactLine {
+            v: 2,
+            n: line.name.clone(),
+            k: line.kind,
+            s: line.state,
+            p: line.patch_id.clone(),
+            g,
+            o: line.ordinal.unwrap_or(0),
+            f,
+        }
+    }
+
+    fn expand(self, layout: &Layout, group: &str, month: &str) -> Option<IndexLine> {
+        let slots = slots(layout, group, self.k, self.s, &self.n);
+        let files = self
+            .f
+            .iter()
+            .map(|f| {
+                let (slot, md5) = f.rsplit_once(':')?;
+                let path = match slots.iter().find(|(s, _)| *s == slot) {
+                    Some((_, p)) => p.clone(),
+                    None if slot.contains('/') => slot.to_string(),
+                    None => return None,
+                };
+                Some(FileRef {
+                    path,
+                    md5: md5.to_string(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        // The segment's id is a UUID v7 made when the run wrote it.
+        let archived_at = uuid::Uuid::parse_str(&self.g)
+            .ok()
+            .and_then(|u| u.get_timestamp())
+            .map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                crate::time::rfc3339(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+            })
+            .unwrap_or_default();
+        Some(IndexLine {
+            segment: format!("{month}/{}.jsonl.gz", self.g),
+            name: self.n,
+            kind: self.k,
+            state: self.s,
+            patch_id: self.p,
+            archived_at,
+            files,
+            ordinal: Some(self.o),
+        })
+    }
 }
 
 /// An item the retention has made due.
@@ -384,9 +573,21 @@ pub fn run(config: &Config, dry_run: bool) -> Result<Report> {
     Ok(report)
 }
 
-/// Read an index (missing = empty). A torn last line (a crash mid-append) is
-/// skipped: the run that wrote it removed nothing, and the next redoes it.
+/// Read an index (missing = empty), either format. A torn last line (a crash
+/// mid-append) is skipped: the run that wrote it removed nothing, and the
+/// next redoes it.
 pub fn read_index(layout: &Layout, group: &str, month: &str) -> Result<Vec<IndexLine>> {
+    read_index_where(layout, group, month, |_| true)
+}
+
+/// The lines of an index whose name passes `want`; the other lines are only
+/// skimmed for their name.
+fn read_index_where(
+    layout: &Layout,
+    group: &str,
+    month: &str,
+    want: impl Fn(&str) -> bool,
+) -> Result<Vec<IndexLine>> {
     let p = layout.archive_index(group, month);
     let Some(bytes) = fs::read_opt(&p)? else {
         return Ok(Vec::new());
@@ -394,7 +595,36 @@ pub fn read_index(layout: &Layout, group: &str, month: &str) -> Result<Vec<Index
     Ok(bytes
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice(l).ok())
+        .filter(|l| serde_json::from_slice::<LineName>(l).is_ok_and(|n| want(&n.n)))
+        .filter_map(|l| match serde_json::from_slice::<AnyLine>(l).ok()? {
+            AnyLine::Compact(c) => c.expand(layout, group, month),
+            AnyLine::First(l) => Some(l),
+        })
+        .collect())
+}
+
+/// The segments a month's index names (`<month>/<id>.jsonl.gz`), read from
+/// every line without reading the lines whole.
+fn indexed_segments(layout: &Layout, group: &str, month: &str) -> Result<BTreeSet<String>> {
+    #[derive(Deserialize)]
+    struct LineSegment {
+        #[serde(default)]
+        g: Option<String>,
+        #[serde(default)]
+        segment: Option<String>,
+    }
+    let p = layout.archive_index(group, month);
+    let Some(bytes) = fs::read_opt(&p)? else {
+        return Ok(BTreeSet::new());
+    };
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice::<LineSegment>(l).ok())
+        .filter_map(|l| match (l.g, l.segment) {
+            (Some(g), _) => Some(format!("{month}/{g}.jsonl.gz")),
+            (None, s) => s,
+        })
         .collect())
 }
 
@@ -450,6 +680,20 @@ pub fn read_segment(path: &Path) -> Result<Vec<Record>> {
         .collect()
 }
 
+/// Record number `o` of a segment, parsed alone (`None` past its end or unparsable).
+fn segment_line(path: &Path, o: usize) -> Result<Option<Record>> {
+    let bytes = fs::read(path)?;
+    let mut text = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_end(&mut text)
+        .ctx("decompress", path)?;
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .nth(o)
+        .and_then(|l| serde_json::from_slice(l).ok()))
+}
+
 fn decode(f: &FileCopy) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(&f.data)
@@ -463,8 +707,12 @@ fn archive_month(
     items: Vec<Candidate>,
     report: &mut Report,
 ) -> Result<()> {
-    let index = read_index(layout, group, month)?;
-    report.segments_discarded += discard_unindexed(layout, group, month, &index);
+    let segments = indexed_segments(layout, group, month)?;
+    report.segments_discarded += discard_unindexed(layout, group, month, &segments);
+    // Only the lines of this run's items are read whole: the index of a busy
+    // month is long, and this runs every cycle.
+    let names: BTreeSet<&str> = items.iter().map(|c| c.name.as_str()).collect();
+    let index = read_index_where(layout, group, month, |n| names.contains(n))?;
     let mut last: BTreeMap<&str, &IndexLine> = BTreeMap::new();
     for l in &index {
         last.insert(&l.name, l);
@@ -538,7 +786,7 @@ fn archive_month(
         verify_segment(&path, to_write.iter().map(|(_, r)| r))?;
         crash_point!("archive-after-verify");
         let mut lines = Vec::new();
-        for (_, r) in &to_write {
+        for (i, (_, r)) in to_write.iter().enumerate() {
             let l = IndexLine {
                 name: r.name.clone(),
                 kind: r.kind,
@@ -554,7 +802,9 @@ fn archive_month(
                         md5: f.md5.clone(),
                     })
                     .collect(),
+                ordinal: Some(i),
             };
+            let l = CompactLine::of(layout, group, &l);
             serde_json::to_writer(&mut lines, &l).expect("an index line serialises");
             lines.push(b'\n');
         }
@@ -636,7 +886,12 @@ fn append_index(path: &Path, lines: &[u8]) -> Result<()> {
 
 /// Remove the segments of `month` that no index line names (written by a run
 /// that stopped before its commit point; their originals are all still there).
-fn discard_unindexed(layout: &Layout, group: &str, month: &str, index: &[IndexLine]) -> usize {
+fn discard_unindexed(
+    layout: &Layout,
+    group: &str,
+    month: &str,
+    indexed: &BTreeSet<String>,
+) -> usize {
     let dir = layout.archive_month(group, month);
     let mut n = 0;
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -647,7 +902,7 @@ fn discard_unindexed(layout: &Layout, group: &str, month: &str, index: &[IndexLi
             continue;
         }
         let seg = format!("{month}/{f}");
-        if index.iter().any(|l| l.segment == seg) {
+        if indexed.contains(&seg) {
             continue;
         }
         if fs::durable_remove(&e.path()).is_ok() {
@@ -686,14 +941,22 @@ fn find_in(
 
 /// The archived entry `name` of `target`, if any (the last copy archived).
 pub fn find_name(layout: &Layout, target: &str, name: &str) -> Result<Option<Found>> {
-    let by_name = |l: &IndexLine| l.name == name;
-    if let Some(m) = name_month(name) {
-        if layout.archive_index(target, &m).exists() {
-            return find_in(layout, target, &[m], by_name);
+    let months = match name_month(name) {
+        Some(m) if layout.archive_index(target, &m).exists() => vec![m],
+        Some(_) => return Ok(None),
+        None => months(layout, target),
+    };
+    for m in months.iter().rev() {
+        let lines = read_index_where(layout, target, m, |n| n == name)?;
+        if let Some(l) = lines.into_iter().next_back() {
+            return Ok(Some(Found {
+                group: target.to_string(),
+                month: m.clone(),
+                line: l,
+            }));
         }
-        return Ok(None);
     }
-    find_in(layout, target, &months(layout, target), by_name)
+    Ok(None)
 }
 
 /// True when the archive holds entry `name` of `target`: its id stays taken.
@@ -757,14 +1020,23 @@ pub fn list(layout: &Layout, group: Option<&str>) -> Result<Vec<Found>> {
 pub fn record(layout: &Layout, found: &Found) -> Result<Record> {
     let path = layout.archive_group(&found.group).join(&found.line.segment);
     under_root(layout, &rel(layout, &path))?;
-    let rec = read_segment(&path)?
-        .into_iter()
-        .find(|r| r.name == found.line.name)
-        .ok_or_else(|| Error::Corrupt {
-            what: "archive segment",
-            path: path.clone(),
-            reason: format!("has no record {}", found.line.name),
-        })?;
+    let at = found
+        .line
+        .ordinal
+        .and_then(|o| segment_line(&path, o).transpose())
+        .transpose()?
+        .filter(|r| r.name == found.line.name);
+    let rec = match at {
+        Some(r) => Some(r),
+        None => read_segment(&path)?
+            .into_iter()
+            .find(|r| r.name == found.line.name),
+    };
+    let rec = rec.ok_or_else(|| Error::Corrupt {
+        what: "archive segment",
+        path: path.clone(),
+        reason: format!("has no record {}", found.line.name),
+    })?;
     for f in &found.line.files {
         let ok = rec
             .files

@@ -9,7 +9,19 @@
 //! times out or is cancelled, and after a crash recovery kills a recorded group
 //! ([`ProcGroup::kill`]) before it touches the tree. `PR_SET_PDEATHSIG` on the
 //! leader alone would not do: it reaches the direct child, not what the child
-//! started. A process that leaves the group on purpose (`setsid`) escapes both.
+//! started.
+//!
+//! A process can leave the group on purpose (`setsid`, a double fork into a
+//! new session). Where the executor may create PID namespaces (root), each
+//! command therefore runs as the init (pid 1) of a namespace of its own, under
+//! a small parent that only waits for it ([`Containment::PidNamespace`]): when
+//! a namespace's init dies the kernel kills everything else in it, whatever
+//! session or group it moved to. Both carry `PR_SET_PDEATHSIG`, so a killed
+//! executor takes the parent, the parent takes the init, the init takes the
+//! namespace; and both are in the recorded group, so the group kills above
+//! tear the namespace down too. Elsewhere it falls back to the process group
+//! alone ([`Containment::ProcessGroup`]); which one is in force is logged once
+//! (`CHECK_CONTAINMENT`).
 //!
 //! Whether a command may run at all is decided before (see
 //! `ghost_core::patch::policy`). Here: a target's `run_as` user runs it (uid,
@@ -61,6 +73,191 @@ pub struct Limits<'a> {
     pub record_group: Option<&'a dyn Fn(&ProcGroup)>,
 }
 
+/// How the processes of a command are kept from outliving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Containment {
+    /// Its own PID namespace (and its process group): nothing escapes.
+    PidNamespace,
+    /// Its process group only: a process that calls `setsid` escapes.
+    ProcessGroup,
+}
+
+impl Containment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Containment::PidNamespace => "pid_namespace",
+            Containment::ProcessGroup => "process_group",
+        }
+    }
+}
+
+/// The containment this process can give commands, found once by trying to
+/// start a shell in a new PID namespace, and logged.
+pub fn containment() -> Containment {
+    static FOUND: std::sync::OnceLock<Containment> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let mut probe = Proc::new("/bin/sh");
+        probe
+            .args(["-c", ":"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: between fork and exec: unshare(2) only. It applies to the
+        // children of the probe, which has none: this only asks whether the
+        // kernel allows it here.
+        unsafe {
+            probe.pre_exec(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let ok = probe
+            .status()
+            .map(|st| st.success())
+            .unwrap_or(false);
+        let c = if ok {
+            Containment::PidNamespace
+        } else {
+            Containment::ProcessGroup
+        };
+        match c {
+            Containment::PidNamespace => tracing::info!(event = "CHECK_CONTAINMENT", containment = c.as_str(), "each check runs in a PID namespace of its own: nothing it starts outlives it"),
+            Containment::ProcessGroup => tracing::warn!(event = "CHECK_CONTAINMENT", containment = c.as_str(), "PID namespaces are not available (not root): checks run in a process group of their own; a process that leaves it with setsid can outlive the check"),
+        }
+        c
+    })
+}
+
+/// In the command's first process (between fork and exec): make a new PID
+/// namespace, fork its init, and from the init the process that goes on to
+/// exec the command (as `ids`, uid and gid, when given). The command is not
+/// the init itself, so its signals behave as usual (an init ignores the
+/// signals its namespace sends it without a handler). The init reaps
+/// whatever is orphaned in the namespace and, when the command ends, writes
+/// its wait status down a pipe and exits, which kills the rest of the
+/// namespace. This first process stays outside as the init's parent and
+/// exits as the command did, so the executor sees the command's status; it
+/// never returns.
+///
+/// Only async-signal-safe calls: unshare, pipe, fork, prctl, setgroups,
+/// setgid, setuid, close_range/close, sigaction, waitpid, read, write, kill,
+/// _exit.
+fn enter_pid_namespace(ids: Option<(u32, u32)>) -> std::io::Result<()> {
+    use nix::unistd::{fork, ForkResult, Gid, Uid};
+    use std::os::fd::IntoRawFd;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
+    let (r, w) = nix::unistd::pipe()?;
+    let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
+    // SAFETY (each fork): this process is a fresh, single-threaded child
+    // between fork and exec; the new children make only the calls above.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            // The init: dies with its parent, and takes the namespace along.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            match unsafe { fork() }? {
+                ForkResult::Child => {
+                    // The command (pid 2).
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                    // SAFETY: closing this process's copies of the pipe.
+                    unsafe {
+                        nix::libc::close(r);
+                        nix::libc::close(w);
+                    }
+                    if let Some((uid, gid)) = ids {
+                        nix::unistd::setgroups(&[])?;
+                        nix::unistd::setgid(Gid::from_raw(gid))?;
+                        nix::unistd::setuid(Uid::from_raw(uid))?;
+                    }
+                    Ok(())
+                }
+                ForkResult::Parent { child } => {
+                    keep_only_fd(w);
+                    let st = loop {
+                        // Orphans of the namespace are reparented here: reap them too.
+                        match nix::sys::wait::waitpid(Option::<Pid>::None, None) {
+                            Ok(ws) if ws.pid() == Some(child) => break encode(ws),
+                            Err(nix::errno::Errno::ECHILD) => break [2, 0],
+                            _ => continue,
+                        }
+                    };
+                    // SAFETY: write(2) of a local buffer; _exit(2).
+                    unsafe {
+                        nix::libc::write(w, st.as_ptr().cast(), 2);
+                        nix::libc::_exit(0)
+                    }
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            keep_only_fd(r);
+            while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
+            let mut st = [2u8, 0];
+            // SAFETY: read(2) into a local buffer.
+            let n = unsafe { nix::libc::read(r, st.as_mut_ptr().cast(), 2) };
+            if n != 2 {
+                // The init died before the command ended (killed): as if
+                // the command had been killed.
+                st = [1, Signal::SIGKILL as u8];
+            }
+            match st {
+                [0, code] => unsafe { nix::libc::_exit(i32::from(code)) },
+                [1, sig] => {
+                    if let Ok(sig) = Signal::try_from(i32::from(sig)) {
+                        // SAFETY: sigaction with SIG_DFL, then kill(2) of itself.
+                        let _ = unsafe {
+                            nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl)
+                        };
+                        let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+                    }
+                    // SAFETY: _exit(2).
+                    unsafe { nix::libc::_exit(128 + i32::from(sig)) }
+                }
+                // SAFETY: _exit(2).
+                _ => unsafe { nix::libc::_exit(127) },
+            }
+        }
+    }
+}
+
+/// A wait status in two bytes: `[0, code]` exited, `[1, signal]` killed.
+fn encode(ws: nix::sys::wait::WaitStatus) -> [u8; 2] {
+    use nix::sys::wait::WaitStatus;
+    match ws {
+        WaitStatus::Exited(_, code) => [0, code as u8],
+        WaitStatus::Signaled(_, sig, _) => [1, sig as i32 as u8],
+        _ => [2, 0],
+    }
+}
+
+/// In a waiting process of the namespace (between fork and exec, never
+/// exec'ing): close every descriptor but stdio and `keep`, and let the stop
+/// signals act as they would on the command. std reports a failed exec
+/// through a pipe it reads to its end, which must come when the command
+/// execs, not when the waiters exit; and the executor's own signal handlers
+/// are still installed here, since nothing was exec'd.
+fn keep_only_fd(keep: i32) {
+    // SAFETY: close_range(2)/close(2) on this process's own descriptors,
+    // sigaction(2) with SIG_DFL.
+    unsafe {
+        let ranges = [(3u32, keep as u32 - 1), (keep as u32 + 1, u32::MAX)];
+        for (lo, hi) in ranges {
+            if lo <= hi && nix::libc::syscall(nix::libc::SYS_close_range, lo, hi, 0u32) != 0 {
+                for fd in lo..hi.min(4096) {
+                    nix::libc::close(fd as i32);
+                }
+            }
+        }
+        for sig in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
+        }
+    }
+}
+
 /// A command's process group, as recovery needs it to kill what a dead
 /// executor left running: the group id (the leader's pid), and the leader's
 /// start time and the boot, so that a recycled pid is never taken for ours.
@@ -70,6 +267,10 @@ pub struct ProcGroup {
     pub pgid: i32,
     /// Clock ticks since boot (`/proc/<pid>/stat`, field 22).
     pub leader_start: u64,
+    /// The command runs as the init of its own PID namespace (so killing
+    /// the group kills everything it started). Absent in older records.
+    #[serde(default)]
+    pub pid_namespace: bool,
 }
 
 fn boot_id() -> Option<String> {
@@ -108,6 +309,7 @@ impl ProcGroup {
             boot_id: boot_id()?,
             pgid: pid,
             leader_start: start_ticks(pid)?,
+            pid_namespace: false,
         })
     }
 
@@ -375,23 +577,30 @@ pub fn run(
         }
     };
     proc.current_dir(cwd).env_clear().envs(env);
+    let ns = containment() == Containment::PidNamespace;
     if let Some(u) = limits.run_as {
         // std drops the supplementary groups (setgroups(0)) when it sets the
-        // uid as root, then calls setgid and setuid before exec.
-        proc.uid(u.uid)
-            .gid(u.gid)
-            .env("HOME", &u.home)
-            .env("USER", &u.user);
+        // uid as root, then calls setgid and setuid before exec. In a
+        // namespace the init switches itself (the namespace needs root).
+        if !ns {
+            proc.uid(u.uid).gid(u.gid);
+        }
+        proc.env("HOME", &u.home).env("USER", &u.user);
     }
     proc.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: the closure runs between fork and exec; it only calls prctl(2),
-    // which is async-signal-safe, and touches no memory of the parent.
+    let ids = limits.run_as.map(|u| (u.uid, u.gid));
+    // SAFETY: the closure runs between fork and exec; it only calls prctl(2)
+    // and, with a namespace, what `enter_pid_namespace` lists, all
+    // async-signal-safe, and touches no memory of the parent.
     unsafe {
-        proc.pre_exec(|| {
+        proc.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if ns {
+                enter_pid_namespace(ids)?;
+            }
             Ok(())
         });
     }
@@ -404,7 +613,8 @@ pub fn run(
     };
     let pgid = Pid::from_raw(child.id() as i32);
     if let Some(record) = limits.record_group {
-        if let Some(g) = ProcGroup::of(pgid.as_raw()) {
+        if let Some(mut g) = ProcGroup::of(pgid.as_raw()) {
+            g.pid_namespace = ns;
             record(&g);
         }
     }
@@ -547,10 +757,14 @@ mod tests {
     fn timeout_kills_the_whole_group() {
         let d = tempfile::tempdir().unwrap();
         let env = environment(&BTreeMap::new(), "p", "t");
-        // The shell starts a grandchild; both must die.
+        // The shell starts a grandchild; both must die. It writes its own pid
+        // as this process sees it (`$!` counts in the check's PID namespace).
         let sh = Command {
-            kind: CommandKind::Shell("sleep 30 & echo $! > grandchild; wait".into()),
-            timeout: Some(Duration::from_millis(300)),
+            kind: CommandKind::Shell(
+                "sh -c 'read p _ < /proc/self/stat; echo $p > grandchild; exec sleep 30' & wait"
+                    .into(),
+            ),
+            timeout: Some(Duration::from_millis(1000)),
         };
         let t = Instant::now();
         let (s, f) = run(
@@ -612,6 +826,73 @@ mod tests {
         assert!(g.kill() >= 1);
         let _ = leader.wait();
         assert_eq!(live_members(pid), 0);
+    }
+
+    /// The pid (as this process sees it) a check's process wrote to `file`.
+    fn pid_in(file: &Path) -> Option<i32> {
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    fn running(pid: i32) -> bool {
+        stat_fields(pid).is_some_and(|f| f[0] != "Z")
+    }
+
+    #[test]
+    fn a_process_that_leaves_the_group_dies_with_the_check_in_a_pid_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            // Without root there are no PID namespaces: the process group is
+            // the containment, and it says so.
+            assert_eq!(containment(), Containment::ProcessGroup);
+            return;
+        }
+        assert_eq!(containment(), Containment::PidNamespace);
+        let d = tempfile::tempdir().unwrap();
+        let env = environment(&BTreeMap::new(), "p", "t");
+        // A new session, then its pid as /proc (the host's) numbers it; the
+        // check itself ends at once.
+        let sh = Command {
+            kind: CommandKind::Shell(
+                "setsid sh -c 'read p _ < /proc/self/stat; echo $p > escaped.tmp; mv escaped.tmp escaped; exec sleep 300' & \
+                 while [ ! -e escaped ]; do sleep 0.01; done; echo started"
+                    .into(),
+            ),
+            timeout: None,
+        };
+        let (s, f) = run(
+            &sh,
+            "after",
+            d.path(),
+            &env,
+            &limits(Duration::from_secs(20)),
+        );
+        assert_eq!((s.exit_code, f), (Some(0), None), "{s:?}");
+        assert_eq!(s.stdout_tail, "started\n");
+        let pid = pid_in(&d.path().join("escaped")).expect("the escaped process's pid");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !running(pid),
+            "{pid} left the check's session and survived it"
+        );
+        // A failing command's status still comes through the namespace.
+        let (s, f) = run(
+            &argv(&["sh", "-c", "exit 7"]),
+            "after",
+            d.path(),
+            &env,
+            &limits(Duration::from_secs(20)),
+        );
+        assert_eq!((s.exit_code, f), (Some(7), Some(CmdFailure::Exit)));
+        let (s, _) = run(
+            &argv(&["sh", "-c", "kill -9 $$"]),
+            "after",
+            d.path(),
+            &env,
+            &limits(Duration::from_secs(20)),
+        );
+        assert_eq!(s.signal, Some(9), "{s:?}");
     }
 
     #[test]

@@ -265,3 +265,118 @@ fn months_come_from_uuid_v7_names() {
     assert_eq!(name_month("hand-placed"), None);
     assert_eq!(month_of(SystemTime::UNIX_EPOCH), "1970-01");
 }
+
+fn index_text(r: &Root, name: &str) -> String {
+    let month = name_month(name).unwrap();
+    std::fs::read_to_string(r.layout.archive_index("default", &month)).unwrap()
+}
+
+#[test]
+fn the_index_has_one_compact_line_per_item_and_paths_follow_from_the_name() {
+    let r = root();
+    let a = done_entry(&r, "compact", 40 * DAY);
+    let q = r.layout.queue("default");
+    let entry = rel(&r.layout, &q.entry_path(QueueState::Done, &a));
+    run(&r.config, false).unwrap();
+    let text = index_text(&r, &a);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("{\"v\":2,"), "{text}");
+    // No path is spelled out: slots stand for them.
+    assert!(
+        !text.contains("queue/") && !text.contains("summaries/"),
+        "{text}"
+    );
+    assert!(text.len() < 420, "{} bytes: {text}", text.len());
+    let f = find(&r.layout, "compact").unwrap().unwrap();
+    assert_eq!(f.line.files.len(), 6);
+    assert_eq!(f.line.files.last().unwrap().path, entry);
+    assert_eq!(f.line.ordinal, Some(0));
+    assert!(f.line.archived_at.starts_with(&month_of(SystemTime::now())));
+    assert_eq!(record(&r.layout, &f).unwrap().name, a);
+}
+
+#[test]
+fn a_path_no_slot_describes_is_kept_whole() {
+    let r = root();
+    let line = IndexLine {
+        name: "n1".into(),
+        kind: Kind::Entry,
+        state: Some(QueueState::Done),
+        patch_id: None,
+        segment: "2026-01/0193aaaa-0000-7000-8000-000000000000.jsonl.gz".into(),
+        archived_at: String::new(),
+        files: vec![
+            FileRef {
+                path: "queue/default/done/n1.json".into(),
+                md5: "m1".into(),
+            },
+            FileRef {
+                path: "elsewhere/odd:name".into(),
+                md5: "m2".into(),
+            },
+        ],
+        ordinal: Some(3),
+    };
+    let c = CompactLine::of(&r.layout, "default", &line);
+    assert_eq!(c.f, vec!["entry:m1", "elsewhere/odd:name:m2"]);
+    let back = c.expand(&r.layout, "default", "2026-01").unwrap();
+    assert_eq!(back.files, line.files);
+    assert_eq!(back.segment, line.segment);
+    assert_eq!(back.ordinal, Some(3));
+}
+
+/// An index written by the first format (every path spelled out, no `v`) is
+/// read, found, extracted from and completed against, also with lines of the
+/// compact format after it in the same month.
+#[test]
+fn an_index_of_the_first_format_is_still_read() {
+    let r = root();
+    let a = done_entry(&r, "first-a", 40 * DAY);
+    let b = done_entry(&r, "first-b", 40 * DAY);
+    let with_ab = snapshot(r.layout.root());
+    run(&r.config, false).unwrap();
+    // Rewrite the index as the first format wrote it.
+    let month = name_month(&a).unwrap();
+    let path = r.layout.archive_index("default", &month);
+    let mut old = Vec::new();
+    for mut l in read_index(&r.layout, "default", &month).unwrap() {
+        l.ordinal = None;
+        serde_json::to_writer(&mut old, &l).unwrap();
+        old.push(b'\n');
+    }
+    fs::durable_write(&path, &old, FILE_MODE).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\"files\":[{\"path\":\"queue/default/done/")
+            || text.contains("\"files\":[{\"path\":\"summaries/"),
+        "{text}"
+    );
+    assert!(!text.contains("\"v\":"), "{text}");
+    // A third entry, archived now, appends a compact line after them.
+    let c = done_entry(&r, "first-c", 40 * DAY);
+    let rep = run(&r.config, false).unwrap();
+    assert_eq!((rep.archived, rep.segments_discarded), (1, 0), "{rep:?}");
+    assert_eq!(index_lines(&r), 3);
+    for (key, name) in [("first-a", &a), ("first-b", &b), (c.as_str(), &c)] {
+        let f = find(&r.layout, key).unwrap().unwrap();
+        assert_eq!(&f.line.name, name);
+        assert_eq!(f.line.files.len(), 6);
+        record(&r.layout, &f).unwrap();
+        assert!(holds(&r.layout, "default", name));
+    }
+    // Extract both old ones byte-exact; aged again, they are completed
+    // against the old lines, not archived a second time.
+    for n in [&a, &b] {
+        extract(&r.layout, &find(&r.layout, n).unwrap().unwrap()).unwrap();
+    }
+    let mut now = snapshot(r.layout.root());
+    now.retain(|k, _| !k.contains(&c));
+    assert_eq!(now, with_ab, "byte-exact from the first format");
+    let q = r.layout.queue("default");
+    for n in [&a, &b] {
+        age(&q.record_path(QueueState::Done, n), 40 * DAY);
+    }
+    let rep = run(&r.config, false).unwrap();
+    assert_eq!((rep.archived, rep.completed), (0, 2), "{rep:?}");
+    assert_eq!(index_lines(&r), 3);
+}
