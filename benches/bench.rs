@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "dashboard_bench.rs"]
+mod dashboard_bench;
 #[path = "executor_bench.rs"]
 mod executor_bench;
 #[path = "logging_bench.rs"]
@@ -238,6 +240,14 @@ fn main() {
         replace_section("## Monitor", &section);
         return;
     }
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("dashboard") {
+        // The dashboard's section alone (on the monitor's large root, built
+        // here), replaced in docs/benchmarks.md.
+        let mut section = String::new();
+        dashboard_bench::run(&mut section, base.path(), quick);
+        replace_section("## Dashboard", &section);
+        return;
+    }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -328,6 +338,9 @@ fn main() {
     eprintln!("monitor scenarios");
     md.push('\n');
     monitor_bench::run(&mut md, base.path());
+    eprintln!("dashboard scenarios");
+    md.push('\n');
+    dashboard_bench::run(&mut md, base.path(), quick);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");
