@@ -155,6 +155,20 @@ mod tests {
         out
     }
 
+    /// Requests until one is answered with `status` (the loop sees a
+    /// connection open or close a moment after the client): the last answer.
+    async fn answered(addr: SocketAddr, status: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            last = request(addr).await;
+            if last.starts_with(status) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        last
+    }
+
     /// The cap answers 503 with the caller's body while a connection holds
     /// the one slot; the slot frees when it closes; stop drains and returns.
     #[tokio::test]
@@ -181,27 +195,13 @@ mod tests {
         assert!(request(addr).await.ends_with("hello 127.0.0.1"));
         // Hold the slot with a connection that sends nothing yet.
         let held = TcpStream::connect(addr).await.unwrap();
-        let mut refused = String::new();
-        for _ in 0..100 {
-            refused = request(addr).await;
-            if refused.starts_with("HTTP/1.1 503") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let refused = answered(addr, "HTTP/1.1 503").await;
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
         assert!(refused.contains("retry-after: 1"), "{refused}");
         assert!(refused.ends_with("{\"error\":\"overloaded\"}"), "{refused}");
         assert!(seen.0.load(Ordering::SeqCst) >= 1);
         drop(held);
-        let mut ok = String::new();
-        for _ in 0..100 {
-            ok = request(addr).await;
-            if ok.starts_with("HTTP/1.1 200") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ok = answered(addr, "HTTP/1.1 200").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), server)

@@ -479,19 +479,12 @@ pub(super) async fn post_ingest_patch(
         };
         let patch = match obj.remove("patch") {
             Some(p @ Value::Object(_)) => p,
-            None | Some(Value::Null) => {
-                return Err(bad_document(
-                    "invalid_request",
-                    "patch",
-                    "missing `patch` (the patch object)",
-                ))
-            }
-            Some(_) => {
-                return Err(bad_document(
-                    "invalid_request",
-                    "patch",
-                    "`patch` must be a JSON object (the patch)",
-                ))
+            other => {
+                let reason = match other {
+                    None | Some(Value::Null) => "missing `patch` (the patch object)",
+                    Some(_) => "`patch` must be a JSON object (the patch)",
+                };
+                return Err(bad_document("invalid_request", "patch", reason));
             }
         };
         if let Some(meta) = obj.get("metadata") {
