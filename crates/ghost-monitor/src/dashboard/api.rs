@@ -268,8 +268,8 @@ pub async fn entries(State(d): State<Shared>, Query(q): Query<EntriesQuery>) -> 
                 let age = now.saturating_sub(at);
                 let shown = only.contains(&l.target)
                     && states.contains(&l.state)
-                    && !min_age.is_some_and(|m| age < m)
-                    && !max_age.is_some_and(|m| age > m);
+                    && min_age.is_none_or(|m| age >= m)
+                    && max_age.is_none_or(|m| age <= m);
                 let rows = if shown && skip == 0 {
                     vec![entry_row(&d, &l.target, l.state, &l.name, now)]
                 } else {
