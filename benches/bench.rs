@@ -8,7 +8,7 @@
 //!
 //! One part alone, replacing only its sections of the file:
 //! `GHOST_BENCH_ONLY=executor` (drain, pickup, idle family, pueue),
-//! `GHOST_BENCH_ONLY=monitor` or `GHOST_BENCH_ONLY=archive`, and `cargo bench --bench bench -- --bench
+//! `GHOST_BENCH_ONLY=monitor`, `dashboard` or `archive`, and `cargo bench --bench bench -- --bench
 //! logging`. `GHOST_BENCH_QUICK=1` shrinks every count for a smoke run.
 
 // Benchmarks: scratch fixtures are set up directly, not durably.
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 #[path = "archive_bench.rs"]
 mod archive_bench;
+#[path = "dashboard_bench.rs"]
+mod dashboard_bench;
 #[path = "executor_bench.rs"]
 mod executor_bench;
 #[path = "logging_bench.rs"]
@@ -286,6 +288,14 @@ fn main() {
         replace_section("## Archive", &section);
         return;
     }
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("dashboard") {
+        // The dashboard's section alone (on the monitor's large root, built
+        // here), replaced in docs/benchmarks.md.
+        let mut section = String::new();
+        dashboard_bench::run(&mut section, base.path(), quick);
+        replace_section("## Dashboard", &section);
+        return;
+    }
     let fs_type = sh(&format!("stat -f -c %T {}", base.path().display()));
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -379,6 +389,9 @@ fn main() {
     eprintln!("archive scenario");
     md.push('\n');
     archive_bench::run(&mut md, base.path(), quick);
+    eprintln!("dashboard scenarios");
+    md.push('\n');
+    dashboard_bench::run(&mut md, base.path(), quick);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
     ghost_core::fs::durable_write(&out, md.as_bytes(), 0o644).unwrap();
     print!("{md}");

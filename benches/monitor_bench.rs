@@ -13,17 +13,17 @@ use ghost_core::queue::QueueState;
 use ghost_core::{Config, Layout};
 
 const MONITOR: &str = env!("CARGO_BIN_EXE_ghost-monitor");
-const N: usize = 100_000;
+pub const N: usize = 100_000;
 
 /// Plain (not durable) file creation: the fixture needs 400,000 files fast;
 /// what is measured is the monitor reading them.
-fn put(path: &Path, bytes: &[u8]) {
+pub fn put(path: &Path, bytes: &[u8]) {
     std::fs::File::create(path)
         .and_then(|mut f| f.write_all(bytes))
         .unwrap();
 }
 
-fn fixture(root: &Path) {
+pub fn fixture(root: &Path) {
     let l = Layout::new(root);
     l.create(["default"]).unwrap();
     let q = l.queue("default");
@@ -47,7 +47,7 @@ fn fixture(root: &Path) {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -58,7 +58,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn cpu_ns(pid: u32) -> u64 {
+pub fn cpu_ns(pid: u32) -> u64 {
     // Sum of the threads' schedstat run times (nanoseconds).
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|rd| {

@@ -540,6 +540,7 @@ fn metrics_are_prometheus_text_with_the_queue_gauges_and_histograms() {
             text = c
                 .get(format!("{url}/metrics"))
                 .bearer_auth(DASH_TOKEN)
+                .header(header::ACCEPT, OPENMETRICS)
                 .send()
                 .unwrap()
                 .text()
@@ -570,6 +571,125 @@ fn metrics_are_prometheus_text_with_the_queue_gauges_and_histograms() {
         text.contains("ghost_apply_duration_seconds_count{target=\"default\"} 1"),
         "{text}"
     );
+
+    // Without asking for OpenMetrics (curl, promtool): the Prometheus text
+    // format, which the real promtool parses and lints clean.
+    let r = c
+        .get(format!("{url}/metrics"))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        r.headers()
+    );
+    let classic = r.text().unwrap();
+    assert!(
+        classic.contains("# TYPE ghost_patches_total counter") && !classic.contains("# EOF"),
+        "{classic}"
+    );
+    promtool_check(&classic);
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
+
+/// `promtool check metrics` on `text`: it must parse and lint clean (exit 0,
+/// nothing said). In CI a missing promtool fails; elsewhere the check is
+/// skipped, saying why.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Some(promtool) = crate::watchdog::need("promtool", "Debian package `prometheus`") else {
+        return;
+    };
+    let mut p = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?} {said}\n{text}",
+        out.status
+    );
+}
+
+/// An id in the API is resolved by the rule every verb uses: an exact
+/// queue name or patch id, else an unambiguous prefix or suffix of 4+
+/// characters; several matches are 409 with the candidates, none 404.
+#[test]
+fn an_id_is_resolved_exactly_then_by_an_unambiguous_prefix_or_suffix() {
+    let mut env = TestEnv::new("");
+    let one = entry_in(&env, QueueState::Stuck, "resolve-alpha-1");
+    let two = entry_in(&env, QueueState::Pending, "resolve-alpha-2");
+    let url = start(&mut env, true);
+    let c = client();
+    let get = |id: &str, state: &str| -> (u16, Value) {
+        let r = c
+            .get(format!("{url}/api/v1/entries"))
+            .query(&[("id", id), ("state", state)])
+            .bearer_auth(DASH_TOKEN)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().unwrap()).unwrap())
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Exact: a patch id, a queue name.
+    let (s, v) = get("resolve-alpha-1", "all");
+    assert_eq!((s, names(&v)), (200, vec![one.clone()]), "{v}");
+    let (s, v) = get(&two, "all");
+    assert_eq!((s, names(&v)), (200, vec![two.clone()]), "{v}");
+    // A unique suffix of a queue name, and of a patch id.
+    let (s, v) = get(&one[one.len() - 8..], "all");
+    assert_eq!((s, names(&v)), (200, vec![one.clone()]), "{v}");
+    let (s, v) = get("alpha-2", "all");
+    assert_eq!((s, names(&v)), (200, vec![two.clone()]), "{v}");
+    // The other filters still apply to the entry the id means.
+    let (s, v) = get("resolve-alpha-1", "pending");
+    assert_eq!((s, v["total"].as_u64()), (200, Some(0)), "{v}");
+    // A prefix of both patch ids: ambiguous, with the candidates.
+    let (s, v) = get("resolve-alpha", "all");
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"], "ambiguous");
+    let mut cand: Vec<String> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    cand.sort();
+    let mut both = vec![one.clone(), two.clone()];
+    both.sort();
+    assert_eq!(cand, both, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&one), "{v}");
+    // Nothing matches; and a fragment inside a name is not a match, nor a
+    // key shorter than 4 characters.
+    for k in ["no-such-patch", &one[10..20], "res"] {
+        let (s, v) = get(k, "all");
+        assert_eq!(s, 404, "{k}: {v}");
+        assert_eq!(v["error"], "not_found", "{v}");
+    }
 }
 
 /// The OpenMetrics text rules a scraper relies on: `# HELP/TYPE/UNIT` lines,

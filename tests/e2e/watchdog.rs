@@ -546,7 +546,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 }
 
 /// In CI a missing tool is a failure; elsewhere the test says why and passes.
-fn need(name: &str, why: &str) -> Option<PathBuf> {
+pub(crate) fn need(name: &str, why: &str) -> Option<PathBuf> {
     match tool(name) {
         Some(p) => Some(p),
         None => {

@@ -25,10 +25,9 @@ use ghost_core::config::BridgeConfig;
 
 use crate::auth::BodyCheck;
 
-/// When a request's headers were read (set by the server for each request):
-/// the body deadline counts from here.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrived(pub Instant);
+/// When a request's headers were read (the shared accept loop sets it for
+/// each request): the body deadline counts from here.
+pub use ghost_http::Arrived;
 
 /// Per-client rate limiting (GCRA, keyed by the client's address).
 pub struct RateLimit {

@@ -1,34 +1,25 @@
-//! The bridge's accept loop: every connection is served by hyper's HTTP/1
-//! connection with a header-read timeout, under a cap on concurrent
-//! connections, and drained gracefully on stop.
+//! The bridge's limits on the shared accept loop ([`ghost_http::serve`]):
+//! the header-read timeout is `bridge.header_timeout`, and the connection cap
+//! is `bridge.max_connections` clamped below the open-file limit.
 //!
-//! Invariants: at most `cap` connections are served at once, and `cap` is
-//! below the open-file limit by a reserve, so the queue writes, the inbox,
-//! the logs and the heartbeat always find a file descriptor; a connection
-//! over the cap is answered `503` at once and closed, never left waiting in
-//! the backlog; a connection that has not sent a request's headers within
-//! `bridge.header_timeout` (also an idle keep-alive one) is closed.
+//! Invariants: the cap is below the open-file limit by a reserve, so the
+//! queue writes, the inbox, the logs and the heartbeat always find a file
+//! descriptor; every connection over the cap and every failed accept is
+//! counted in the bridge's refusal log.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tracing::info;
 
 use ghost_core::config::BridgeConfig;
+use ghost_http::{Limits, Observer};
 
-use crate::guard::{Arrived, Guard};
+use crate::guard::Guard;
 
 /// File descriptors kept for everything but connections: at least this many…
 const FD_RESERVE_MIN: u64 = 64;
@@ -59,21 +50,37 @@ pub fn open_file_limit() -> Option<u64> {
         .map(|(soft, _)| soft)
 }
 
-/// The answer to a connection over the cap, written without waiting.
+/// The body of the answer to a connection over the cap.
 const OVERLOADED: &str = "{\"error\":\"overloaded\",\"message\":\"the bridge is serving bridge.max_connections connections; retry shortly\",\"errors\":[{\"field\":\"(connection)\",\"reason\":\"too many connections\"}]}";
 
-fn refuse_connection(stream: TcpStream) {
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVERLOADED}",
-        OVERLOADED.len()
-    );
-    // One non-blocking write into a fresh socket's buffer: it fits, and a
-    // peer that does not read cannot hold the descriptor.
-    let _ = stream.try_write(resp.as_bytes());
+/// Refusals and failed accepts go to the bridge's aggregated refusal log.
+struct Refusals {
+    guard: Arc<Guard>,
+    cap: usize,
 }
 
-/// Serve `app` on `listener` until `stop`, then stop accepting and wait for
-/// the open connections to finish their requests (the caller bounds the wait).
+impl Observer for Refusals {
+    fn refused(&self, peer: SocketAddr) {
+        let cap = self.cap;
+        self.guard
+            .refusals
+            .note(Some(peer.ip()), "too_many_connections", || {
+                format!("{cap} connections open (bridge.max_connections): answered 503")
+            });
+    }
+
+    fn accept_failed(&self, error: &io::Error) {
+        // Out of descriptors (or a connection reset before accept): the
+        // loop waits a moment; the reserve keeps the rest going.
+        self.guard
+            .refusals
+            .note(None, "accept_failed", || error.to_string());
+    }
+}
+
+/// Serve `app` on `listener` until `stop` through the shared accept loop
+/// ([`ghost_http::serve`]), with the bridge's limits, then wait for the open
+/// connections to finish their requests (the caller bounds the wait).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -86,58 +93,19 @@ pub async fn serve(
         info!(event = "CONNECTION_CAP_CLAMPED", configured = cfg.max_connections, cap, open_file_limit = limit,
             "bridge.max_connections lowered to stay below the open-file limit (raise LimitNOFILE / ulimit -n to allow more)");
     }
-    let slots = Arc::new(Semaphore::new(cap));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_timeout)
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors (or a connection reset before accept):
-                // wait a moment rather than spin; the reserve keeps the rest going.
-                guard.refusals.note(None, "accept_failed", || e.to_string());
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = stop.cancelled() => break,
-                }
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            guard
-                .refusals
-                .note(Some(peer.ip()), "too_many_connections", || {
-                    format!("{cap} connections open (bridge.max_connections): answered 503")
-                });
-            refuse_connection(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            req.extensions_mut().insert(Arrived(Instant::now()));
-            app.clone().oneshot(req.map(Body::new))
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // Errors here are the client's (reset, header timeout, bad framing).
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    let limits = Limits {
+        header_timeout: cfg.header_timeout,
+        max_connections: cap,
+        overloaded_body: OVERLOADED.to_string(),
+    };
+    ghost_http::serve(
+        listener,
+        app,
+        &limits,
+        Arc::new(Refusals { guard, cap }),
+        stop,
+    )
+    .await
 }
 
 #[cfg(test)]

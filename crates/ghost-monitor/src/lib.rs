@@ -600,6 +600,7 @@ async fn start_dashboard(
         layout: layout.clone(),
         auth,
         metrics,
+        listings: Default::default(),
     });
     Some(tokio::spawn(async move {
         if let Err(e) = dashboard::serve(listener, state, stop).await {

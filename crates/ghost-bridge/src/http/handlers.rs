@@ -417,30 +417,51 @@ pub(super) async fn compat_json(
     }
 }
 
+/// What a compatibility route takes out of its JSON document: the patch and,
+/// when it is the document itself, its bytes as sent.
+type Taken = (Value, Option<Vec<u8>>);
+
+/// A compatibility route: [`compat_json`], then `take` the patch out of the
+/// document (or refuse it: counted and logged like every refusal), then
+/// ingest it as one item.
+async fn compat_route(
+    st: &AppState,
+    route: &str,
+    peer: SocketAddr,
+    req: Request,
+    take: impl FnOnce(Bytes, Value, &Source) -> Result<Taken, ApiError>,
+) -> Response {
+    let (bytes, value, src) = match compat_json(st, route, peer, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match take(bytes, value, &src) {
+        Ok((patch, original)) => ingest_single(&st.ingestor, patch, original, None, &src).await,
+        Err(e) => refuse(st, peer, &src, e),
+    }
+}
+
+/// A compatibility route's document of the wrong shape: 400.
+fn bad_document(kind: &'static str, field: &str, reason: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, kind, field, reason)
+}
+
 pub(super) async fn post_webhook(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let (bytes, value, src) = match compat_json(&st, "POST /webhook", peer, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let ing = &st.ingestor;
-    if !value.is_object() {
-        return refuse(
-            &st,
-            peer,
-            &src,
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
+    compat_route(&st, "POST /webhook", peer, req, |bytes, value, _| {
+        if !value.is_object() {
+            return Err(bad_document(
                 "invalid_patch",
                 "(document)",
                 "the webhook takes one JSON object {id, role, target_file, patch}",
-            ),
-        );
-    }
-    ingest_single(ing, value, Some(bytes.to_vec()), None, &src).await
+            ));
+        }
+        Ok((value, Some(bytes.to_vec())))
+    })
+    .await
 }
 
 pub(super) async fn post_ingest_patch(
@@ -448,44 +469,31 @@ pub(super) async fn post_ingest_patch(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let (_, value, src) = match compat_json(&st, "POST /ingest/patch", peer, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let ing = &st.ingestor;
-    let Value::Object(mut obj) = value else {
-        return refuse(
-            &st,
-            peer,
-            &src,
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
+    compat_route(&st, "POST /ingest/patch", peer, req, |_, value, src| {
+        let Value::Object(mut obj) = value else {
+            return Err(bad_document(
                 "invalid_request",
                 "(document)",
                 "expected a JSON object {\"patch\": {...}, \"metadata\": {...}}",
-            ),
-        );
-    };
-    let patch = match obj.remove("patch") {
-        Some(p @ Value::Object(_)) => p,
-        other => {
-            let reason = match other {
-                None | Some(Value::Null) => "missing `patch` (the patch object)".to_string(),
-                Some(_) => "`patch` must be a JSON object (the patch)".to_string(),
-            };
-            return refuse(
-                &st,
-                peer,
-                &src,
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "patch", reason),
-            );
+            ));
+        };
+        let patch = match obj.remove("patch") {
+            Some(p @ Value::Object(_)) => p,
+            other => {
+                let reason = match other {
+                    None | Some(Value::Null) => "missing `patch` (the patch object)",
+                    Some(_) => "`patch` must be a JSON object (the patch)",
+                };
+                return Err(bad_document("invalid_request", "patch", reason));
+            }
+        };
+        if let Some(meta) = obj.get("metadata") {
+            // Logged for the person reading the log, never stored with the patch.
+            info!(event = "INGEST_METADATA", source = %src.detail, patch_id = %clip(&document_id(&patch), 256), metadata = %clip(&meta.to_string(), 2000), "legacy metadata");
         }
-    };
-    if let Some(meta) = obj.get("metadata") {
-        // Logged for the person reading the log, never stored with the patch.
-        info!(event = "INGEST_METADATA", source = %src.detail, patch_id = %clip(&document_id(&patch), 256), metadata = %clip(&meta.to_string(), 2000), "legacy metadata");
-    }
-    ingest_single(ing, patch, None, None, &src).await
+        Ok((patch, None))
+    })
+    .await
 }
 
 pub(super) async fn get_patch(

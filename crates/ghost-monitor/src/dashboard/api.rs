@@ -2,9 +2,11 @@
 //! the monitor's cycle writes and to the queue directories; every action is
 //! [`ghost_core::actions`], the implementation `ghostctl` uses too.
 //!
-//! Listings read directory names only (an entry's arrival time is in its
-//! queue name), then the records of the one page shown, so a page costs the
-//! same with 100 entries or 100,000.
+//! Listings come from the queue browser's in-memory listings
+//! ([`super::listing`]: directory names only, an entry's arrival time is in
+//! its queue name, listed again only when the directory changed), then the
+//! records of the one page shown, so a page costs the same with 100 entries
+//! or 100,000.
 
 // Helpers return the error response itself: a cold path, once per request.
 #![allow(clippy::result_large_err)]
@@ -20,7 +22,7 @@ use serde_json::{json, Value};
 
 use ghost_core::actions::{self, Action, Actor, MoveRequest};
 use ghost_core::alerting::{self, EpisodeStatus};
-use ghost_core::entry::Located;
+use ghost_core::entry::{Located, Resolved};
 use ghost_core::health::{self, name_time_ms};
 use ghost_core::queue::QueueState;
 use ghost_core::Error;
@@ -133,7 +135,9 @@ pub struct EntriesQuery {
     /// Comma-separated states (`stuck,failed`; `all`); default every state but done and trash.
     pub state: Option<String>,
     pub target: Option<String>,
-    /// A queue-name fragment, or a patch id.
+    /// A queue name or patch id, or an unambiguous prefix or suffix of
+    /// either (`ghost_core::entry::resolve`): 404 when none matches, 409
+    /// with the candidates when several do.
     pub id: Option<String>,
     /// Only entries at least / at most this old (`10m`, `2h`).
     pub min_age: Option<String>,
@@ -246,55 +250,120 @@ pub async fn entries(State(d): State<Shared>, Query(q): Query<EntriesQuery>) -> 
     let id = q.id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let r = tokio::task::spawn_blocking(move || {
         let now = now_ms();
-        // By patch id, through the root's one lookup (the id index).
-        let by_id: Vec<Located> = id
-            .as_deref()
-            .and_then(|k| ghost_core::entry::find_all(&d.layout, k).ok())
-            .unwrap_or_default();
-        let mut found: Vec<(u64, String, QueueState, String)> = Vec::new();
-        for t in &only {
-            let queue = d.layout.queue(t);
-            for s in &states {
-                for n in queue.list(*s).unwrap_or_default() {
-                    if let Some(k) = id.as_deref() {
-                        let hit = n.contains(k)
-                            || by_id
-                                .iter()
-                                .any(|l| l.target == *t && l.state == *s && l.name == n);
-                        if !hit {
-                            continue;
-                        }
-                    }
-                    let at = name_time_ms(&n).unwrap_or(0);
-                    let age = now.saturating_sub(at);
-                    if min_age.is_some_and(|m| age < m) || max_age.is_some_and(|m| age > m) {
-                        continue;
-                    }
-                    found.push((at, t.clone(), *s, n));
-                }
+        // An id means one entry, by the rule every verb uses
+        // (`ghost_core::entry::resolve`); the other filters still apply to it.
+        let only_entry = match id.as_deref() {
+            None => None,
+            Some(k) => match ghost_core::entry::resolve(&d.layout, k) {
+                Ok(Resolved::One(l)) => Some(l),
+                Ok(Resolved::None) => return Err(unknown_id(k)),
+                Ok(Resolved::Many(v)) => return Err(ambiguous_id(k, &v)),
+                Err(e) => return Err(failed(e)),
+            },
+        };
+        let skip = (page - 1) * limit;
+        let (total, rows) = match only_entry {
+            Some(l) => {
+                let at = name_time_ms(&l.name).unwrap_or(0);
+                let age = now.saturating_sub(at);
+                let shown = only.contains(&l.target)
+                    && states.contains(&l.state)
+                    && min_age.is_none_or(|m| age >= m)
+                    && max_age.is_none_or(|m| age <= m);
+                let rows = if shown && skip == 0 {
+                    vec![entry_row(&d, &l.target, l.state, &l.name, now)]
+                } else {
+                    Vec::new()
+                };
+                (usize::from(shown), rows)
             }
-        }
-        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.3.cmp(&a.3)));
-        let total = found.len();
-        let rows: Vec<Value> = found
-            .iter()
-            .skip((page - 1) * limit)
-            .take(limit)
-            .map(|(_, t, s, n)| entry_row(&d, t, *s, n, now))
-            .collect();
-        json!({
+            None => {
+                let lists: Vec<_> = only
+                    .iter()
+                    .flat_map(|t| {
+                        let q = d.layout.queue(t);
+                        let d = &d;
+                        states
+                            .iter()
+                            .map(move |s| (t.clone(), *s, d.listings.get(&q.dir(*s))))
+                    })
+                    .collect();
+                // Arrival times within the ages asked for (an entry from the
+                // future has age 0).
+                let from = max_age.map_or(0, |m| now.saturating_sub(m));
+                let to = match min_age {
+                    Some(m) if m > 0 => now.saturating_sub(m),
+                    _ => u64::MAX,
+                };
+                let (total, picked) = super::listing::page(&lists, from, to, skip, limit);
+                let rows = picked
+                    .iter()
+                    .map(|r| entry_row(&d, &r.target, r.state, &r.name, now))
+                    .collect();
+                (total, rows)
+            }
+        };
+        let rows: Vec<Value> = rows;
+        Ok(json!({
             "total": total,
             "page": page,
             "limit": limit,
             "pages": total.div_ceil(limit).max(1),
             "entries": rows,
-        })
+        }))
     })
     .await;
     match r {
-        Ok(v) => Json(v).into_response(),
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(r)) => r,
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "failed", e.to_string()),
     }
+}
+
+/// An id no entry has (exactly, or as a prefix or suffix): 404.
+fn unknown_id(key: &str) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no entry has the queue name or patch id {key:?}, or one that starts or ends with it (a prefix or suffix needs {}+ characters)",
+            ghost_core::entry::MIN_PARTIAL
+        ),
+    )
+}
+
+/// How many candidates an ambiguous id's message names (all are in `candidates`).
+const NAMED_CANDIDATES: usize = 10;
+
+/// An id several entries match: 409 with every candidate, for the person
+/// to choose among.
+fn ambiguous_id(key: &str, many: &[Located]) -> Response {
+    let names: Vec<String> = many
+        .iter()
+        .take(NAMED_CANDIDATES)
+        .map(|l| format!("{}/{}/{}", l.target, l.state, l.name))
+        .collect();
+    let more = many.len().saturating_sub(NAMED_CANDIDATES);
+    let message = format!(
+        "{key:?} matches {} entries ({}{}); give more of the queue name or patch id",
+        many.len(),
+        names.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    let candidates: Vec<Value> = many
+        .iter()
+        .map(|l| json!({"target": l.target, "state": l.state, "name": l.name, "patch_id": l.patch_id}))
+        .collect();
+    (
+        StatusCode::CONFLICT,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": "ambiguous", "message": message, "candidates": candidates})),
+    )
+        .into_response()
 }
 
 /// The last lines of each component's log that name `keys` (queue name, patch id).

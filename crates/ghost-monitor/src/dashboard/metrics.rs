@@ -62,75 +62,45 @@ impl Default for Metrics {
     }
 }
 
+/// Register a metric of any kind made by `make` under `name`.
+fn add<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    make: impl FnOnce() -> M,
+) -> M {
+    let m = make();
+    r.register(name, help, m.clone());
+    m
+}
+
+/// A histogram family of durations in seconds.
+fn seconds_family() -> Hist {
+    Family::new_with_constructor(seconds_buckets as fn() -> Histogram)
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("ghost");
+        let r = &mut r;
         let m = Metrics {
-            queue_depth: Family::default(),
-            queue_oldest: Family::default(),
-            outcomes: Family::default(),
-            apply: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
-            check: Family::new_with_constructor(seconds_buckets as fn() -> Histogram),
-            firing: Gauge::default(),
-            restarts: Family::default(),
-            log_failing: Family::default(),
-            dropped: Family::default(),
-            heartbeat_up: Family::default(),
-            paused: Gauge::default(),
+            queue_depth: add(r, "queue_depth", "Entries per target and queue state", Default::default),
+            queue_oldest: add(r, "queue_oldest_age_seconds", "Age of the oldest entry per target and queue state (since its arrival)", Default::default),
+            outcomes: add(r, "patches", "Finished patches by target and outcome (from their summaries, since the monitor started)", Default::default),
+            apply: add(r, "apply_duration_seconds", "How long applying a patch took (its summary's duration)", seconds_family),
+            check: add(r, "check_duration_seconds", "How long a check command took, by phase (before, after)", seconds_family),
+            firing: add(r, "alerts_firing", "Alert episodes firing", Default::default),
+            restarts: add(r, "restarts", "Restarts of a watchdog child since the watchdog started", Default::default),
+            log_failing: add(r, "log_write_failing", "1 while a component cannot write its primary log", Default::default),
+            dropped: add(r, "log_dropped_lines", "Log lines a component had to drop (its heartbeat's count)", Default::default),
+            heartbeat_up: add(r, "heartbeat_ok", "1 while a component's heartbeat is fresh", Default::default),
+            paused: add(r, "intake_paused", "1 while intake is paused", Default::default),
             registry: Registry::default(),
         };
-        r.register(
-            "queue_depth",
-            "Entries per target and queue state",
-            m.queue_depth.clone(),
-        );
-        r.register(
-            "queue_oldest_age_seconds",
-            "Age of the oldest entry per target and queue state (since its arrival)",
-            m.queue_oldest.clone(),
-        );
-        r.register(
-            "patches",
-            "Finished patches by target and outcome (from their summaries, since the monitor started)",
-            m.outcomes.clone(),
-        );
-        r.register(
-            "apply_duration_seconds",
-            "How long applying a patch took (its summary's duration)",
-            m.apply.clone(),
-        );
-        r.register(
-            "check_duration_seconds",
-            "How long a check command took, by phase (before, after)",
-            m.check.clone(),
-        );
-        r.register("alerts_firing", "Alert episodes firing", m.firing.clone());
-        r.register(
-            "restarts",
-            "Restarts of a watchdog child since the watchdog started",
-            m.restarts.clone(),
-        );
-        r.register(
-            "log_write_failing",
-            "1 while a component cannot write its primary log",
-            m.log_failing.clone(),
-        );
-        r.register(
-            "log_dropped_lines",
-            "Log lines a component had to drop (its heartbeat's count)",
-            m.dropped.clone(),
-        );
-        r.register(
-            "heartbeat_ok",
-            "1 while a component's heartbeat is fresh",
-            m.heartbeat_up.clone(),
-        );
-        r.register(
-            "intake_paused",
-            "1 while intake is paused",
-            m.paused.clone(),
-        );
-        Metrics { registry: r, ..m }
+        Metrics {
+            registry: std::mem::take(r),
+            ..m
+        }
     }
 
     /// Set the gauges from one cycle's model (and the watchdog's state).
@@ -184,12 +154,56 @@ impl Metrics {
         }
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+
+    /// The Prometheus text format 0.0.4, for clients that do not ask for
+    /// OpenMetrics (`curl`, `promtool check metrics`).
+    pub fn encode_classic(&self) -> String {
+        classic(&self.encode())
+    }
+}
+
+/// OpenMetrics text as Prometheus text format 0.0.4. The two differ, for
+/// what `prometheus-client` writes, in three places only: a counter family
+/// is named with its `_total` in `# HELP`/`# TYPE` (OpenMetrics names the
+/// family without it), `# UNIT` and `# EOF` are not part of it, and neither
+/// are `_created` samples.
+pub fn classic(open: &str) -> String {
+    let counters: Vec<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|t| t.strip_suffix(" counter"))
+        .collect();
+    let created = |l: &str| {
+        let name = l.split(['{', ' ']).next().unwrap_or("");
+        name.strip_suffix("_created").is_some_and(|f| {
+            counters.contains(&f) || open.contains(&format!("# TYPE {f} histogram"))
+        })
+    };
+    let mut out = String::with_capacity(open.len());
+    for l in open.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") || (!l.starts_with('#') && created(l)) {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| l.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((p, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(&name) {
+                out.push_str(&format!("{p}{name}_total {tail}\n"));
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -229,5 +243,24 @@ mod tests {
         // first summary).
         assert!(!text.contains("ghost_apply_duration_seconds"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn the_classic_format_names_counters_with_total_and_has_no_eof() {
+        let open = "# HELP ghost_patches Finished.\n# TYPE ghost_patches counter\nghost_patches_total{outcome=\"applied\"} 1\nghost_patches_created{outcome=\"applied\"} 1.5\n# HELP ghost_d How long.\n# TYPE ghost_d histogram\n# UNIT ghost_d seconds\nghost_d_sum 0.5\nghost_d_count 1\nghost_d_created 1.5\nghost_d_bucket{le=\"+Inf\"} 1\n# HELP ghost_g A gauge.\n# TYPE ghost_g gauge\nghost_g 2\n# EOF\n";
+        assert_eq!(
+            classic(open),
+            "# HELP ghost_patches_total Finished.\n# TYPE ghost_patches_total counter\nghost_patches_total{outcome=\"applied\"} 1\n# HELP ghost_d How long.\n# TYPE ghost_d histogram\nghost_d_sum 0.5\nghost_d_count 1\nghost_d_bucket{le=\"+Inf\"} 1\n# HELP ghost_g A gauge.\n# TYPE ghost_g gauge\nghost_g 2\n"
+        );
+        let m = Metrics::new();
+        m.outcomes
+            .get_or_create(&l(&[("target", "t"), ("outcome", "applied")]))
+            .inc();
+        let text = m.encode_classic();
+        assert!(
+            text.contains("# TYPE ghost_patches_total counter"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

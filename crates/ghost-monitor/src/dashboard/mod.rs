@@ -10,11 +10,12 @@
 //! Invariants: nothing but `/healthz` answers without the token ([`gate`]);
 //! every POST carries the CSRF token and, when the browser says where it came
 //! from, comes from this origin; the token never reaches a log or a page.
-//! The HTTP side is bounded like the bridge's: a header-read timeout, a
-//! connection cap answered with 503, a body limit.
+//! The HTTP side is the bridge's accept loop ([`ghost_http`]): a header-read
+//! timeout, a connection cap answered with 503; and a body limit.
 
 pub mod api;
 pub mod auth;
+pub mod listing;
 pub mod metrics;
 
 use std::io;
@@ -23,19 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tracing::warn;
 
 use ghost_core::{Config, Layout};
@@ -57,6 +53,8 @@ pub struct Dashboard {
     pub layout: Layout,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
+    /// The queue browser's listings.
+    pub listings: listing::Listings,
 }
 
 pub type Shared = Arc<Dashboard>;
@@ -312,78 +310,55 @@ async fn app_css() -> Response {
         .into_response()
 }
 
-async fn metrics_text(State(d): State<Shared>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
+/// `/metrics`: OpenMetrics for a scraper that asks for it (Prometheus
+/// does), else the Prometheus text format 0.0.4 (`curl`, `promtool`).
+async fn metrics_text(State(d): State<Shared>, headers: HeaderMap) -> Response {
+    let open = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (kind, text) = if open {
+        (
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        d.metrics.encode(),
-    )
-        .into_response()
+            d.metrics.encode(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            d.metrics.encode_classic(),
+        )
+    };
+    ([(header::CONTENT_TYPE, kind)], text).into_response()
 }
 
-/// The answer to a connection over the cap, written without waiting.
-fn refuse_connection(stream: TcpStream) {
-    const BODY: &str = "{\"error\":\"overloaded\",\"message\":\"the dashboard is serving its maximum of connections; retry shortly\"}";
-    let resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let _ = stream.try_write(resp.as_bytes());
+/// Refusals and failed accepts of the dashboard's connections, logged.
+struct Log;
+
+impl ghost_http::Observer for Log {
+    fn refused(&self, peer: SocketAddr) {
+        warn!(event = "DASHBOARD_OVERLOADED", peer = %peer.ip(), max = MAX_CONNECTIONS, "too many dashboard connections: answered 503");
+    }
+
+    fn accept_failed(&self, error: &io::Error) {
+        warn!(event = "DASHBOARD_ACCEPT_FAILED", error = %error, "cannot accept a dashboard connection");
+    }
 }
 
-/// Serve the dashboard on `listener` until `stop`, then drain the open
-/// connections (the caller bounds the wait).
+/// Serve the dashboard on `listener` until `stop` through the shared accept
+/// loop ([`ghost_http::serve`]), then drain the open connections (the
+/// caller bounds the wait).
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
     stop: CancellationToken,
 ) -> io::Result<()> {
-    let app = router(state);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(event = "DASHBOARD_ACCEPT_FAILED", error = %e, "cannot accept a dashboard connection");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = stop.cancelled() => break,
-                }
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            refuse_connection(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            app.clone().oneshot(req.map(Body::new))
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            // Errors here are the client's (reset, header timeout, bad framing).
-            let _ = conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    let limits = ghost_http::Limits {
+        header_timeout: HEADER_TIMEOUT,
+        max_connections: MAX_CONNECTIONS,
+        overloaded_body: "{\"error\":\"overloaded\",\"message\":\"the dashboard is serving its maximum of connections; retry shortly\"}".into(),
+    };
+    ghost_http::serve(listener, router(state), &limits, Arc::new(Log), stop).await
 }
 
 #[cfg(test)]

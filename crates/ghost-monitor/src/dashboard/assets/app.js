@@ -185,7 +185,7 @@ const pages = {
     return `<section><h2>Queue browser</h2><form class="filters" id="qfilter">
       <label>state<select name="state">${states.map((s) => `<option value="${s}"${s === f.state ? " selected" : ""}>${s || "all"}</option>`).join("")}</select></label>
       <label>target<input name="target" value="${esc(f.target)}" size="10"></label>
-      <label>id (queue name part or patch id)<input name="id" value="${esc(f.id)}" size="28"></label>
+      <label>id (queue name or patch id, or its first or last 4+ characters)<input name="id" value="${esc(f.id)}" size="28"></label>
       <label>older than<input name="min_age" value="${esc(f.min_age)}" size="6" placeholder="10m"></label>
       <label>newer than<input name="max_age" value="${esc(f.max_age)}" size="6" placeholder="2h"></label>
       <button type="submit" class="primary">Filter</button></form>
