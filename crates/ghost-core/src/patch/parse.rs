@@ -86,7 +86,9 @@ pub fn document_value(bytes: &[u8]) -> Result<Value, PatchError> {
 /// where it repeats (`id`, `operations[0].path`, `metadata.x`).
 /// Run after the text parsed as JSON, so the walk only ever sees valid JSON.
 pub fn refuse_duplicate_keys(text: &str) -> Result<(), PatchError> {
-    use serde::de::{DeserializeSeed, Deserializer as _, Error as _, MapAccess, SeqAccess, Visitor};
+    use serde::de::{
+        DeserializeSeed, Deserializer as _, Error as _, MapAccess, SeqAccess, Visitor,
+    };
     use std::cell::RefCell;
     use std::collections::HashSet;
 
@@ -170,12 +172,12 @@ pub fn refuse_duplicate_keys(text: &str) -> Result<(), PatchError> {
     match found.into_inner() {
         None => Ok(()),
         Some((at, key)) => Err(PatchError::one(
-                at,
-                format!(
-                    "the key {key:?} appears more than once in this object; JSON readers keep \
+            at,
+            format!(
+                "the key {key:?} appears more than once in this object; JSON readers keep \
                      only one of them, so a patch must name each key once"
-                ),
-            )),
+            ),
+        )),
     }
 }
 

@@ -1370,7 +1370,9 @@ fn a_key_named_twice_is_refused_wherever_it_is() {
             "operations[1].path",
         ),
         (
-            format!(r#"{{"operations": [{{"op": "delete", "op": "write", "path": "a", "content": ""}}]}}"#),
+            format!(
+                r#"{{"operations": [{{"op": "delete", "op": "write", "path": "a", "content": ""}}]}}"#
+            ),
             "operations[0].op",
         ),
         (
@@ -1385,7 +1387,11 @@ fn a_key_named_twice_is_refused_wherever_it_is() {
     ];
     for (text, field) in cases {
         let e = parse_text(&text).expect_err(&text);
-        assert_err(&e.errors, field, &["appears more than once", "must name each key once"]);
+        assert_err(
+            &e.errors,
+            field,
+            &["appears more than once", "must name each key once"],
+        );
         // The id rule does not read such a document either.
         assert!(crate::entry::stored_id(text.as_bytes()).is_none(), "{text}");
     }
