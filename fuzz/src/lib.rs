@@ -440,10 +440,7 @@ fn request_of(data: &[u8]) -> Option<Request<Body>> {
     let uri = std::str::from_utf8(&first[sp + 1..]).ok()?;
     let mut builder = Request::builder().method(method).uri(uri);
     let mut authed = false;
-    loop {
-        let Some(l) = next_line(&mut rest) else {
-            break;
-        };
+    while let Some(l) = next_line(&mut rest) {
         if l.is_empty() {
             break;
         }

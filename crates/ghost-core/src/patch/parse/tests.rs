@@ -1370,9 +1370,8 @@ fn a_key_named_twice_is_refused_wherever_it_is() {
             "operations[1].path",
         ),
         (
-            format!(
-                r#"{{"operations": [{{"op": "delete", "op": "write", "path": "a", "content": ""}}]}}"#
-            ),
+            r#"{"operations": [{"op": "delete", "op": "write", "path": "a", "content": ""}]}"#
+                .to_string(),
             "operations[0].op",
         ),
         (
