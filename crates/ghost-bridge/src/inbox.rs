@@ -563,6 +563,13 @@ fn items_of(
         Content::Json => {
             let v: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ("invalid_json", format!("the file is not valid JSON: {e}")))?;
+            // A key named twice: the value kept only one of them (see the parser).
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                ghost_core::patch::parse::refuse_duplicate_keys(text).map_err(|e| {
+                    let e = &e.errors[0];
+                    ("invalid_patch", format!("{}: {}", e.field, e.reason))
+                })?;
+            }
             match v {
                 Value::Array(vs) if vs.is_empty() => Err((
                     "empty_array",

@@ -449,7 +449,7 @@ fn looks_like_patch(content: &str) -> bool {
 }
 
 fn parse_json(b: &Block<'_>, content: &str) -> Result<Value, String> {
-    serde_json::from_str(content).map_err(|e| {
+    let value = serde_json::from_str(content).map_err(|e| {
         let msg = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
         let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
@@ -458,7 +458,13 @@ fn parse_json(b: &Block<'_>, content: &str) -> Result<Value, String> {
         }
         let (line, col) = b.position(e.line(), e.column());
         format!("invalid JSON at line {line} column {col}: {msg}")
-    })
+    })?;
+    // A key named twice: the value kept only one of them (see the parser).
+    ghost_core::patch::parse::refuse_duplicate_keys(content).map_err(|e| {
+        let e = &e.errors[0];
+        format!("{}: {}", e.field, e.reason)
+    })?;
+    Ok(value)
 }
 
 fn parse_yaml(b: &Block<'_>, content: &str) -> Result<Vec<Value>, String> {

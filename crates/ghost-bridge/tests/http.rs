@@ -242,6 +242,10 @@ async fn every_bad_input_class_is_400_naming_the_field_and_queues_nothing() {
         ("unknown op", serde_json::to_vec(&json!({"operations": [{"op": "teleport", "path": "a"}]})).unwrap(), "operations[0].op"),
         ("unknown target", serde_json::to_vec(&json!({"target": "nowhere", "operations": [{"op": "delete", "path": "a"}]})).unwrap(), "target"),
         ("control char in id", serde_json::to_vec(&json!({"id": "a\nb", "operations": [{"op": "delete", "path": "a"}]})).unwrap(), "id"),
+        // A key named twice: the last one used to win silently.
+        ("duplicate id", br#"{"id": "a", "operations": [{"op": "delete", "path": "a"}], "id": "b"}"#.to_vec(), "id"),
+        ("duplicate op key", br#"{"operations": [{"op": "delete", "path": "a", "path": "b"}]}"#.to_vec(), "operations[0].path"),
+        ("duplicate id in an array", br#"[{"id": "a", "id": "b", "operations": [{"op": "delete", "path": "a"}]}]"#.to_vec(), "[0].id"),
     ];
     for (what, body, field) in cases {
         let (s, v) = e.post("/v1/patches", "application/json", body).await;

@@ -83,7 +83,7 @@ pub(super) fn unsupported(kind: &BodyKind, accepted: &str) -> ApiError {
 /// Parse a JSON body; the error names `(document)` with serde's line and column.
 pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    serde_json::from_slice(text).map_err(|e| {
+    let value = serde_json::from_slice(text).map_err(|e| {
         let hint = if e.to_string().contains("recursion limit") {
             " (the document nests arrays/objects more than 128 levels deep)"
         } else {
@@ -95,7 +95,21 @@ pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
             "(document)",
             format!("not valid JSON: {e}{hint}"),
         )
-    })
+    })?;
+    // A key named twice (one patch or an array of them): refused like the
+    // parser refuses it, before the value, which kept only one, goes on.
+    if let Ok(text) = std::str::from_utf8(text) {
+        if let Err(e) = ghost_core::patch::parse::refuse_duplicate_keys(text) {
+            let e = &e.errors[0];
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_patch",
+                &e.field,
+                e.reason.clone(),
+            ));
+        }
+    }
+    Ok(value)
 }
 
 /// Ingest one JSON object as the request's only patch.

@@ -265,3 +265,85 @@ fn an_archived_id_is_still_a_duplicate_or_a_conflict() {
     }
     assert!(pending(&a, "default").is_empty());
 }
+
+mod stored_id_props {
+    //! Through the store path: whatever admission writes, the id read back
+    //! from the stored bytes (what the id index, the lookups and the executor
+    //! use) is the id the parser gave and the one the caller was answered.
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::patch::parse::parse_patch;
+
+    /// A native or legacy document with or without `id`/`blockId`; a few
+    /// contents, so that the same id comes again with the same or other content.
+    fn document() -> impl Strategy<Value = Value> {
+        let id = || {
+            prop::option::of(prop_oneof![
+                Just(Value::String(String::new())),
+                "[a-c]{1,2}".prop_map(Value::String),
+                "\\PC{1,6}".prop_map(Value::String),
+                Just(json!(7)),
+            ])
+        };
+        (any::<bool>(), id(), id(), 0u8..3).prop_map(|(legacy, id, block, n)| {
+            let mut d = if legacy {
+                json!({"mutations": [{"path": "/old/app/a.txt", "contents": format!("{n}\n")}]})
+            } else {
+                json!({"operations": [{"op": "write", "path": "a.txt", "content": format!("{n}\n")}]})
+            };
+            let obj = d.as_object_mut().unwrap();
+            if let Some(id) = id {
+                obj.insert("id".into(), id);
+            }
+            if let Some(b) = block {
+                obj.insert("blockId".into(), b);
+            }
+            d
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn the_stored_id_is_the_parsed_and_answered_id(
+            docs in prop::collection::vec((document(), any::<bool>(), any::<bool>()), 1..6)
+        ) {
+            let (_d, cfg) = setup("[targets.default]\nlegacy_root = \"/old/app\"\n");
+            let a = Admission::new(&cfg).unwrap();
+            let specs = cfg.target_specs();
+            let q = a.layout().queue("default");
+            for (doc, pretty, bom) in docs {
+                let mut bytes = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+                bytes.extend(if pretty { serde_json::to_vec_pretty(&doc) } else { serde_json::to_vec(&doc) }.unwrap());
+                let parsed = parse_patch(&bytes, &ParseOptions { targets: &specs, target_override: None });
+                match a.admit(&bytes, None) {
+                    Outcome::Queued(got) | Outcome::Duplicate(got) => {
+                        let parsed = parsed.expect("admitted, so parsed");
+                        prop_assert_eq!(&got.id, &parsed.id);
+                        let stored = std::fs::read(q.entry_path(QueueState::Pending, &got.name)).unwrap();
+                        prop_assert_eq!(crate::entry::stored_id(&stored), Some(parsed.id.clone()));
+                        let rec = q.read_record(QueueState::Pending, &got.name).unwrap();
+                        prop_assert_eq!(rec.patch_id, Some(parsed.id.clone()));
+                        let index = ids::read(a.layout(), &parsed.id).unwrap().expect("indexed");
+                        prop_assert_eq!(index.name, got.name);
+                    }
+                    Outcome::Conflict { id, .. } => prop_assert_eq!(Some(id), parsed.ok().map(|p| p.id)),
+                    Outcome::Rejected(_) => prop_assert!(parsed.is_err()),
+                    o => prop_assert!(false, "{:?}", o),
+                }
+            }
+            // Every stored entry: its bytes' id is its record's and the index's.
+            for name in pending(&a, "default") {
+                let stored = std::fs::read(q.entry_path(QueueState::Pending, &name)).unwrap();
+                let id = crate::entry::stored_id(&stored).expect("a stored entry has an id");
+                let rec = q.read_record(QueueState::Pending, &name).unwrap();
+                prop_assert_eq!(rec.patch_id.as_deref(), Some(id.as_str()));
+                prop_assert_eq!(ids::read(a.layout(), &id).unwrap().map(|r| r.name), Some(name));
+            }
+        }
+    }
+}

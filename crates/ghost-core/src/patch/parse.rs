@@ -68,14 +68,117 @@ pub fn document_value(bytes: &[u8]) -> Result<Value, PatchError> {
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    serde_json::from_str(text).map_err(|e| {
+    let value = serde_json::from_str(text).map_err(|e| {
         let hint = if e.to_string().contains("recursion limit") {
             " (the document nests arrays/objects more than 128 levels deep)"
         } else {
             ""
         };
         PatchError::one(DOC, format!("not valid JSON: {e}{hint}"))
-    })
+    })?;
+    refuse_duplicate_keys(text)?;
+    Ok(value)
+}
+
+/// Refuses a JSON text in which an object names a key twice (`{"id": "a",
+/// "id": "b"}`). A JSON value keeps only one of them, silently, and readers
+/// disagree on which; a patch must mean one thing. The error names the key
+/// where it repeats (`id`, `operations[0].path`, `metadata.x`).
+/// Run after the text parsed as JSON, so the walk only ever sees valid JSON.
+pub fn refuse_duplicate_keys(text: &str) -> Result<(), PatchError> {
+    use serde::de::{
+        DeserializeSeed, Deserializer as _, Error as _, MapAccess, SeqAccess, Visitor,
+    };
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    /// The locator of the value being walked, and where the first repeat is.
+    struct Walk<'a> {
+        at: String,
+        found: &'a RefCell<Option<(String, String)>>,
+    }
+    impl<'a> Walk<'a> {
+        fn child(&self, at: String) -> Walk<'a> {
+            Walk {
+                at,
+                found: self.found,
+            }
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while seq
+                .next_element_seed(self.child(format!("{}[{i}]", self.at)))?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let at = if self.at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.at)
+                };
+                if !seen.insert(key.clone()) {
+                    *self.found.borrow_mut() = Some((at, key));
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                map.next_value_seed(self.child(at))?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    // The text is valid JSON (parsed just before); an error here is the repeat.
+    let _ = de.deserialize_any(Walk {
+        at: String::new(),
+        found: &found,
+    });
+    match found.into_inner() {
+        None => Ok(()),
+        Some((at, key)) => Err(PatchError::one(
+            at,
+            format!(
+                "the key {key:?} appears more than once in this object; JSON readers keep \
+                     only one of them, so a patch must name each key once"
+            ),
+        )),
+    }
 }
 
 /// The id of a patch document: the one rule, used by the parser itself and by

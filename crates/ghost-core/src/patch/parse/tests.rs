@@ -1333,3 +1333,68 @@ fn the_targets_policy_is_applied_to_every_shape() {
     let e = parse_with(&legacy, &strict, None).unwrap_err();
     assert!(e.to_string().contains(".git"), "{e}");
 }
+
+/// The raw text through the parser (a duplicate key cannot be built as a `Value`).
+fn parse_text(text: &str) -> Result<Patch, PatchError> {
+    parse_patch(
+        text.as_bytes(),
+        &ParseOptions {
+            targets: &targets(true, Some("/tmp")),
+            target_override: None,
+        },
+    )
+}
+
+#[test]
+fn a_key_named_twice_is_refused_wherever_it_is() {
+    let op = r#"{"op": "write", "path": "a.txt", "content": "x"}"#;
+    let cases = [
+        // The last `id` used to win silently.
+        (
+            format!(r#"{{"id": "first", "operations": [{op}], "id": "second"}}"#),
+            "id",
+        ),
+        // Escaped spelling of the same key.
+        (
+            format!(r#"{{"id": "a", "\u0069d": "b", "operations": [{op}]}}"#),
+            "id",
+        ),
+        (
+            format!(r#"{{"operations": [{op}], "operations": [{op}, {op}]}}"#),
+            "operations",
+        ),
+        (
+            format!(
+                r#"{{"operations": [{op}, {{"op": "write", "path": "a", "path": "/etc/passwd", "content": ""}}]}}"#
+            ),
+            "operations[1].path",
+        ),
+        (
+            r#"{"operations": [{"op": "delete", "op": "write", "path": "a", "content": ""}]}"#
+                .to_string(),
+            "operations[0].op",
+        ),
+        (
+            format!(r#"{{"operations": [{op}], "metadata": {{"k": 1, "k": 2}}}}"#),
+            "metadata.k",
+        ),
+        // Legacy shapes too.
+        (
+            r#"{"blockId": "a", "blockId": "b", "mutations": []}"#.to_string(),
+            "blockId",
+        ),
+    ];
+    for (text, field) in cases {
+        let e = parse_text(&text).expect_err(&text);
+        assert_err(
+            &e.errors,
+            field,
+            &["appears more than once", "must name each key once"],
+        );
+        // The id rule does not read such a document either.
+        assert!(crate::entry::stored_id(text.as_bytes()).is_none(), "{text}");
+    }
+    // The same key in different objects is fine.
+    let text = format!(r#"{{"id": "x", "operations": [{op}, {op}], "metadata": {{"id": "y"}}}}"#);
+    assert_eq!(parse_text(&text).unwrap().id, "x");
+}

@@ -1,0 +1,5 @@
+//! libFuzzer entry of the `transcript` target; the body and its properties are in
+//! the library (`ghostbridge_fuzz::transcript`), shared with the corpus replay.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ghostbridge_fuzz::transcript(data));
