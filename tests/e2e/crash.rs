@@ -41,6 +41,12 @@ pub(crate) fn setup(env: &TestEnv) -> (String, String) {
 }
 
 pub(crate) fn check_after(env: &TestEnv, p: &str, q: &str) {
+    check_after_in(env, p, q, true)
+}
+
+/// [`check_after`]; with `ordered` false, P may have been applied after Q
+/// (a transient failure defers P, and Q, due at once, goes first).
+pub(crate) fn check_after_in(env: &TestEnv, p: &str, q: &str, ordered: bool) {
     let tree = snapshot(&env.tree("default"));
     let files: Vec<&str> = tree.keys().map(String::as_str).collect();
     assert_eq!(
@@ -53,10 +59,10 @@ pub(crate) fn check_after(env: &TestEnv, p: &str, q: &str) {
             "src/lib.rs"
         ]
     );
-    assert_eq!(
-        tree["ledger.txt"].0, b"P\nQ\n",
-        "each patch exactly once, in order"
-    );
+    let ledger = tree["ledger.txt"].0.as_slice();
+    if ordered || ledger != b"Q\nP\n" {
+        assert_eq!(ledger, b"P\nQ\n", "each patch exactly once, in order");
+    }
     assert_eq!(tree["src/lib.rs"].0, b"fn new() {}\n");
     for name in [p, q] {
         assert_eq!(env.state_of("default", name), Some(QueueState::Done));
@@ -247,13 +253,20 @@ fn an_injected_error_in_any_executor_window_is_reported_and_the_flow_goes_on() {
                 .iter()
                 .all(|n| env.state_of("default", n) == Some(QueueState::Done))
         });
-        let lines = injected(&env, "executor", name);
-        assert!(done, "{name}: P and Q never both applied; {lines:?}");
-        // Said clearly: the log names the failpoint's error.
-        assert!(!lines.is_empty(), "{name}: the injected error was not logged");
+        assert!(done, "{name}: P and Q never both applied");
+        // Said clearly: the log names the failpoint's error (the log writer
+        // may still be catching up).
+        let mut lines = Vec::new();
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                lines = injected(&env, "executor", name);
+                !lines.is_empty()
+            }),
+            "{name}: the injected error was not logged"
+        );
         // An error the worker could not handle in place blocked it: alerted,
         // and the all-clear raised once it worked again.
-        if lines.iter().any(|l| l["event"] == "EXECUTOR_ERROR") {
+        if lines.iter().any(|l| l["event"] == "EXECUTOR_BLOCKED") {
             assert!(
                 wait_until(Duration::from_secs(20), || alert(
                     &env,
@@ -275,8 +288,10 @@ fn an_injected_error_in_any_executor_window_is_reported_and_the_flow_goes_on() {
             Some(0),
             "{name}"
         );
-        // Nothing lost, nothing half-applied, each patch once.
-        check_after(&env, &p, &q);
+        // Nothing lost, nothing half-applied, each patch once (P after Q
+        // when its failed try deferred it).
+        let deferred = env.summary("default", &p)["history"][0]["outcome"] == "transient_failure";
+        check_after_in(&env, &p, &q, !deferred);
         assert_eq!(env.summary("default", &p)["status"], "applied", "{name}");
         let v = env.ghostctl(&["verify"]);
         assert!(v.status.success(), "{name}: {v:?}");
@@ -285,13 +300,19 @@ fn an_injected_error_in_any_executor_window_is_reported_and_the_flow_goes_on() {
 
 #[test]
 fn an_injected_error_in_a_drain_ends_it_with_the_reason_and_the_next_drain_finishes() {
-    for name in ["crash-after-journal", "crash-mid-apply", "crash-after-complete"] {
+    // Errors the attempt cannot absorb as a failed try of its own (the claim,
+    // the summary, the move to done/) are the worker's: a drain stops there.
+    for name in [
+        "crash-after-claim",
+        "crash-between-summary-files",
+        "crash-after-summary",
+    ] {
         let env = TestEnv::new("");
         let (p, q) = setup(&env);
         let out = env
             .cmd(EXECUTOR)
             .arg("--drain")
-            .env("FAILPOINTS", format!("{name}=return(error)"))
+            .env("FAILPOINTS", format!("{name}=1*return(error)"))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -343,6 +364,7 @@ fn an_injected_error_between_the_bridges_write_and_its_answer_is_a_retry_not_a_l
         };
         let (status, text) = send();
         assert_eq!(status, 503, "{name}: {text}");
+        assert!(text.contains(&format!("failpoint {name})")), "{name}: {text}");
         assert!(text.contains("write_failed"), "{name}: {text}");
         env.assert_alive_named(b.pid, "bridge");
         let (status, text) = send();
@@ -353,7 +375,7 @@ fn an_injected_error_between_the_bridges_write_and_its_answer_is_a_retry_not_a_l
             .sum();
         assert_eq!(all, 1, "{name}: queued once");
         assert!(
-            !injected(&env, "bridge", name).is_empty(),
+            wait_until(Duration::from_secs(20), || !injected(&env, "bridge", name).is_empty()),
             "{name}: the bridge's log names the error"
         );
         env.drain();

@@ -121,12 +121,20 @@ fn step(
     }
     let name = &due[0];
     let r = engine::process_one(ctx, name, hard_stop);
-    if matches!(r, Ok(Some(_))) || !ctx.queue.entry_path(QueueState::Pending, name).exists() {
-        // Claimed, or moved meanwhile.
+    let moved = !ctx.queue.entry_path(QueueState::Pending, name).exists();
+    if moved || matches!(r, Ok(Some(_))) {
+        // Claimed, or moved meanwhile: not due here any more.
         forget(std::slice::from_ref(name));
-        return Ok(true);
     }
-    r.map(|o| o.is_some())
+    // An error after the claim is never taken for a claim that went well:
+    // the caller reports it, and the entry it left in active/ is resolved by
+    // recovery before anything else is claimed (a next patch must not apply
+    // over a tree this one may have left half-changed).
+    match r {
+        Ok(Some(_)) => Ok(true),
+        Ok(None) => Ok(moved),
+        Err(e) => Err(e),
+    }
 }
 
 /// A worker that cannot do its work (a full disk, an I/O error, a read-only
