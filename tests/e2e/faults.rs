@@ -292,7 +292,11 @@ impl LoopFs {
         File::create(&image).unwrap().set_len(32 << 20).unwrap();
         let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&image));
         run(Command::new("mkfs.ext4").args(["-q", "-F", &dev]));
+        // The directory under the mount is empty and stays immutable: while
+        // the disk is swapped (`replace`) nothing can land there, out of sight.
+        let _ = std::fs::remove_dir_all(mnt);
         std::fs::create_dir_all(mnt).unwrap();
+        chattr("+i", mnt);
         run(Command::new("mount").arg(&dev).arg(mnt));
         LoopFs {
             image,
@@ -338,6 +342,7 @@ impl Drop for LoopFs {
         for d in &self.devs {
             let _ = Command::new("losetup").args(["-d", d]).status();
         }
+        let _ = Command::new("chattr").arg("-i").arg(&self.mnt).status();
     }
 }
 
