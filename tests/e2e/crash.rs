@@ -364,18 +364,25 @@ fn an_injected_error_between_the_bridges_write_and_its_answer_is_a_retry_not_a_l
         };
         let (status, text) = send();
         assert_eq!(status, 503, "{name}: {text}");
-        assert!(text.contains(&format!("failpoint {name})")), "{name}: {text}");
+        assert!(
+            text.contains(&format!("failpoint {name})")),
+            "{name}: {text}"
+        );
         assert!(text.contains("write_failed"), "{name}: {text}");
         env.assert_alive_named(b.pid, "bridge");
         let (status, text) = send();
-        assert!(matches!(status, 200 | 202), "{name}: the retry: {status} {text}");
+        assert!(
+            matches!(status, 200 | 202),
+            "{name}: the retry: {status} {text}"
+        );
         let all: usize = QueueState::ALL
             .iter()
             .map(|s| env.list("default", *s).len())
             .sum();
         assert_eq!(all, 1, "{name}: queued once");
         assert!(
-            wait_until(Duration::from_secs(20), || !injected(&env, "bridge", name).is_empty()),
+            wait_until(Duration::from_secs(20), || !injected(&env, "bridge", name)
+                .is_empty()),
             "{name}: the bridge's log names the error"
         );
         env.drain();

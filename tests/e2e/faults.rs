@@ -318,7 +318,9 @@ impl LoopFs {
     /// (the old superblock stays shut down while anything holds it).
     fn replace(&mut self) {
         run(Command::new("umount").arg("-l").arg(&self.mnt));
-        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&self.image));
+        let dev = run(Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&self.image));
         run(Command::new("mount").arg(&dev).arg(&self.mnt));
         self.devs.push(dev);
     }
@@ -375,7 +377,8 @@ fn loop_tools_or_skip(test: &str) -> bool {
 
 /// Everything the executor said so far: its log, the log's fallback, its stderr.
 fn said(env: &TestEnv, fallback: &Path, stderr: &Path) -> String {
-    let mut all = std::fs::read_to_string(env.layout().logs().join("executor.log")).unwrap_or_default();
+    let mut all =
+        std::fs::read_to_string(env.layout().logs().join("executor.log")).unwrap_or_default();
     for e in std::fs::read_dir(fallback).into_iter().flatten().flatten() {
         all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
     }
@@ -391,10 +394,12 @@ fn alerted(env: &TestEnv, status: &str) -> bool {
         .flatten()
         .filter_map(|e| ghost_core::fs::read_json::<serde_json::Value>(&e.path()).ok())
         .any(|a| a["status"] == status);
-    let word = if status == "resolved" { "RESOLVED" } else { "CRITICAL" };
-    inbox
-        || std::fs::read_to_string(env.layout().critical_alert())
-            .is_ok_and(|t| t.contains(word))
+    let word = if status == "resolved" {
+        "RESOLVED"
+    } else {
+        "CRITICAL"
+    };
+    inbox || std::fs::read_to_string(env.layout().critical_alert()).is_ok_and(|t| t.contains(word))
 }
 
 /// One fault under one area while the executor daemon runs: it says what
@@ -420,7 +425,10 @@ fn fault_under(area: Area, fault: Fault) {
     let immutable = match area {
         Area::Queue => vec![env.layout().queue("default").dir(QueueState::Active)],
         Area::Summaries => vec![env.layout().summaries("default")],
-        Area::Logs => vec![env.layout().logs(), env.layout().logs().join("executor.log")],
+        Area::Logs => vec![
+            env.layout().logs(),
+            env.layout().logs().join("executor.log"),
+        ],
     };
     let inject = |disk: &Option<LoopFs>| match fault {
         Fault::Eio => disk.as_ref().unwrap().shutdown(),
@@ -444,7 +452,8 @@ fn fault_under(area: Area, fault: Fault) {
     env.children.push(child);
     if !queue_first {
         let hb = env.layout().heartbeat("executor");
-        assert!(wait_until(WAIT, || ghost_core::heartbeat::read(&hb).is_ok_and(|h| h.pid == pid)));
+        assert!(wait_until(WAIT, || ghost_core::heartbeat::read(&hb)
+            .is_ok_and(|h| h.pid == pid)));
         inject(&disk);
         p = Some(patch(&env, "p"));
     }
@@ -465,7 +474,11 @@ fn fault_under(area: Area, fault: Fault) {
         said(&env, &fallback, &stderr)
     );
     if !matches!(area, Area::Logs) {
-        assert_ne!(env.state_of("default", &p), Some(QueueState::Done), "{what}");
+        assert_ne!(
+            env.state_of("default", &p),
+            Some(QueueState::Done),
+            "{what}"
+        );
     }
     // The fault goes away; the daemon carries on by itself.
     match fault {
@@ -549,8 +562,8 @@ fn fault_under_the_alerts(fault: Fault) {
     let fallback = env.dir.path().join("fallback");
     env.write_config(&merge_toml(FAST, &extra(&fallback)));
     let alerts = env.layout().alerts();
-    let mut disk =
-        (fault != Fault::Immutable).then(|| LoopFs::mount(env.dir.path().join("alerts.img"), &alerts));
+    let mut disk = (fault != Fault::Immutable)
+        .then(|| LoopFs::mount(env.dir.path().join("alerts.img"), &alerts));
     env.layout().create(["default"]).unwrap();
     std::fs::create_dir_all(env.tree("default")).unwrap();
     env.drain();
@@ -577,7 +590,11 @@ fn fault_under_the_alerts(fault: Fault) {
         let s = std::fs::read_to_string(&stderr).unwrap_or_default();
         s.contains("cannot raise an alert") && s.contains(fault.cause()) && s.contains("/alerts")
     });
-    assert!(told, "{what}: not said:\n{}", said(&env, &fallback, &stderr));
+    assert!(
+        told,
+        "{what}: not said:\n{}",
+        said(&env, &fallback, &stderr)
+    );
     match fault {
         Fault::Eio => disk.as_mut().unwrap().replace(),
         Fault::ReadOnly => disk.as_ref().unwrap().remount("rw"),

@@ -168,18 +168,31 @@ fn an_injected_error_around_the_git_commit_takes_the_commit_back_with_the_files(
             r.to_string().contains(&format!("failpoint {name})")),
             "{name}: the reason names the error: {r}"
         );
-        assert_eq!(git(&tree, &["log", "--format=%s"]), "root", "{name}: no commit left");
+        assert_eq!(
+            git(&tree, &["log", "--format=%s"]),
+            "root",
+            "{name}: no commit left"
+        );
         assert_eq!(git(&tree, &["tag"]), "", "{name}: no tag left");
         assert_eq!(git(&tree, &["status", "--porcelain"]), "", "{name}");
         assert!(!tree.join("a.txt").exists(), "{name}");
-        assert_eq!(std::fs::read_to_string(tree.join("base.txt")).unwrap(), "base\n");
+        assert_eq!(
+            std::fs::read_to_string(tree.join("base.txt")).unwrap(),
+            "base\n"
+        );
         // The operator's retry applies it, committed and tagged once.
         let o = env.ghostctl(&["retry", &p]);
         assert!(o.status.success(), "{name}: {o:?}");
         env.drain();
-        assert_eq!(env.state_of("default", &p), Some(QueueState::Done), "{name}");
         assert_eq!(
-            git(&tree, &["log", "--format=%s"]).lines().collect::<Vec<_>>(),
+            env.state_of("default", &p),
+            Some(QueueState::Done),
+            "{name}"
+        );
+        assert_eq!(
+            git(&tree, &["log", "--format=%s"])
+                .lines()
+                .collect::<Vec<_>>(),
             ["Add a.txt", "root"],
             "{name}"
         );

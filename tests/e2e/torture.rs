@@ -201,9 +201,14 @@ fn tree_files(tree: &Path) -> TreeFiles {
 /// nothing (not even its directory).
 fn assert_whole(when: &str, id: &str, state: QueueState, files: Option<&BTreeMap<String, String>>) {
     if state == QueueState::Done {
-        let want: BTreeMap<String, String> =
-            [("a", id), ("b", id)].map(|(f, c)| (f.to_string(), c.to_string())).into();
-        assert_eq!(files, Some(&want), "{when}: done patch {id} is not whole in the tree");
+        let want: BTreeMap<String, String> = [("a", id), ("b", id)]
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .into();
+        assert_eq!(
+            files,
+            Some(&want),
+            "{when}: done patch {id} is not whole in the tree"
+        );
     } else {
         assert!(
             files.is_none(),
@@ -231,7 +236,11 @@ fn check_between(env: &TestEnv, cache: &mut BTreeMap<String, String>, when: &str
         assert_whole(when, &id, *state, tree.get(&id));
     }
     for (id, names) in names_of {
-        assert_eq!(names.len(), 1, "{when}: patch {id} is queued twice: {names:?}");
+        assert_eq!(
+            names.len(),
+            1,
+            "{when}: patch {id} is queued twice: {names:?}"
+        );
     }
 }
 
@@ -325,7 +334,13 @@ fn http_client(url: String, ledger: Arc<Ledger>, stop: Arc<AtomicBool>, hold: im
 /// The inbox: each file staged beside the root and renamed in (the reliable
 /// way, taken at once); acknowledged once it is in `inbox/.processed/` with
 /// its result.
-fn inbox_writer(env_root: PathBuf, stage: PathBuf, ledger: Arc<Ledger>, stop: Arc<AtomicBool>, hold: impl Fn() + Send) {
+fn inbox_writer(
+    env_root: PathBuf,
+    stage: PathBuf,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+    hold: impl Fn() + Send,
+) {
     let layout = ghost_core::Layout::new(&env_root);
     std::fs::create_dir_all(&stage).unwrap();
     let mut k = 0u64;
@@ -358,7 +373,10 @@ fn submitter(env: &TestEnv, ledger: &Ledger, stop: &AtomicBool, hold: impl Fn())
     while !stop.load(Ordering::Relaxed) {
         hold();
         let id = format!("s{k}");
-        let file = env.write_patch(&format!("{id}.json"), &serde_json::to_vec(&patch(&id, k)).unwrap());
+        let file = env.write_patch(
+            &format!("{id}.json"),
+            &serde_json::to_vec(&patch(&id, k)).unwrap(),
+        );
         k += 1;
         ledger.sent(&id);
         let deadline = Instant::now() + WAIT;
@@ -393,7 +411,12 @@ fn operator(env: &TestEnv, ledger: &Ledger, stop: &AtomicBool, mut rng: Rng) {
                 QueueState::Stuck,
             ]
             .into_iter()
-            .flat_map(|s| q.list(s).unwrap_or_default().into_iter().map(move |n| (s, n)))
+            .flat_map(|s| {
+                q.list(s)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |n| (s, n))
+            })
             .collect();
             !candidates.is_empty() || stop.load(Ordering::Relaxed)
         });
@@ -415,7 +438,12 @@ fn operator(env: &TestEnv, ledger: &Ledger, stop: &AtomicBool, mut rng: Rng) {
         let out = env.ghostctl(&args);
         ledger.note_output(verb, &out);
         if out.status.success() {
-            *ledger.actions.lock().unwrap().entry(verb.to_string()).or_default() += 1;
+            *ledger
+                .actions
+                .lock()
+                .unwrap()
+                .entry(verb.to_string())
+                .or_default() += 1;
         }
     }
 }
@@ -467,7 +495,9 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
         let env = env.clone();
         move || {
             let q = env.layout().queue("default");
-            wait_until(WAIT, || q.list(QueueState::Pending).map_or(0, |l| l.len()) < 8);
+            wait_until(WAIT, || {
+                q.list(QueueState::Pending).map_or(0, |l| l.len()) < 8
+            });
         }
     };
     let ledger = Arc::new(Ledger::default());
@@ -481,14 +511,21 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
     {
         let (l, s, h) = (ledger.clone(), stop.clone(), backlog.clone());
         let (root, stage) = (env.root.clone(), env.dir.path().join("inbox-stage"));
-        workers.push(std::thread::spawn(move || inbox_writer(root, stage, l, s, h)));
+        workers.push(std::thread::spawn(move || {
+            inbox_writer(root, stage, l, s, h)
+        }));
     }
     {
         let (l, s, h, e) = (ledger.clone(), stop.clone(), backlog.clone(), env.clone());
         workers.push(std::thread::spawn(move || submitter(&e, &l, &s, h)));
     }
     {
-        let (l, s, e, r) = (ledger.clone(), stop.clone(), env.clone(), Rng(seed ^ 0x5bd1e995));
+        let (l, s, e, r) = (
+            ledger.clone(),
+            stop.clone(),
+            env.clone(),
+            Rng(seed ^ 0x5bd1e995),
+        );
         workers.push(std::thread::spawn(move || operator(&e, &l, &s, r)));
     }
 
@@ -503,7 +540,8 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
             if let Ok(Some(st)) = watchdog.0.try_wait() {
                 panic!(
                     "the watchdog exited with {st:?}:\n{}",
-                    std::fs::read_to_string(env.dir.path().join("watchdog.stderr")).unwrap_or_default()
+                    std::fs::read_to_string(env.dir.path().join("watchdog.stderr"))
+                        .unwrap_or_default()
                 );
             }
             children.iter().all(|c| running_pid(&env, c).is_some())
@@ -545,10 +583,14 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
             if who == "executor" {
                 // What the dead executor left: read before the next one's
                 // recovery, when the restart leaves time for it.
-                let prepared = q.list(QueueState::Active).unwrap_or_default().iter().any(|n| {
-                    std::fs::read(q.sidecar_path(QueueState::Active, n, "journal"))
-                        .is_ok_and(|b| String::from_utf8_lossy(&b).contains("\"prepared\""))
-                });
+                let prepared = q
+                    .list(QueueState::Active)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|n| {
+                        std::fs::read(q.sidecar_path(QueueState::Active, n, "journal"))
+                            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("\"prepared\""))
+                    });
                 if prepared {
                     journal_at_kill.fetch_add(1, Ordering::Relaxed);
                 }
@@ -580,11 +622,19 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
         assert_success(&env.ghostctl(&["release", &name]));
     }
     let settled = wait_until(WAIT, || {
-        [QueueState::Pending, QueueState::Active, QueueState::Deferred]
-            .iter()
-            .all(|s| q.list(*s).is_ok_and(|l| l.is_empty()))
+        [
+            QueueState::Pending,
+            QueueState::Active,
+            QueueState::Deferred,
+        ]
+        .iter()
+        .all(|s| q.list(*s).is_ok_and(|l| l.is_empty()))
     });
-    assert!(settled, "the queue did not settle: {:?}", states(&env).values().map(|v| v.0).collect::<Vec<_>>());
+    assert!(
+        settled,
+        "the queue did not settle: {:?}",
+        states(&env).values().map(|v| v.0).collect::<Vec<_>>()
+    );
     kill(Pid::from_raw(watchdog.0.id() as i32), Signal::SIGTERM).unwrap();
     let st = wait_exit(&mut watchdog.0, WAIT).expect("the watchdog stops on SIGTERM");
     assert_eq!(st.code(), Some(0), "the watchdog's exit");
@@ -602,7 +652,11 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
     let sent = ledger.sent.lock().unwrap().clone();
     for id in acked.keys() {
         let n = by_id.get(id).map_or(0, Vec::len);
-        assert_eq!(n, 1, "acknowledged {id} ({}) is in {n} queue states", acked[id]);
+        assert_eq!(
+            n, 1,
+            "acknowledged {id} ({}) is in {n} queue states",
+            acked[id]
+        );
     }
     for (id, at) in &by_id {
         assert!(sent.contains(id), "an entry {id} nobody sent");
@@ -613,7 +667,11 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
         assert_whole("at the end", id, at[0].0, tree.get(id));
     }
     for id in tree.keys() {
-        assert!(by_id.contains_key(id), "files of {id}, which is in no queue state: {:?}", tree[id]);
+        assert!(
+            by_id.contains_key(id),
+            "files of {id}, which is in no queue state: {:?}",
+            tree[id]
+        );
     }
     // Summaries parse and match their backups, or `ghostctl verify` repairs them.
     let mut repaired = 0;
@@ -638,9 +696,11 @@ fn torture_kill_9_of_every_process_loses_duplicates_and_half_applies_nothing() {
     // No panic anywhere: the logs, the children's stderr, the watchdog's, ghostctl's.
     let mut panics = ledger.panics.lock().unwrap().clone();
     let logs = std::fs::read_dir(env.layout().logs()).unwrap();
-    for f in logs.flatten().map(|e| e.path()).chain(
-        ["watchdog.stdout", "watchdog.stderr"].map(|n| env.dir.path().join(n)),
-    ) {
+    for f in logs
+        .flatten()
+        .map(|e| e.path())
+        .chain(["watchdog.stdout", "watchdog.stderr"].map(|n| env.dir.path().join(n)))
+    {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         if let Some(l) = text.lines().find(|l| l.contains("panicked")) {
             panics.push(format!("{}: {l}", f.display()));

@@ -531,7 +531,11 @@ fn take_back_git(
         }
         Err((log, msg)) => {
             att.checks.extend(log);
-            let prev = att.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+            let prev = att
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
             att.fail(
                 "rollback_unverified",
                 format!("{prev}; then git could not be put back: {msg}"),
