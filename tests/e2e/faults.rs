@@ -569,7 +569,7 @@ fn fault_under_the_alerts(fault: Fault) {
     env.drain();
     let active = env.layout().queue("default").dir(QueueState::Active);
     let p = patch(&env, "p");
-    let immutable = vec![alerts.clone(), env.layout().alerts_inbox()];
+    let immutable = [alerts.clone(), env.layout().alerts_inbox()];
     match fault {
         Fault::Eio => disk.as_ref().unwrap().shutdown(),
         Fault::ReadOnly => disk.as_ref().unwrap().remount("ro"),
