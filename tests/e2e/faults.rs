@@ -352,6 +352,18 @@ fn chattr(flag: &str, p: &Path) {
     run(Command::new("chattr").arg(flag).arg(p));
 }
 
+/// Paths that may carry the immutable flag: cleared on drop, so that a
+/// failed test leaves a temporary directory that can be removed.
+struct Unflag(Vec<PathBuf>);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
 fn loop_tools_or_skip(test: &str) -> bool {
     if !root_or_skip(test) {
         return false;
@@ -430,6 +442,7 @@ fn fault_under(area: Area, fault: Fault) {
             env.layout().logs().join("executor.log"),
         ],
     };
+    let _unflag = Unflag(immutable.clone());
     let inject = |disk: &Option<LoopFs>| match fault {
         Fault::Eio => disk.as_ref().unwrap().shutdown(),
         Fault::ReadOnly => disk.as_ref().unwrap().remount("ro"),
@@ -570,6 +583,11 @@ fn fault_under_the_alerts(fault: Fault) {
     let active = env.layout().queue("default").dir(QueueState::Active);
     let p = patch(&env, "p");
     let immutable = [alerts.clone(), env.layout().alerts_inbox()];
+    let _unflag = Unflag(vec![
+        alerts.clone(),
+        env.layout().alerts_inbox(),
+        active.clone(),
+    ]);
     match fault {
         Fault::Eio => disk.as_ref().unwrap().shutdown(),
         Fault::ReadOnly => disk.as_ref().unwrap().remount("ro"),
