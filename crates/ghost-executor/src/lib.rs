@@ -121,20 +121,14 @@ fn step(
     }
     let name = &due[0];
     let r = engine::process_one(ctx, name, hard_stop);
-    let moved = !ctx.queue.entry_path(QueueState::Pending, name).exists();
-    if moved || matches!(r, Ok(Some(_))) {
+    let left = !ctx.queue.entry_path(QueueState::Pending, name).exists();
+    if matches!(r, Ok(Some(_))) || left {
         // Claimed, or moved meanwhile: not due here any more.
         forget(std::slice::from_ref(name));
     }
-    // An error after the claim is never taken for a claim that went well:
-    // the caller reports it, and the entry it left in active/ is resolved by
-    // recovery before anything else is claimed (a next patch must not apply
-    // over a tree this one may have left half-changed).
-    match r {
-        Ok(Some(_)) => Ok(true),
-        Ok(None) => Ok(moved),
-        Err(e) => Err(e),
-    }
+    // An error stays an error even when the entry has left pending/ (a claim
+    // whose record could not be written): recovery resolves it in active/.
+    r.map(|o| o.is_some() || left)
 }
 
 /// A worker that cannot do its work (a full disk, an I/O error, a read-only
