@@ -5,6 +5,7 @@
 //! These tests mount a tmpfs as the data root, so they need root: CI runs as
 //! root (and fails them if it is not); elsewhere they print why they skip.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -215,4 +216,435 @@ fn a_daemon_on_a_full_root_alerts_and_resumes_by_itself_once_space_returns() {
         std::fs::read_to_string(env.tree("default").join("p.txt")).unwrap(),
         "p\n"
     );
+}
+
+// ---- EIO, a read-only filesystem and permission denied, area by area ----
+
+/// Where a fault is put: the directory that gets its own filesystem (EIO,
+/// read-only) or the immutable flag (permission denied).
+#[derive(Clone, Copy, Debug)]
+enum Area {
+    /// `queue/` (every state of every target: renames stay on one filesystem).
+    Queue,
+    /// `summaries/`.
+    Summaries,
+    /// `logs/`.
+    Logs,
+}
+
+impl Area {
+    fn dir(self) -> &'static str {
+        match self {
+            Area::Queue => "queue",
+            Area::Summaries => "summaries",
+            Area::Logs => "logs",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// `FS_IOC_SHUTDOWN` (after a sync): every later operation fails with EIO.
+    Eio,
+    /// `mount -o remount,ro`: EROFS.
+    ReadOnly,
+    /// `chattr +i` on the directory: EPERM, even for root.
+    Immutable,
+}
+
+impl Fault {
+    /// What the error says.
+    fn cause(self) -> &'static str {
+        match self {
+            Fault::Eio => "Input/output error",
+            Fault::ReadOnly => "Read-only file system",
+            Fault::Immutable => "Operation not permitted",
+        }
+    }
+}
+
+// FS_IOC_SHUTDOWN = _IOR('X', 125, __u32); flags 0: sync everything, then shut down.
+nix::ioctl_read!(fs_ioc_shutdown, b'X', 125, u32);
+const GOING_FLAGS_DEFAULT: u32 = 0;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run a system command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An ext4 image on a loop device mounted over one directory of the root.
+struct LoopFs {
+    image: PathBuf,
+    mnt: PathBuf,
+    devs: Vec<String>,
+}
+
+impl LoopFs {
+    fn mount(image: PathBuf, mnt: &Path) -> LoopFs {
+        File::create(&image).unwrap().set_len(32 << 20).unwrap();
+        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&image));
+        run(Command::new("mkfs.ext4").args(["-q", "-F", &dev]));
+        // The directory under the mount is empty and stays immutable: while
+        // the disk is swapped (`replace`) nothing can land there, out of sight.
+        let _ = std::fs::remove_dir_all(mnt);
+        std::fs::create_dir_all(mnt).unwrap();
+        chattr("+i", mnt);
+        run(Command::new("mount").arg(&dev).arg(mnt));
+        LoopFs {
+            image,
+            mnt: mnt.to_path_buf(),
+            devs: vec![dev],
+        }
+    }
+
+    fn shutdown(&self) {
+        let f = File::open(&self.mnt).unwrap();
+        let mut flags = GOING_FLAGS_DEFAULT;
+        // SAFETY: FS_IOC_SHUTDOWN reads one u32 from a valid pointer.
+        unsafe { fs_ioc_shutdown(std::os::fd::AsRawFd::as_raw_fd(&f), &mut flags) }
+            .expect("FS_IOC_SHUTDOWN");
+    }
+
+    /// The disk is back: the shut-down mount is detached (a process may
+    /// still hold it) and the image mounted again through a new loop device
+    /// (the old superblock stays shut down while anything holds it).
+    fn replace(&mut self) {
+        run(Command::new("umount").arg("-l").arg(&self.mnt));
+        let dev = run(Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&self.image));
+        run(Command::new("mount").arg(&dev).arg(&self.mnt));
+        self.devs.push(dev);
+    }
+
+    fn remount(&self, how: &str) {
+        let opts = format!("remount,{how}");
+        let ok = wait_until(WAIT, || {
+            Command::new("mount")
+                .args(["-o", &opts])
+                .arg(&self.mnt)
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ok, "mount -o {opts} {}", self.mnt.display());
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        for d in &self.devs {
+            let _ = Command::new("losetup").args(["-d", d]).status();
+        }
+        let _ = Command::new("chattr").arg("-i").arg(&self.mnt).status();
+    }
+}
+
+fn chattr(flag: &str, p: &Path) {
+    run(Command::new("chattr").arg(flag).arg(p));
+}
+
+/// Paths that may carry the immutable flag: cleared on drop, so that a
+/// failed test leaves a temporary directory that can be removed.
+struct Unflag(Vec<PathBuf>);
+
+impl Drop for Unflag {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
+fn loop_tools_or_skip(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    let missing: Vec<&str> = ["losetup", "mkfs.ext4", "chattr"]
+        .into_iter()
+        .filter(|c| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {c}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs {missing:?}; .ci/run installs e2fsprogs and mount");
+    }
+    eprintln!("SKIPPED: {test} needs {missing:?} (e2fsprogs, util-linux)");
+    false
+}
+
+/// Everything the executor said so far: its log, the log's fallback, its stderr.
+fn said(env: &TestEnv, fallback: &Path, stderr: &Path) -> String {
+    let mut all =
+        std::fs::read_to_string(env.layout().logs().join("executor.log")).unwrap_or_default();
+    for e in std::fs::read_dir(fallback).into_iter().flatten().flatten() {
+        all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    all.push_str(&std::fs::read_to_string(stderr).unwrap_or_default());
+    all
+}
+
+/// Any alert raised: a file in `alerts/inbox/` or a line in `CRITICAL_ALERT`.
+fn alerted(env: &TestEnv, status: &str) -> bool {
+    let inbox = std::fs::read_dir(env.layout().alerts_inbox())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| ghost_core::fs::read_json::<serde_json::Value>(&e.path()).ok())
+        .any(|a| a["status"] == status);
+    let word = if status == "resolved" {
+        "RESOLVED"
+    } else {
+        "CRITICAL"
+    };
+    inbox || std::fs::read_to_string(env.layout().critical_alert()).is_ok_and(|t| t.contains(word))
+}
+
+/// One fault under one area while the executor daemon runs: it says what
+/// failed (the path and the cause), raises an alert, loses nothing, and
+/// applies the patch by itself once the fault is gone. Under the queue, the
+/// patch is queued before the fault and the daemon starts into it (nothing
+/// can be queued while the queue is broken); elsewhere the daemon runs first
+/// and the patch arrives during the fault.
+fn fault_under(area: Area, fault: Fault) {
+    let what = format!("{fault:?} under {area:?}");
+    let mut env = TestEnv::new("");
+    let fallback = env.dir.path().join("fallback");
+    env.write_config(&merge_toml(FAST, &extra(&fallback)));
+    let mnt = env.root.join(area.dir());
+    let mut disk =
+        (fault != Fault::Immutable).then(|| LoopFs::mount(env.dir.path().join("area.img"), &mnt));
+    env.layout().create(["default"]).unwrap();
+    std::fs::create_dir_all(env.tree("default")).unwrap();
+    // A root in use: its log, heartbeat and summaries exist.
+    env.drain();
+    // The immutable flag on a directory stops its entries from changing;
+    // the log is appended to in place, so it gets the flag too.
+    let immutable = match area {
+        Area::Queue => vec![env.layout().queue("default").dir(QueueState::Active)],
+        Area::Summaries => vec![env.layout().summaries("default")],
+        Area::Logs => vec![
+            env.layout().logs(),
+            env.layout().logs().join("executor.log"),
+        ],
+    };
+    let _unflag = Unflag(immutable.clone());
+    let inject = |disk: &Option<LoopFs>| match fault {
+        Fault::Eio => disk.as_ref().unwrap().shutdown(),
+        Fault::ReadOnly => disk.as_ref().unwrap().remount("ro"),
+        Fault::Immutable => immutable.iter().for_each(|p| chattr("+i", p)),
+    };
+    let queue_first = matches!(area, Area::Queue);
+    let mut p = None;
+    if queue_first {
+        p = Some(patch(&env, "p"));
+        inject(&disk);
+    }
+    let stderr = env.dir.path().join("executor.stderr");
+    let child = env
+        .cmd(EXECUTOR)
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    env.children.push(child);
+    if !queue_first {
+        let hb = env.layout().heartbeat("executor");
+        assert!(wait_until(WAIT, || ghost_core::heartbeat::read(&hb)
+            .is_ok_and(|h| h.pid == pid)));
+        inject(&disk);
+        p = Some(patch(&env, "p"));
+    }
+    let p = p.unwrap();
+    let told = wait_until(WAIT, || {
+        env.assert_alive(pid);
+        let s = said(&env, &fallback, &stderr);
+        s.contains(fault.cause()) && s.contains(&format!("/{}", area.dir()))
+    });
+    assert!(
+        told,
+        "{what}: no error naming the path and the cause:\n{}",
+        said(&env, &fallback, &stderr)
+    );
+    assert!(
+        wait_until(WAIT, || alerted(&env, "firing")),
+        "{what}: no alert:\n{}",
+        said(&env, &fallback, &stderr)
+    );
+    if !matches!(area, Area::Logs) {
+        assert_ne!(
+            env.state_of("default", &p),
+            Some(QueueState::Done),
+            "{what}"
+        );
+    }
+    // The fault goes away; the daemon carries on by itself.
+    match fault {
+        Fault::Eio => disk.as_mut().unwrap().replace(),
+        Fault::ReadOnly => disk.as_ref().unwrap().remount("rw"),
+        Fault::Immutable => immutable.iter().for_each(|p| chattr("-i", p)),
+    }
+    let done = wait_until(WAIT, || {
+        env.assert_alive(pid);
+        env.state_of("default", &p) == Some(QueueState::Done)
+    });
+    assert!(
+        done,
+        "{what}: {p} is {:?} after the fault went away:\n{}",
+        env.state_of("default", &p),
+        said(&env, &fallback, &stderr)
+    );
+    assert_eq!(copies(&env, &p), 1, "{what}: {p} once");
+    // A patch queued afterwards goes through too.
+    let r = patch(&env, "r");
+    assert!(
+        wait_until(WAIT, || {
+            env.assert_alive(pid);
+            env.state_of("default", &r) == Some(QueueState::Done)
+        }),
+        "{what}: the flow did not recover:\n{}",
+        said(&env, &fallback, &stderr)
+    );
+    for id in ["p", "r"] {
+        let f = env.tree("default").join(format!("{id}.txt"));
+        assert_eq!(
+            std::fs::read_to_string(&f).ok().as_deref(),
+            Some(format!("{id}\n").as_str()),
+            "{what}: {}",
+            f.display()
+        );
+    }
+    let v = env.ghostctl(&["verify"]);
+    assert!(v.status.success(), "{what}: ghostctl verify: {v:?}");
+    let mut c = env.take_child(pid);
+    let _ = c.kill();
+    let _ = c.wait();
+    drop(disk);
+}
+
+#[test]
+fn eio_a_read_only_fs_and_permission_denied_under_the_queue_are_told_and_recovered() {
+    if loop_tools_or_skip("eio_a_read_only_fs_and_permission_denied_under_the_queue_…") {
+        for f in [Fault::Immutable, Fault::ReadOnly, Fault::Eio] {
+            fault_under(Area::Queue, f);
+        }
+    }
+}
+
+#[test]
+fn eio_a_read_only_fs_and_permission_denied_under_the_summaries_are_told_and_recovered() {
+    if loop_tools_or_skip("eio_a_read_only_fs_and_permission_denied_under_the_summaries_…") {
+        for f in [Fault::Immutable, Fault::ReadOnly, Fault::Eio] {
+            fault_under(Area::Summaries, f);
+        }
+    }
+}
+
+#[test]
+fn eio_and_permission_denied_under_the_logs_are_told_and_recovered() {
+    if loop_tools_or_skip("eio_and_permission_denied_under_the_logs_…") {
+        for f in [Fault::Immutable, Fault::Eio] {
+            fault_under(Area::Logs, f);
+        }
+    }
+}
+
+/// A fault under `alerts/` while the executor has something to alert about
+/// (its queue's `active/` is immutable, so it cannot claim): the alert that
+/// cannot be written is said on stderr with the path and the cause, lands by
+/// itself once `alerts/` works again (the queue still broken), and the
+/// all-clear follows once the queue works.
+fn fault_under_the_alerts(fault: Fault) {
+    let what = format!("{fault:?} under the alerts");
+    let mut env = TestEnv::new("");
+    let fallback = env.dir.path().join("fallback");
+    env.write_config(&merge_toml(FAST, &extra(&fallback)));
+    let alerts = env.layout().alerts();
+    let mut disk = (fault != Fault::Immutable)
+        .then(|| LoopFs::mount(env.dir.path().join("alerts.img"), &alerts));
+    env.layout().create(["default"]).unwrap();
+    std::fs::create_dir_all(env.tree("default")).unwrap();
+    env.drain();
+    let active = env.layout().queue("default").dir(QueueState::Active);
+    let p = patch(&env, "p");
+    let immutable = [alerts.clone(), env.layout().alerts_inbox()];
+    let _unflag = Unflag(vec![
+        alerts.clone(),
+        env.layout().alerts_inbox(),
+        active.clone(),
+    ]);
+    match fault {
+        Fault::Eio => disk.as_ref().unwrap().shutdown(),
+        Fault::ReadOnly => disk.as_ref().unwrap().remount("ro"),
+        Fault::Immutable => immutable.iter().for_each(|p| chattr("+i", p)),
+    }
+    chattr("+i", &active);
+    let stderr = env.dir.path().join("executor.stderr");
+    let child = env
+        .cmd(EXECUTOR)
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    env.children.push(child);
+    let told = wait_until(WAIT, || {
+        env.assert_alive(pid);
+        let s = std::fs::read_to_string(&stderr).unwrap_or_default();
+        s.contains("cannot raise an alert") && s.contains(fault.cause()) && s.contains("/alerts")
+    });
+    assert!(
+        told,
+        "{what}: not said:\n{}",
+        said(&env, &fallback, &stderr)
+    );
+    match fault {
+        Fault::Eio => disk.as_mut().unwrap().replace(),
+        Fault::ReadOnly => disk.as_ref().unwrap().remount("rw"),
+        Fault::Immutable => immutable.iter().for_each(|p| chattr("-i", p)),
+    }
+    assert!(
+        wait_until(WAIT, || {
+            env.assert_alive(pid);
+            alerted(&env, "firing")
+        }),
+        "{what}: the alert never landed once alerts/ worked:\n{}",
+        said(&env, &fallback, &stderr)
+    );
+    chattr("-i", &active);
+    assert!(
+        wait_until(WAIT, || {
+            env.assert_alive(pid);
+            env.state_of("default", &p) == Some(QueueState::Done) && alerted(&env, "resolved")
+        }),
+        "{what}: {p} is {:?}:\n{}",
+        env.state_of("default", &p),
+        said(&env, &fallback, &stderr)
+    );
+    assert_eq!(copies(&env, &p), 1, "{what}");
+    let mut c = env.take_child(pid);
+    let _ = c.kill();
+    let _ = c.wait();
+    drop(disk);
+}
+
+#[test]
+fn eio_a_read_only_fs_and_permission_denied_under_the_alerts_are_told_and_recovered() {
+    if loop_tools_or_skip("eio_a_read_only_fs_and_permission_denied_under_the_alerts_…") {
+        for f in [Fault::Immutable, Fault::ReadOnly, Fault::Eio] {
+            fault_under_the_alerts(f);
+        }
+    }
 }

@@ -23,4 +23,5 @@ mod powercut;
 mod reliability;
 mod retention;
 mod security;
+mod torture;
 mod watchdog;

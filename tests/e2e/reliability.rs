@@ -132,6 +132,76 @@ fn a_crash_around_the_git_commit_leaves_commit_and_files_together() {
 }
 
 #[test]
+fn an_injected_error_around_the_git_commit_takes_the_commit_back_with_the_files() {
+    // An I/O error (not a crash) at each window around the commit: the
+    // attempt fails, and whatever it committed and tagged goes with its files.
+    // (failpoint, where the patch is after the failed attempt)
+    let windows = [
+        ("crash-after-git-journal", QueueState::Deferred),
+        ("crash-after-git-commit", QueueState::Failed),
+        ("crash-before-complete", QueueState::Deferred),
+    ];
+    for (name, after) in windows {
+        let env = git_env();
+        env.write_config(&merge_toml(
+            &std::fs::read_to_string(env.root.join("ghost.toml")).unwrap(),
+            "[executor]\nbackoff_base = \"1h\"\nbackoff_max = \"1h\"\n",
+        ));
+        let tree = env.tree("default");
+        let p = env.enqueue_json(
+            "default",
+            &json!({"id": "P", "operations": [
+                {"op": "write", "path": "a.txt", "content": "a\n"},
+                {"op": "replace", "path": "base.txt", "find": "base", "replace": "BASE"}],
+              "git": {"commit": "Add a.txt", "tag": "v1"}}),
+        );
+        let out = env
+            .cmd(EXECUTOR)
+            .arg("--drain")
+            .env("FAILPOINTS", format!("{name}=1*return(error)"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert_eq!(env.state_of("default", &p), Some(after), "{name}");
+        let r = env.reason("default", after, &p);
+        assert!(
+            r.to_string().contains(&format!("failpoint {name})")),
+            "{name}: the reason names the error: {r}"
+        );
+        assert_eq!(
+            git(&tree, &["log", "--format=%s"]),
+            "root",
+            "{name}: no commit left"
+        );
+        assert_eq!(git(&tree, &["tag"]), "", "{name}: no tag left");
+        assert_eq!(git(&tree, &["status", "--porcelain"]), "", "{name}");
+        assert!(!tree.join("a.txt").exists(), "{name}");
+        assert_eq!(
+            std::fs::read_to_string(tree.join("base.txt")).unwrap(),
+            "base\n"
+        );
+        // The operator's retry applies it, committed and tagged once.
+        let o = env.ghostctl(&["retry", &p]);
+        assert!(o.status.success(), "{name}: {o:?}");
+        env.drain();
+        assert_eq!(
+            env.state_of("default", &p),
+            Some(QueueState::Done),
+            "{name}"
+        );
+        assert_eq!(
+            git(&tree, &["log", "--format=%s"])
+                .lines()
+                .collect::<Vec<_>>(),
+            ["Add a.txt", "root"],
+            "{name}"
+        );
+        assert_eq!(git(&tree, &["tag"]), "v1", "{name}");
+        assert_eq!(git(&tree, &["status", "--porcelain"]), "", "{name}");
+    }
+}
+
+#[test]
 fn a_crash_after_the_commit_of_a_patch_whose_retry_fails_leaves_no_commit() {
     let env = git_env();
     let tree = env.tree("default");

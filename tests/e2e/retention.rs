@@ -209,21 +209,27 @@ fn archive_with(env: &TestEnv, failpoints: &str) -> std::process::ExitStatus {
 
 #[test]
 fn a_crash_at_every_step_leaves_originals_or_a_verified_archive_and_a_rerun_finishes_once() {
-    for fp in [
+    // Each step crashes (`return`) or fails with an injected I/O error
+    // (`return(error)`, which the run reports and stops at).
+    let steps = [
         "archive-before-segment",
         "archive-after-segment",
         "archive-after-verify",
         "archive-after-index",
         "archive-mid-remove",
-    ] {
+    ];
+    for (fp, action) in steps
+        .iter()
+        .flat_map(|s| [(*s, "return"), (*s, "return(error)")])
+    {
         let env = TestEnv::new("");
         let names = submit_and_drain(&env, &["c1", "c2", "c3"]);
         age_done(&env, 40 * DAY);
         let before = files(&env);
-        let st = archive_with(&env, &format!("{fp}=return"));
+        let st = archive_with(&env, &format!("{fp}={action}"));
         assert!(
             !st.success(),
-            "{fp}: the failpoint should have stopped the run"
+            "{fp}={action}: the failpoint should have stopped the run"
         );
         originals_or_verified(&env, &names, &before);
         // The rerun completes: nothing left, one index line per item.

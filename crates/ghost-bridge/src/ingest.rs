@@ -161,15 +161,18 @@ impl Ingestor {
             original.unwrap_or_else(|| serde_json::to_vec_pretty(&value).unwrap_or_default());
         let admission = self.admission.clone();
         let over = target_override.map(str::to_string);
-        let outcome = tokio::task::spawn_blocking(move || admission.admit(&bytes, over.as_deref()))
-            .await
-            .unwrap_or_else(|e| Outcome::Failed(format!("the admission task failed: {e}")));
-        // The crash window between the durable write and the answer.
-        fail::fail_point!(
-            "bridge-crash-before-answer",
-            matches!(outcome, Outcome::Queued(_)),
-            |_| std::process::abort()
-        );
+        let mut outcome =
+            tokio::task::spawn_blocking(move || admission.admit(&bytes, over.as_deref()))
+                .await
+                .unwrap_or_else(|e| Outcome::Failed(format!("the admission task failed: {e}")));
+        // The crash window between the durable write and the answer; its
+        // error variant is a write reported failed after the entry went in
+        // (the client's retry then finds it: a duplicate, not a second entry).
+        if matches!(outcome, Outcome::Queued(_)) {
+            if let Err(e) = ghost_core::fault_point("bridge-crash-before-answer", None) {
+                outcome = Outcome::Failed(e.to_string());
+            }
+        }
         self.account(&outcome, source);
         outcome
     }

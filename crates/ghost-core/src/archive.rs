@@ -54,10 +54,11 @@ use crate::Layout;
 pub const ALERTS_GROUP: &str = ".alerts";
 
 /// A crash window: with the `failpoints` feature and `FAILPOINTS=<name>=return`
-/// the process aborts here, as a `kill -9` would stop it.
+/// the process aborts here, as a `kill -9` would stop it; `return(error)`
+/// fails the step with an injected I/O error ([`crate::fault_point`]).
 macro_rules! crash_point {
     ($name:literal) => {
-        fail::fail_point!($name, |_| std::process::abort())
+        crate::fault_point($name, None)?
     };
 }
 

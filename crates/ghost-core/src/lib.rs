@@ -52,6 +52,52 @@ pub fn init_failpoints() {
     }
 }
 
+/// A fault point: a crash window that can also fail. In builds with the
+/// `failpoints` feature (test builds), `FAILPOINTS=<name>=return` aborts the
+/// process here, as a `kill -9` or a power cut would stop it, and
+/// `<name>=return(error)` makes the step fail instead with an injected I/O
+/// error naming the failpoint, as a disk error would. `return(crash:TEXT)`
+/// and `return(error:TEXT)` fire only where the path involved contains TEXT
+/// (so that one write among many can be aimed at); `error-once:TEXT` fires
+/// the first time only (a count such as `1*return(...)` would be spent by
+/// the first write, aimed or not). Without the feature this is `Ok(())`.
+pub fn fault_point(name: &str, path: Option<&std::path::Path>) -> Result<()> {
+    #[cfg(feature = "failpoints")]
+    if let Some(arg) = fail::eval(name, |arg| arg.unwrap_or_default()) {
+        let (what, only) = match arg.split_once(':') {
+            Some((w, f)) => (w, Some(f)),
+            None => (arg.as_str(), None),
+        };
+        let aimed = only.is_none_or(|f| path.is_some_and(|p| p.to_string_lossy().contains(f)));
+        if aimed {
+            let error = match what {
+                "error" => true,
+                "error-once" => {
+                    static FIRED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+                    let mut fired = FIRED.lock().unwrap_or_else(|e| e.into_inner());
+                    if fired.iter().any(|n| n == name) {
+                        return Ok(());
+                    }
+                    fired.push(name.to_string());
+                    true
+                }
+                _ => false,
+            };
+            if error {
+                return Err(Error::io(
+                    "injected fault at",
+                    path.unwrap_or(std::path::Path::new(name)),
+                    std::io::Error::other(format!("injected I/O error (failpoint {name})")),
+                ));
+            }
+            std::process::abort();
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (name, path);
+    Ok(())
+}
+
 /// The version every binary and summary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

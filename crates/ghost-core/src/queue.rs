@@ -334,7 +334,7 @@ impl Queue {
         record: &EntryRecord,
     ) -> Result<()> {
         fs::write_json(&self.record_path(to, name), record)?;
-        fail::fail_point!("crash-before-move", |_| std::process::abort());
+        crate::fault_point("crash-before-move", Some(&self.entry_path(to, name)))?;
         durable_move(&self.entry_path(from, name), &self.entry_path(to, name))?;
         self.remove_sidecars(from, name);
         Ok(())
@@ -354,7 +354,10 @@ impl Queue {
             &self.entry_path(QueueState::Pending, name),
             &self.entry_path(QueueState::Active, name),
         )?;
-        fail::fail_point!("crash-after-claim-rename", |_| std::process::abort());
+        crate::fault_point(
+            "crash-after-claim-rename",
+            Some(&self.entry_path(QueueState::Active, name)),
+        )?;
         fs::write_json(&self.record_path(QueueState::Active, name), record)?;
         fs::fsync_dir(&self.dir(QueueState::Pending))?;
         self.remove_sidecars(QueueState::Pending, name);

@@ -308,7 +308,7 @@ pub fn write(dir: &Path, summary: &Summary) -> Result<Written> {
         (&files.backup_md, &md),
     ] {
         durable_write(path, bytes, FILE_MODE)?;
-        fail::fail_point!("crash-between-summary-files", |_| std::process::abort());
+        crate::fault_point("crash-between-summary-files", Some(path))?;
     }
     for (path, want) in [
         (&files.json, &json_md5),

@@ -53,7 +53,7 @@ use crate::journal::{self, Journal, Phase};
 /// A crash window (see the engine's).
 macro_rules! crash_point {
     ($name:literal) => {
-        fail::fail_point!($name, |_| std::process::abort())
+        ghost_core::fault_point($name, None)?
     };
 }
 

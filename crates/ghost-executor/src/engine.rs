@@ -41,11 +41,19 @@ use ghost_core::{Config, Layout, Result};
 use crate::command::{self, CmdFailure, Limits, ProcGroup, RunAs, Scrubber};
 
 /// A crash window: with the `failpoints` feature and `FAILPOINTS=<name>=return`,
-/// the process aborts here, as a `kill -9` or a power cut would stop it. The
-/// end-to-end tests arm each one and check what recovery makes of it.
+/// the process aborts here, as a `kill -9` or a power cut would stop it;
+/// `<name>=return(error)` fails the step with an injected I/O error instead
+/// ([`ghost_core::fault_point`]). The end-to-end tests arm each one and check
+/// what recovery makes of it.
 macro_rules! crash_point {
     ($name:literal) => {
-        fail::fail_point!($name, |_| std::process::abort())
+        ghost_core::fault_point($name, None)?
+    };
+    // Where the caller handles a failure itself (the attempt rolls back).
+    ($name:literal, |$e:ident| $on_error:expr) => {
+        if let Err($e) = ghost_core::fault_point($name, None) {
+            $on_error
+        }
     };
 }
 use crate::decision::{counts_as_attempt, decide, Backoff, Decision, Outcome};
@@ -399,7 +407,10 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         att.fail("io", format!("cannot write the undo journal: {e}"));
         return Outcome::Transient;
     }
-    crash_point!("crash-after-journal");
+    crash_point!("crash-after-journal", |e| {
+        att.fail("io", format!("after writing the undo journal: {e}"));
+        return undo(ctx, att, &tree, &journal, Outcome::Transient);
+    });
 
     // From here on the tree changes; every failure path rolls back.
     let applied = (|| -> Result<()> {
@@ -428,7 +439,10 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
         att.fail("io", format!("applying failed: {e}"));
         return undo(ctx, att, &tree, &journal, Outcome::Transient);
     }
-    crash_point!("crash-after-apply");
+    crash_point!("crash-after-apply", |e| {
+        att.fail("io", format!("after applying: {e}"));
+        return undo(ctx, att, &tree, &journal, Outcome::Transient);
+    });
 
     if let Some(outcome) = run_checks(att, "after", &patch.checks.after, &tree, &env, &limits) {
         return undo(ctx, att, &tree, &journal, outcome);
@@ -455,7 +469,10 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
                 return undo(ctx, att, &tree, &journal, Outcome::Permanent);
             }
         }
-        crash_point!("crash-after-git-journal");
+        crash_point!("crash-after-git-journal", |e| {
+            att.fail("io", format!("after recording the git head: {e}"));
+            return undo(ctx, att, &tree, &journal, Outcome::Transient);
+        });
         match crate::git::commit(&tree, &patch, &staged, &env, &limits) {
             Ok((g, checks)) => {
                 att.checks.extend(checks);
@@ -464,21 +481,71 @@ fn run_attempt(ctx: &TargetCtx, att: &mut Attempt, hard_stop: &CancellationToken
             Err((checks, msg)) => {
                 att.checks.extend(checks);
                 att.fail("git_failed", msg);
-                let o = undo(ctx, att, &tree, &journal, Outcome::Permanent);
-                crate::git::unstage(&tree, &staged, &env, &limits);
-                return o;
+                // A commit made before the failure goes with the files.
+                if !take_back_git(att, &tree, &journal, &env, &limits) {
+                    return Outcome::RollbackUnverified;
+                }
+                return undo(ctx, att, &tree, &journal, Outcome::Permanent);
             }
         }
     }
 
-    crash_point!("crash-before-complete");
-    journal.phase = Phase::Complete;
-    if let Err(e) = journal.write(&jpath) {
+    let complete = ghost_core::fault_point("crash-before-complete", None).and_then(|()| {
+        journal.phase = Phase::Complete;
+        journal.write(&jpath)
+    });
+    if let Err(e) = complete {
+        journal.phase = Phase::Prepared;
         att.fail("io", format!("cannot mark the journal complete: {e}"));
+        // Never a commit without its files: the commit and tag go first.
+        if !take_back_git(att, &tree, &journal, &env, &limits) {
+            return Outcome::RollbackUnverified;
+        }
         return undo(ctx, att, &tree, &journal, Outcome::Transient);
     }
-    crash_point!("crash-after-complete");
+    // Past `complete` the patch is applied whatever fails next (recovery
+    // would finish it): an error here is reported and changes nothing.
+    if let Err(e) = ghost_core::fault_point("crash-after-complete", None) {
+        warn!(event = "EXECUTOR_ERROR", target = %ctx.target, queue_name = %att.name, error = %e, "after the journal was marked complete; the patch stays applied");
+    }
     Outcome::Applied
+}
+
+/// A failed attempt that recorded a git head: put the branch back where the
+/// journal says it was (the patch's commit and tag removed, the index reset
+/// for its paths) before its files roll back. False, with the attempt marked
+/// `rollback_unverified` and its journal kept, when git cannot be put back.
+fn take_back_git(
+    att: &mut Attempt,
+    tree: &Tree,
+    journal: &Journal,
+    env: &std::collections::BTreeMap<String, String>,
+    limits: &Limits<'_>,
+) -> bool {
+    let Some(before) = &journal.git else {
+        return true;
+    };
+    match crate::git::recover(tree, before, false, env, limits) {
+        Ok((_, log)) => {
+            att.checks.extend(log);
+            att.git = None;
+            true
+        }
+        Err((log, msg)) => {
+            att.checks.extend(log);
+            let prev = att
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            att.fail(
+                "rollback_unverified",
+                format!("{prev}; then git could not be put back: {msg}"),
+            );
+            att.keep_journal = true;
+            false
+        }
+    }
 }
 
 /// Run a phase's checks in order; the outcome of the first that fails, with
@@ -848,7 +915,15 @@ fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
             Outcome::Crashed
         }
     };
-    info!(event = "PATCH_RECOVERED", target = %ctx.target, queue_name = name, outcome = outcome_label(outcome), "resolved an entry a dead executor left in active/");
+    // `journal` says where the dead executor was: `none` (claimed, the tree
+    // untouched), `prepared` (mid-apply: rolled back or kept with its
+    // commit), `complete` (applied, finished here).
+    let phase = match &journal {
+        None => "none",
+        Some(j) if j.phase == Phase::Complete => "complete",
+        Some(_) => "prepared",
+    };
+    info!(event = "PATCH_RECOVERED", target = %ctx.target, queue_name = name, outcome = outcome_label(outcome), journal = phase, "resolved an entry a dead executor left in active/");
     finish(ctx, att, outcome)?;
     Ok(())
 }

@@ -316,7 +316,8 @@ pub fn commit(
             g.run(&c)?;
             commit = Some(g.run(&["rev-parse", "HEAD"])?);
             // A crash window of the transaction: committed, not yet complete.
-            fail::fail_point!("crash-after-git-commit", |_| std::process::abort());
+            // Its error variant: the caller takes the commit back with the files.
+            ghost_core::fault_point("crash-after-git-commit", None).map_err(|e| e.to_string())?;
         }
         if let Some(t) = &tag {
             if let Err(e) = g.run(&["tag", t]) {

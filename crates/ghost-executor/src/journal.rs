@@ -204,7 +204,7 @@ pub fn rollback(tree: &Tree, journal: &Journal) -> Result<RollbackSummary> {
                         tree.create_dir(&anc)?;
                     }
                     tree.write_file(&f.path, &bytes, b.mode)?;
-                    fail::fail_point!("crash-mid-rollback", |_| std::process::abort());
+                    ghost_core::fault_point("crash-mid-rollback", None)?;
                 }
             }
             None => {

@@ -12,6 +12,11 @@
 //! - [`tree`]: the same guarantees inside a target's working tree, with every path
 //!   resolved beneath the tree (symlinks cannot lead out).
 //!
+//! Each step of a durable write is a fault point in test builds
+//! ([`crate::fault_point`]): `fs-after-temp-write`, `fs-after-temp-fsync`,
+//! `fs-after-rename` (also of [`durable_move`]) and `fs-before-dir-fsync`
+//! (every directory fsync), each a crash or an injected error.
+//!
 //! A failed `fsync` is returned as an error and never retried on the same file
 //! descriptor: after a failed fsync Linux may have dropped the dirty pages, so a
 //! second fsync that "succeeds" proves nothing. The caller treats the item as not
@@ -122,6 +127,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     if dir_fsync_weakened() {
         return Ok(());
     }
+    crate::fault_point("fs-before-dir-fsync", Some(dir))?;
     let f = File::open(dir).ctx("open directory", dir)?;
     note_fsync();
     f.sync_all().ctx("fsync directory", dir)
@@ -150,6 +156,7 @@ pub fn durable_write(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// that nobody listing `pending/` ever sees a half-written file.
 pub fn durable_write_via(tmp_dir: &Path, dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     write_synced_temp(tmp_dir, dest, bytes, mode, |tmp| rename_raw(tmp, dest))?;
+    crate::fault_point("fs-after-rename", Some(dest))?;
     fsync_dir(parent_of(dest))
 }
 
@@ -206,8 +213,10 @@ fn write_synced_temp(
         f.set_permissions(fs::Permissions::from_mode(mode))
             .ctx("chmod temp file", &tmp)?;
         f.write_all(bytes).ctx("write temp file", &tmp)?;
+        crate::fault_point("fs-after-temp-write", Some(dest))?;
         note_fsync();
         f.sync_all().ctx("fsync", &tmp)?;
+        crate::fault_point("fs-after-temp-fsync", Some(dest))?;
         drop(f);
         publish(&tmp)
     })();
@@ -333,6 +342,7 @@ pub(crate) fn rename_raw(from: &Path, to: &Path) -> Result<()> {
 /// directories. This is the only way an entry changes state.
 pub fn durable_move(from: &Path, to: &Path) -> Result<()> {
     rename_noreplace(from, to)?;
+    crate::fault_point("fs-after-rename", Some(to))?;
     let (fd, td) = (parent_of(from), parent_of(to));
     fsync_dir(td)?;
     if fd != td {
