@@ -100,6 +100,10 @@ pub struct Monitor {
     maintenance: maintain::Maintenance,
     /// What `/metrics` exports; shared with the dashboard.
     metrics: std::sync::Arc<dashboard::metrics::Metrics>,
+    /// Per target, `failed/` as last listed (sorted names).
+    failed_listed: BTreeMap<String, Vec<String>>,
+    /// The book was read back after a failed cycle: compare every listing.
+    retake_failed: bool,
 }
 
 /// What one cycle did (for the benchmark and the logs).
@@ -159,6 +163,8 @@ impl Monitor {
             cycles: 0,
             last_book: None,
             metrics: Default::default(),
+            failed_listed: BTreeMap::new(),
+            retake_failed: false,
         })
     }
 
@@ -175,7 +181,22 @@ impl Monitor {
     pub fn cycle(&mut self) -> Result<CycleReport> {
         let started = std::time::Instant::now();
         let now = now_ms();
-        let (mut health, findings) = self.collector.collect(&self.config, &self.layout, now);
+        let (mut health, mut findings) = self.collector.collect(&self.config, &self.layout, now);
+        // Taken in with the episodes they start, in the book write below.
+        // After a failed cycle (the book read back) every last listing is
+        // compared again: what that cycle took in was never written.
+        for (t, names) in &findings.failed_listed {
+            self.failed_listed.insert(t.clone(), names.clone());
+        }
+        let listed = if std::mem::take(&mut self.retake_failed) {
+            self.failed_listed
+                .iter()
+                .map(|(t, n)| (t.clone(), n.clone()))
+                .collect()
+        } else {
+            std::mem::take(&mut findings.failed_listed)
+        };
+        findings.newly_failed = collect::take_in_failed(&mut self.book.failed_seen, listed);
         let signals = rules::evaluate(&self.config, &health, &findings);
 
         let mut events: Vec<Event> = Vec::new();
@@ -268,6 +289,7 @@ impl Monitor {
             Ok(b) => {
                 self.book = b;
                 self.last_book = None;
+                self.retake_failed = true;
                 deliver::set_aside_orphans(&self.layout, &self.book.committed);
             }
             Err(e) => {
