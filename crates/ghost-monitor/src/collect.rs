@@ -40,6 +40,9 @@ pub struct Findings {
     pub newly_failed: Vec<(String, String)>,
     /// Per target whose `failed/` was listed this cycle: its names, sorted.
     pub failed_listed: Vec<(String, Vec<String>)>,
+    /// Entries listed and summaries checked this cycle: how much heap the
+    /// cycle went through (see [`crate::trim_heap`]).
+    pub work: usize,
 }
 
 /// The collector's memory between cycles.
@@ -148,6 +151,9 @@ impl Collector {
                 .cache
                 .refresh(&dir, now_ms, || crate::dircache::entries(&dir));
             let listing = self.cache.get(&dir).expect("refreshed just now");
+            if refresh.relisted {
+                f.work += listing.len();
+            }
             let mut sh = StateHealth {
                 count: listing.len(),
                 oldest_age_s: None,
@@ -183,8 +189,10 @@ impl Collector {
                     // its entry is first listed, not again in a full sweep.
                     let finished = &mut self.finished;
                     if refresh.first {
+                        f.work += listing.len();
                         check_summaries(corrupt, Some(finished), layout, target, listing.names());
                     } else if full_sweep {
+                        f.work += listing.len();
                         check_summaries(corrupt, None, layout, target, listing.names());
                     } else {
                         let added = refresh.added.iter().cloned();

@@ -297,6 +297,7 @@ mod tests {
         h.given_up = vec!["bridge".into()];
         let f = Findings {
             newly_failed: vec![("default".into(), "n4".into())],
+            ..Default::default()
         };
         let s = evaluate(&config, &h, &f);
         let fps: Vec<(&str, Severity)> = s

@@ -857,7 +857,8 @@ impl Sup {
 /// start-up lines and says nothing about why it ended; the tail otherwise (a
 /// hang, a start timeout, a stop that ended in a kill or a non-zero code).
 fn stopped_tail(cause: ExitCause, le: &LastExit) -> Option<&str> {
-    let clean_stop = cause == ExitCause::Stopped && le.kind() == ghost_core::watchdog::ExitKind::Clean;
+    let clean_stop =
+        cause == ExitCause::Stopped && le.kind() == ghost_core::watchdog::ExitKind::Clean;
     le.stderr_tail.as_deref().filter(|_| !clean_stop)
 }
 
@@ -952,7 +953,10 @@ mod tests {
             (exit(None, Some(9), ExitCause::Stopped), ExitCause::Stopped),
             (exit(Some(1), None, ExitCause::Stopped), ExitCause::Stopped),
             (exit(Some(0), None, ExitCause::Hang), ExitCause::Hang),
-            (exit(None, Some(15), ExitCause::StartTimeout), ExitCause::StartTimeout),
+            (
+                exit(None, Some(15), ExitCause::StartTimeout),
+                ExitCause::StartTimeout,
+            ),
         ] {
             assert_eq!(
                 stopped_tail(cause, &le),

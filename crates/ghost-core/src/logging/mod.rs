@@ -156,7 +156,8 @@ impl Scratch {
             "LOG"
         };
         // ts is 24 bytes; the rest is the fields' own text and the punctuation.
-        let len = 64 + fixed.len() + level.len() + event.len() + self.message.len() + self.rest.len();
+        let len =
+            64 + fixed.len() + level.len() + event.len() + self.message.len() + self.rest.len();
         let mut out = String::with_capacity(len);
         out.push_str("{\"ts\":\"");
         let _ = write!(out, "{ts}");

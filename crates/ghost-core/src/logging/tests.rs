@@ -408,7 +408,10 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
         "the directory is recreated at the start"
     );
     let primary = lines_of(&d.path().join("logs/unit.log"));
-    let events: Vec<&str> = primary.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    let events: Vec<&str> = primary
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         events,
         ["LOG_PRIMARY_FAILED", "TEST", "TEST", "LOG_FALLBACK_COPIED"]
@@ -442,10 +445,18 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
     log_n(&w, 4, 1);
     assert!(w.sink().flush(WAIT));
     let primary = lines_of(&d.path().join("logs/unit.log"));
-    let events: Vec<&str> = primary.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    let events: Vec<&str> = primary
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         events,
-        ["LOG_PRIMARY_FAILED", "TEST", "LOG_PRIMARY_RECOVERED", "TEST"]
+        [
+            "LOG_PRIMARY_FAILED",
+            "TEST",
+            "LOG_PRIMARY_RECOVERED",
+            "TEST"
+        ]
     );
     assert_eq!(test_indices(&primary), [3, 4]);
     assert_eq!(

@@ -613,17 +613,18 @@ impl Writer {
         }
         let mut sizes = Vec::new();
         for f in &files {
-            let mut data =
-                rotate::read_log(f).map_err(|e| format!("read {}: {e}", f.display()))?;
+            let mut data = rotate::read_log(f).map_err(|e| format!("read {}: {e}", f.display()))?;
             sizes.push(data.len() as u64);
             // A line cut by a crash mid-write still ends as a line.
             if !data.is_empty() && !data.ends_with(b"\n") {
                 data.push(b'\n');
             }
             for chunk in line_chunks(&data, BATCH_BYTES) {
-                if self.primary.as_ref().is_some_and(|p| {
-                    p.size > 0 && p.size + chunk.len() as u64 > self.cfg.max_bytes
-                }) {
+                if self
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| p.size > 0 && p.size + chunk.len() as u64 > self.cfg.max_bytes)
+                {
                     self.rotate(Reason::Size);
                 }
                 if let Err(e) = self.write_primary(chunk) {
@@ -649,7 +650,8 @@ impl Writer {
             if let Err(e) = crate::fs::durable_move(f, &dest) {
                 // Its lines are in the primary now; left as it is, they
                 // would be copied again by the next recovery.
-                out.problems.push(format!("keep {} as copied: {e}", f.display()));
+                out.problems
+                    .push(format!("keep {} as copied: {e}", f.display()));
                 continue;
             }
             let kept = if self.cfg.compress && dest.extension().is_none_or(|e| e != "gz") {
@@ -670,8 +672,7 @@ impl Writer {
             }
             out.kept.push(kept);
         }
-        if let Err(e) = rotate::purge(&self.fallback_dir, &self.component, self.cfg.keep as usize)
-        {
+        if let Err(e) = rotate::purge(&self.fallback_dir, &self.component, self.cfg.keep as usize) {
             out.problems.push(format!("purge: {e}"));
         }
         Ok(out)
@@ -823,7 +824,11 @@ impl Writer {
                 return;
             }
         };
-        let kept: Vec<String> = copied.kept.iter().map(|p| p.display().to_string()).collect();
+        let kept: Vec<String> = copied
+            .kept
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         let line = self.own_line(
             "WARN",
             "LOG_PRIMARY_RECOVERED",
@@ -843,11 +848,9 @@ impl Writer {
             }),
         );
         // The line and its fdatasync are the proof that the primary works.
-        let attempt = self.write_primary(line.as_bytes()).and_then(|()| {
-            self.primary
-                .as_ref()
-                .map_or(Ok(()), |p| p.file.sync_data())
-        });
+        let attempt = self
+            .write_primary(line.as_bytes())
+            .and_then(|()| self.primary.as_ref().map_or(Ok(()), |p| p.file.sync_data()));
         match attempt {
             Ok(()) => {
                 self.dirty = false;
