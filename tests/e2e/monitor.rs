@@ -528,7 +528,7 @@ fn a_patch_failed_while_the_monitor_was_down_is_told_once_after_it_starts() {
     let t = text_of(&hook.messages()[0]);
     assert!(t.contains("patch_failed") && t.contains(&name), "{t}");
     assert!(!t.contains(&old), "{t}");
-    assert_eq!(failed_notified(&env), [name.clone()]);
+    assert_eq!(failed_notified(&env), std::slice::from_ref(&name));
     assert!(holds_for(Duration::from_secs(1), || hook.count() == 1));
 
     // A restart tells nothing again.
