@@ -260,11 +260,15 @@ fn recovery_waits_for_the_tree_lock_another_process_holds() {
 }
 
 #[test]
-fn a_crash_before_the_claim_during_rollback_recovery_or_summary_ends_wholly_applied_once() {
+fn a_crash_in_the_claim_during_rollback_recovery_or_summary_ends_wholly_applied_once() {
     use crate::crash::{check_after, setup};
     // (the failpoints of each crashed run before a clean drain, attempts P ends with)
-    let cases: [(&[&str], u32); 5] = [
-        // The claim record is written, the rename into active/ never happens.
+    let cases: [(&[&str], u32); 6] = [
+        // The claim's rename into active/ happens, its record is never written:
+        // the attempt never started and is not counted.
+        (&["crash-after-claim-rename=return"], 1),
+        // The patch is applied and its record written in done/, the rename
+        // into done/ never happens.
         (&["crash-before-move=return"], 1),
         // An I/O error mid-apply, then a crash while rolling it back.
         (

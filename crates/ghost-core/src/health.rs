@@ -165,8 +165,12 @@ fn yes() -> bool {
 pub struct SummaryHealth {
     /// Summaries known intact.
     pub verified: usize,
-    /// `<target>/<name>` of summaries that are missing or differ from their backup.
+    /// `<target>/<name>` of summaries that are missing or differ from their
+    /// backup: at most the first 1,000 (`corrupt_count` has them all).
     pub corrupt: Vec<String>,
+    /// How many summaries are not intact, per target.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub corrupt_count: BTreeMap<String, usize>,
     /// When every summary was last checked (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_full_sweep: Option<String>,

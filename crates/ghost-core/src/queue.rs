@@ -340,6 +340,36 @@ impl Queue {
         Ok(())
     }
 
+    /// Claim `name`: move it from `pending/` to `active/`, then write its
+    /// record there. The rename comes first so that an entry is taken the
+    /// moment the executor sees it, without waiting for an fsync; the record's
+    /// durable write that follows makes the rename durable too (both are in
+    /// `active/`, whose directory it fsyncs), then `pending/` is fsynced. A
+    /// crash between the two leaves the entry in `active/` beside no record,
+    /// its record still in `pending/`: [`Queue::read_claimed_record`] falls
+    /// back to that one, so an attempt that never started is not counted.
+    /// Fails with the rename's error when the entry has left `pending/`.
+    pub fn claim(&self, name: &str, record: &EntryRecord) -> Result<()> {
+        fs::rename_noreplace(
+            &self.entry_path(QueueState::Pending, name),
+            &self.entry_path(QueueState::Active, name),
+        )?;
+        fail::fail_point!("crash-after-claim-rename", |_| std::process::abort());
+        fs::write_json(&self.record_path(QueueState::Active, name), record)?;
+        fs::fsync_dir(&self.dir(QueueState::Pending))?;
+        self.remove_sidecars(QueueState::Pending, name);
+        Ok(())
+    }
+
+    /// The record of a claimed entry: the one in `active/`, or the one it had
+    /// in `pending/` when a crash came between its claim's rename and record.
+    pub fn read_claimed_record(&self, name: &str) -> Result<EntryRecord> {
+        if self.record_path(QueueState::Active, name).exists() {
+            return self.read_record(QueueState::Active, name);
+        }
+        self.read_record(QueueState::Pending, name)
+    }
+
     /// Remove every sidecar of `name` in `state`. Best effort and without fsync:
     /// one that reappears after a crash is an orphan that [`Queue::sweep`] clears.
     /// Each kind ghostbridge writes is unlinked by name: listing the directory
@@ -463,6 +493,40 @@ mod tests {
         assert!(q.record_path(QueueState::Done, &a).exists());
         assert_eq!(counts(&q).unwrap()["done"], 1);
         assert!(q.list(QueueState::Trash).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_claim_moves_first_and_its_record_falls_back_to_pending() {
+        let (_d, q) = queue();
+        let a = q.enqueue(b"{\"a\":1}").unwrap();
+        let old = EntryRecord {
+            attempts: 2,
+            ..Default::default()
+        };
+        q.write_record(QueueState::Pending, &a, &old).unwrap();
+        // A crash between the claim's rename and its record: the entry is in
+        // active/, its record still the one in pending/.
+        fs::rename_noreplace(
+            &q.entry_path(QueueState::Pending, &a),
+            &q.entry_path(QueueState::Active, &a),
+        )
+        .unwrap();
+        assert_eq!(q.read_claimed_record(&a).unwrap().attempts, 2);
+        // A whole claim: the new record in active/, none left in pending/.
+        let b = q.enqueue(b"{\"b\":1}").unwrap();
+        q.write_record(QueueState::Pending, &b, &old).unwrap();
+        let new = EntryRecord {
+            attempts: 3,
+            ..Default::default()
+        };
+        q.claim(&b, &new).unwrap();
+        assert_eq!(q.find(&b), Some(QueueState::Active));
+        assert_eq!(q.read_claimed_record(&b).unwrap().attempts, 3);
+        assert!(!q.record_path(QueueState::Pending, &b).exists());
+        // An entry that left pending/ meanwhile is not claimed, and nothing is written.
+        let err = q.claim(&b, &new).unwrap_err();
+        assert!(err.to_string().contains("rename"), "{err}");
+        assert_eq!(q.find(&b), Some(QueueState::Active));
     }
 
     #[test]

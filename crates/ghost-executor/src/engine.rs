@@ -252,9 +252,11 @@ pub fn process_one(
         attempt: record.attempts,
         version: ghost_core::VERSION.to_string(),
     });
-    if let Err(e) = q.transition(name, QueueState::Pending, QueueState::Active, &record) {
-        if !q.entry_path(QueueState::Pending, name).exists() {
-            q.remove_sidecars(QueueState::Active, name);
+    if let Err(e) = q.claim(name, &record) {
+        // Moved meanwhile (an operator's hold): not ours any more.
+        if !q.entry_path(QueueState::Pending, name).exists()
+            && !q.entry_path(QueueState::Active, name).exists()
+        {
             return Ok(None);
         }
         return Err(e);
@@ -749,7 +751,7 @@ pub(crate) fn recover_held(ctx: &TargetCtx) -> Result<usize> {
 
 fn recover_one(ctx: &TargetCtx, name: &str) -> Result<()> {
     let q = &ctx.queue;
-    let record = q.read_record(QueueState::Active, name).unwrap_or_default();
+    let record = q.read_claimed_record(name).unwrap_or_default();
     let claim = record.claim.clone();
     let bytes = ghost_core::fs::read(&q.entry_path(QueueState::Active, name))?;
     let patch = parse_patch(

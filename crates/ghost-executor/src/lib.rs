@@ -121,12 +121,14 @@ fn step(
     }
     let name = &due[0];
     let r = engine::process_one(ctx, name, hard_stop);
-    if matches!(r, Ok(Some(_))) || !ctx.queue.entry_path(QueueState::Pending, name).exists() {
-        // Claimed, or moved meanwhile.
+    let left = !ctx.queue.entry_path(QueueState::Pending, name).exists();
+    if matches!(r, Ok(Some(_))) || left {
+        // Claimed, or moved meanwhile: not due here any more.
         forget(std::slice::from_ref(name));
-        return Ok(true);
     }
-    r.map(|o| o.is_some())
+    // An error stays an error even when the entry has left pending/ (a claim
+    // whose record could not be written): recovery resolves it in active/.
+    r.map(|o| o.is_some() || left)
 }
 
 /// A worker that cannot do its work (a full disk, an I/O error, a read-only

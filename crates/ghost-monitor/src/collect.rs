@@ -109,9 +109,16 @@ impl Collector {
         if full_sweep {
             self.last_full_sweep_ms = Some(now_ms);
         }
+        let mut corrupt_count = BTreeMap::new();
+        for id in self.corrupt.keys() {
+            let t = id.split_once('/').map_or(id.as_str(), |(t, _)| t);
+            *corrupt_count.entry(t.to_string()).or_insert(0) += 1;
+        }
         h.summaries = SummaryHealth {
             verified: self.terminal.saturating_sub(self.corrupt.len()),
-            corrupt: self.corrupt.keys().cloned().collect(),
+            // Bounded like the stuck list, however many there are.
+            corrupt: self.corrupt.keys().take(STUCK_LISTED).cloned().collect(),
+            corrupt_count,
             last_full_sweep: self.last_full_sweep_ms.map(ms_rfc3339),
         };
         self.components(config, layout, now_ms, &mut h);

@@ -29,6 +29,51 @@ pub const RULES: [(&str, &str); 12] = [
     ("patch_failed", "info: an entry reached failed/"),
 ];
 
+/// Most per-patch episodes one rule keeps on one target. Past it the rule
+/// raises one episode for the whole target (`rule:target:*`) naming the count
+/// and the first few: 100,000 corrupt summaries are one problem to a person,
+/// and one episode each would make `alerts/state.json` grow with them.
+pub const PER_PATCH_EPISODES: usize = 100;
+
+/// The per-patch signals of one rule on target `t`: one each for `names`,
+/// or, when `count` exceeds [`PER_PATCH_EPISODES`], one for all of them.
+#[allow(clippy::too_many_arguments)]
+fn per_patch(
+    out: &mut Vec<Signal>,
+    rule: &str,
+    t: &str,
+    names: &[String],
+    count: usize,
+    severity: Severity,
+    one: impl Fn(&str) -> (String, String),
+    many: impl Fn(usize, &str) -> (String, String),
+) {
+    if count > PER_PATCH_EPISODES {
+        let first: Vec<&str> = names.iter().take(5).map(|n| n.as_str()).collect();
+        let (title, message) = many(count, &first.join(", "));
+        out.push(sig(
+            format!("{rule}:{t}:*"),
+            "executor",
+            "*",
+            severity,
+            title,
+            message,
+        ));
+        return;
+    }
+    for n in names {
+        let (title, message) = one(n);
+        out.push(sig(
+            format!("{rule}:{t}:{n}"),
+            "executor",
+            n,
+            severity,
+            title,
+            message,
+        ));
+    }
+}
+
 fn sig(
     fingerprint: String,
     component: &str,
@@ -46,6 +91,18 @@ fn sig(
         message,
         origin: Origin::Rule,
     }
+}
+
+/// `(target, name)` pairs grouped by target, in order.
+fn by_target(pairs: impl Iterator<Item = (String, String)>) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (t, n) in pairs {
+        match out.iter_mut().find(|(x, _)| *x == t) {
+            Some((_, v)) => v.push(n),
+            None => out.push((t, vec![n])),
+        }
+    }
+    out
 }
 
 /// The signals that hold in `h`.
@@ -81,26 +138,47 @@ pub fn evaluate(config: &Config, h: &Health, f: &Findings) -> Vec<Signal> {
                 ),
             ));
         }
-        for n in &th.stuck {
-            out.push(sig(
-                format!("patch_stuck:{t}:{n}"),
-                "executor",
-                n,
-                Severity::Critical,
+        let stuck = th.states.get("stuck").map_or(0, |s| s.count);
+        per_patch(
+            &mut out,
+            "patch_stuck",
+            t,
+            &th.stuck,
+            stuck.max(th.stuck.len()),
+            Severity::Critical,
+            |n| {
+                (
                 format!("patch {n} is stuck on target {t}"),
                 format!("queue/{t}/.stuck/{n}.json needs a person: `ghostctl show {n}`, then `ghostctl retry` or `ghostctl delete --reason …`."),
-            ));
-        }
-        for n in &th.orphaned_claims {
-            out.push(sig(
-                format!("claim_orphaned:{t}:{n}"),
-                "executor",
-                n,
-                Severity::Warning,
+            )
+            },
+            |count, first| {
+                (
+                format!("{count} patches are stuck on target {t}"),
+                format!("queue/{t}/.stuck/ holds {count} entries that need a person (first: {first}): `ghostctl ls --state stuck --target {t}`."),
+            )
+            },
+        );
+        per_patch(
+            &mut out,
+            "claim_orphaned",
+            t,
+            &th.orphaned_claims,
+            th.orphaned_claims.len(),
+            Severity::Warning,
+            |n| {
+                (
                 format!("patch {n} is claimed by an executor that is gone"),
                 format!("queue/{t}/active/{n}.json: the executor's recovery at start-up rolls it back; is the executor running?"),
-            ));
-        }
+            )
+            },
+            |count, first| {
+                (
+                format!("{count} patches on target {t} are claimed by an executor that is gone"),
+                format!("queue/{t}/active/ (first: {first}): the executor's recovery at start-up rolls them back; is the executor running?"),
+            )
+            },
+        );
     }
     for (c, ch) in &h.components {
         let stopped = ch.status.as_deref() == Some("stopped");
@@ -178,16 +256,32 @@ pub fn evaluate(config: &Config, h: &Health, f: &Findings) -> Vec<Signal> {
             ));
         }
     }
-    for id in &h.summaries.corrupt {
+    for (t, names) in by_target(h.summaries.corrupt.iter().map(|id| {
         let (t, n) = id.split_once('/').unwrap_or((id, ""));
-        out.push(sig(
-            format!("summary_corrupt:{t}:{n}"),
-            "executor",
-            n,
+        (t.to_string(), n.to_string())
+    })) {
+        // The list is bounded; the count per target is not.
+        let count = h.summaries.corrupt_count.get(&t).copied().unwrap_or(0);
+        per_patch(
+            &mut out,
+            "summary_corrupt",
+            &t,
+            &names,
+            count.max(names.len()),
             Severity::Critical,
-            format!("summary of {n} on target {t} is not intact"),
-            format!("summaries/{t}/{n}.json is missing or differs from its backup: `ghostctl verify` repairs it from the intact copy."),
-        ));
+            |n| {
+                (
+                format!("summary of {n} on target {t} is not intact"),
+                format!("summaries/{t}/{n}.json is missing or differs from its backup: `ghostctl verify` repairs it from the intact copy."),
+            )
+            },
+            |count, first| {
+                (
+                format!("{count} summaries on target {t} are not intact"),
+                format!("Missing or different from their backups (first: {first}): `ghostctl verify` repairs them from the intact copies."),
+            )
+            },
+        );
     }
     for d in &h.disks {
         if d.free_percent < m.disk_free_min_percent {
@@ -220,18 +314,32 @@ pub fn evaluate(config: &Config, h: &Health, f: &Findings) -> Vec<Signal> {
             format!("It failed more often than watchdog.max_restarts allows. Fix the cause (logs/{c}.stderr.log), then `ghostctl restart {c}`."),
         ));
     }
-    for (t, n) in &f.newly_failed {
-        let mut s = sig(
-            format!("patch_failed:{t}:{n}"),
-            "executor",
-            n,
+    for (t, names) in by_target(f.newly_failed.iter().cloned()) {
+        let start = out.len();
+        per_patch(
+            &mut out,
+            "patch_failed",
+            &t,
+            &names,
+            names.len(),
             Severity::Info,
-            format!("patch {n} failed on target {t}"),
-            format!("`ghostctl show {n}` has the reason; fix the patch and `ghostctl retry {n}`."),
+            |n| {
+                (
+                format!("patch {n} failed on target {t}"),
+                format!("`ghostctl show {n}` has the reason; fix the patch and `ghostctl retry {n}`."),
+            )
+            },
+            |count, first| {
+                (
+                format!("{count} patches failed on target {t}"),
+                format!("First: {first}. `ghostctl ls --state failed --target {t}` lists them; `ghostctl show ID` has each reason."),
+            )
+            },
         );
         // Told once: it is not cleared by the rule (it is over once told).
-        s.origin = Origin::Inbox;
-        out.push(s);
+        for s in &mut out[start..] {
+            s.origin = Origin::Inbox;
+        }
     }
     out
 }
@@ -328,5 +436,68 @@ mod tests {
             );
         }
         assert!(evaluate(&config, &Health::default(), &Findings::default()).is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_per_patch_problems_is_one_episode_per_rule_and_target() {
+        let config = Config::default();
+        let names = |n: usize| (0..n).map(|i| format!("n{i}")).collect::<Vec<_>>();
+        let fps = |h: &Health, f: &Findings| {
+            evaluate(&config, h, f)
+                .into_iter()
+                .map(|s| s.fingerprint)
+                .collect::<Vec<_>>()
+        };
+        // At the limit: one episode per patch.
+        let mut h = Health::default();
+        let mut th = TargetHealth {
+            stuck: names(PER_PATCH_EPISODES),
+            ..Default::default()
+        };
+        h.targets.insert("default".into(), th.clone());
+        assert_eq!(fps(&h, &Findings::default()).len(), PER_PATCH_EPISODES);
+        // Past it: one for the target, whatever the listed names.
+        th.states.insert(
+            "stuck".into(),
+            StateHealth {
+                count: 5000,
+                oldest_age_s: Some(1),
+                buckets: vec![],
+            },
+        );
+        h.targets.insert("default".into(), th);
+        let got = evaluate(&config, &h, &Findings::default());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].fingerprint, "patch_stuck:default:*");
+        assert!(
+            got[0].title.starts_with("5000 patches are stuck"),
+            "{}",
+            got[0].title
+        );
+        // Corrupt summaries: the bounded list and the full count per target.
+        let mut h = Health::default();
+        h.summaries.corrupt = names(1000)
+            .into_iter()
+            .map(|n| format!("default/{n}"))
+            .chain(["other/x".to_string()])
+            .collect();
+        h.summaries.corrupt_count = [("default".to_string(), 100_000), ("other".to_string(), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            fps(&h, &Findings::default()),
+            ["summary_corrupt:default:*", "summary_corrupt:other:x"]
+        );
+        // A burst of failures: told once, as one.
+        let f = Findings {
+            newly_failed: names(PER_PATCH_EPISODES + 1)
+                .into_iter()
+                .map(|n| ("default".to_string(), n))
+                .collect(),
+        };
+        let got = evaluate(&config, &Health::default(), &f);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].fingerprint, "patch_failed:default:*");
+        assert_eq!(got[0].origin, Origin::Inbox);
     }
 }

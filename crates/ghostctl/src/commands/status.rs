@@ -560,7 +560,11 @@ fn render_health(o: &mut String, s: &Status) {
         let _ = writeln!(
             o,
             "  !! {} summaries not intact (`ghostctl verify`)",
-            h.summaries.corrupt.len()
+            h.summaries
+                .corrupt_count
+                .values()
+                .sum::<usize>()
+                .max(h.summaries.corrupt.len())
         );
     }
     if s.firing.is_empty() {
