@@ -494,6 +494,7 @@ mod tests {
                 .into_iter()
                 .map(|n| ("default".to_string(), n))
                 .collect(),
+            ..Default::default()
         };
         let got = evaluate(&config, &Health::default(), &f);
         assert_eq!(got.len(), 1);
