@@ -150,6 +150,6 @@ pub fn run(md: &mut String, base: &Path) {
         (rss1.saturating_sub(rss0)) as f64 / 1024.0
     );
     let _ = writeln!(md, "| `ghost-monitor` idle, empty root: CPU / RSS | **{cpu_e:.3} %** / **{:.1} MiB** | < 0.1 % / < 10 MiB |", rss_e as f64 / 1024.0);
-    let _ = writeln!(md, "| `ghost-monitor` idle, the large root: CPU / RSS (its first cycle, with the full sweep, took {:.1} s) | {cpu_l:.3} % / {:.1} MiB | |\n", first_l.as_secs_f64(), rss_l as f64 / 1024.0);
-    let _ = writeln!(md, "Steady cycles (ms): {:?}. The steady cycles above list every directory (no watcher in-process). The binary lists a queue directory again only after a file event touches it or every `monitor.full_rescan_interval` (10 min), so on the large root an idle cycle lists nothing; what remains is ageing the names it keeps in memory (16 bytes each).\n", steady.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
+    let _ = writeln!(md, "| `ghost-monitor` idle, the large root: CPU / RSS (its first cycle, with the full sweep, took {:.1} s) | **{cpu_l:.3} %** / **{:.1} MiB** | < 0.1 % / < 10 MiB |\n", first_l.as_secs_f64(), rss_l as f64 / 1024.0);
+    let _ = writeln!(md, "Steady cycles (ms): {:?}. The steady cycles above list every directory (no watcher in-process). The binary lists a queue directory again only after a file event touches it or every `monitor.full_rescan_interval` (10 min), so on the large root an idle cycle lists nothing; what remains is ageing the names it keeps in memory (16 bytes each). After a cycle that listed or read many entries (the first, with its sweep) the monitor gives the freed heap back (`malloc_trim`), so the idle RSS is the listings plus the empty root's.\n", steady.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
 }

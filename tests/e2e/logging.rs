@@ -213,6 +213,36 @@ fn a_full_logs_filesystem_falls_back_alerts_pauses_and_resumes_without_losing_a_
             format!("{id}\n")
         );
     }
+
+    // The lines logged during the outage were copied back into the primary,
+    // in order, before the recovery line; the fallback file is kept, renamed
+    // as copied, and the ledger says so.
+    let in_primary = lines(&primary);
+    let applied_ids: Vec<&str> = in_primary
+        .iter()
+        .filter(|v| v["event"] == "PATCH_APPLIED")
+        .map(|v| v["patch_id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = applied.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(applied_ids, want, "every patch's line, once, in order");
+    let pos = |event: &str| in_primary.iter().position(|v| v["event"] == event).unwrap();
+    assert!(pos("LOG_PRIMARY_FAILED") < pos("LOG_PRIMARY_RECOVERED"));
+    let recovered = &in_primary[pos("LOG_PRIMARY_RECOVERED")];
+    assert!(
+        recovered["lines_copied"].as_u64().unwrap() >= 2,
+        "{recovered}"
+    );
+    assert!(!fb.exists(), "the fallback file is renamed as copied");
+    let copied = ghost_core::logging::rotate::list_copied(&fallback, "executor");
+    assert_eq!(copied.len(), 1);
+    assert_eq!(recovered["kept"][0], copied[0].path.display().to_string());
+    let kept = ghost_core::logging::rotate::read_log(&copied[0].path).unwrap();
+    assert!(String::from_utf8_lossy(&kept).contains("\"event\":\"PATCH_APPLIED\""));
+    let ledger = ghost_core::logging::ledger::read_tail(&logs, 1 << 20);
+    assert!(ledger.iter().any(
+        |r| r.reason == ghost_core::logging::ledger::Reason::FallbackCopied
+            && r.component == "executor"
+    ));
 }
 
 #[test]

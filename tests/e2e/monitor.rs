@@ -471,6 +471,73 @@ fn a_corrupted_summary_is_detected() {
     assert_eq!(h.summaries.corrupt, [format!("default/{name}")]);
 }
 
+/// A patch whose after-check fails, applied by the real executor: it ends
+/// in `failed/` with its summary.
+fn failed_entry(env: &TestEnv, id: &str) -> String {
+    let name = env.enqueue_json(
+        "default",
+        &json!({"id": id, "operations": [{"op": "write", "path": format!("{id}.txt"), "content": "x\n"}], "checks": {"after": [{"argv": ["false"]}]}}),
+    );
+    env.drain();
+    assert_eq!(env.state_of("default", &name), Some(QueueState::Failed));
+    name
+}
+
+/// The `patch_failed` notifications in `alerts/alerts.jsonl`, as the queue
+/// names they are about.
+fn failed_notified(env: &TestEnv) -> Vec<String> {
+    alerts_jsonl(env)
+        .iter()
+        .filter(|l| l["type"] == "notification" && l["notification"]["rule"] == "patch_failed")
+        .flat_map(|l| {
+            l["notification"]["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|a| a["subject"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_patch_failed_while_the_monitor_was_down_is_told_once_after_it_starts() {
+    let hook = Hook::default();
+    let port = hook.serve(0);
+    let mut env = TestEnv::new(&config(port, ""));
+    // Failed before any monitor ran on this root: recorded, not news.
+    let old = failed_entry(&env, "old");
+    let pid = spawn_monitor(&mut env);
+    assert!(wait_until(Duration::from_secs(20), || {
+        ghost_core::alerting::read_book(&env.layout())
+            .is_ok_and(|b| b.failed_seen.is_some_and(|s| s["default"] == [old.clone()]))
+    }));
+    assert!(
+        holds_for(Duration::from_secs(1), || hook.count() == 0),
+        "{:?}",
+        hook.messages()
+    );
+    stop(&mut env, pid);
+
+    // Fails while no monitor runs: the next one tells it, once.
+    let name = failed_entry(&env, "new");
+    let pid = spawn_monitor(&mut env);
+    assert!(
+        wait_until(Duration::from_secs(20), || hook.count() == 1),
+        "one message"
+    );
+    let t = text_of(&hook.messages()[0]);
+    assert!(t.contains("patch_failed") && t.contains(&name), "{t}");
+    assert!(!t.contains(&old), "{t}");
+    assert_eq!(failed_notified(&env), std::slice::from_ref(&name));
+    assert!(holds_for(Duration::from_secs(1), || hook.count() == 1));
+
+    // A restart tells nothing again.
+    stop(&mut env, pid);
+    let _pid = spawn_monitor(&mut env);
+    assert!(holds_for(Duration::from_secs(2), || hook.count() == 1));
+    assert_eq!(failed_notified(&env), [name]);
+}
+
 // ---- Alertmanager ----
 
 /// The real Alertmanager on a loopback port, or None (with the reason

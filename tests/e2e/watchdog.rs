@@ -418,6 +418,18 @@ fn sighup_restarts_only_the_children_whose_settings_changed() {
         "not counted"
     );
     assert_eq!(events(&env, "CHILD_RECONFIGURED", None).len(), 1);
+    // A stop asked for that ended cleanly: its log line carries no stderr
+    // tail (the start-up lines there would only be noise).
+    assert!(wait_until(WAIT, || !events(
+        &env,
+        "CHILD_STOPPED",
+        Some("executor")
+    )
+    .is_empty()));
+    for e in events(&env, "CHILD_STOPPED", Some("executor")) {
+        assert_eq!(e["kind"], "Clean", "{e}");
+        assert!(e.get("stderr_tail").is_none(), "{e}");
+    }
 
     // An invalid configuration changes nothing.
     env.write_config("[executor]\nno_such_key = 1\n");

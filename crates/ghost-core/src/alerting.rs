@@ -43,6 +43,13 @@ pub struct Book {
     /// episodes it was about are still owed a message, and get a new one).
     #[serde(default)]
     pub committed: Vec<String>,
+    /// Per target, the sorted names in `failed/` as last taken in: a name in
+    /// `failed/` that is not here failed since, even while no monitor ran,
+    /// and is owed its `patch_failed` notification. Absent until a monitor
+    /// first ran on the root (that one records what it finds and tells
+    /// nobody about failures older than itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_seen: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// How many notification ids [`Book::committed`] keeps.

@@ -35,8 +35,14 @@ pub const RECHECK_PER_CYCLE: usize = 1000;
 /// What the rules need beyond the published model.
 #[derive(Debug, Default)]
 pub struct Findings {
-    /// `(target, name)` that reached `failed/` since the monitor started.
+    /// `(target, name)` that reached `failed/` since the book last took
+    /// `failed/` in ([`take_in_failed`]), filled in by the monitor.
     pub newly_failed: Vec<(String, String)>,
+    /// Per target whose `failed/` was listed this cycle: its names, sorted.
+    pub failed_listed: Vec<(String, Vec<String>)>,
+    /// Entries listed and summaries checked this cycle: how much heap the
+    /// cycle went through (see [`crate::trim_heap`]).
+    pub work: usize,
 }
 
 /// The collector's memory between cycles.
@@ -152,6 +158,9 @@ impl Collector {
                 .cache
                 .refresh(&dir, now_ms, || crate::dircache::entries(&dir));
             let listing = self.cache.get(&dir).expect("refreshed just now");
+            if refresh.relisted {
+                f.work += listing.len();
+            }
             let mut sh = StateHealth {
                 count: listing.len(),
                 oldest_age_s: None,
@@ -187,8 +196,10 @@ impl Collector {
                     // its entry is first listed, not again in a full sweep.
                     let finished = &mut self.finished;
                     if refresh.first {
+                        f.work += listing.len();
                         check_summaries(corrupt, Some(finished), layout, target, listing.names());
                     } else if full_sweep {
+                        f.work += listing.len();
                         check_summaries(corrupt, None, layout, target, listing.names());
                     } else {
                         let added = refresh.added.iter().cloned();
@@ -197,10 +208,10 @@ impl Collector {
                 }
                 _ => {}
             }
-            if state == QueueState::Failed && !refresh.first {
-                for n in refresh.added {
-                    f.newly_failed.push((target.to_string(), n));
-                }
+            if state == QueueState::Failed && refresh.relisted {
+                let mut names: Vec<String> = listing.names().collect();
+                names.sort_unstable();
+                f.failed_listed.push((target.to_string(), names));
             }
             th.states.insert(state.name().to_string(), sh);
         }
@@ -384,6 +395,9 @@ impl Collector {
                     let (Some(c), Some(at)) = (v["component"].as_str(), v["at"].as_str()) else {
                         continue;
                     };
+                    if v["reason"] == "fallback_copied" {
+                        continue; // lines copied back after an outage, not a rotation
+                    }
                     if let Some(t) = ghost_core::time::parse_rfc3339(at) {
                         self.rotations
                             .push_back((c.to_string(), ghost_core::time::unix_ms(t)));
@@ -423,6 +437,37 @@ fn check_summaries(
             }
         }
     }
+}
+
+/// Take this cycle's `failed/` listings into `seen` (the book's
+/// `failed_seen`) and return the entries that failed since it was last
+/// written, whether or not a monitor was running then: each is taken in once,
+/// in the same book write as the episode it starts, so its `patch_failed`
+/// notification goes out exactly once across restarts.
+///
+/// The first monitor on a root (`seen` is `None`) records what it finds and
+/// returns nothing: failures older than any monitor are not news. A target
+/// new to the book is news (it was created after the monitor first ran).
+pub fn take_in_failed(
+    seen: &mut Option<BTreeMap<String, Vec<String>>>,
+    listed: Vec<(String, Vec<String>)>,
+) -> Vec<(String, String)> {
+    let first = seen.is_none();
+    let seen = seen.get_or_insert_with(BTreeMap::new);
+    let mut out = Vec::new();
+    for (target, names) in listed {
+        if !first {
+            let before = seen.get(&target).map(Vec::as_slice).unwrap_or_default();
+            out.extend(
+                names
+                    .iter()
+                    .filter(|n| before.binary_search(n).is_err())
+                    .map(|n| (target.clone(), n.clone())),
+            );
+        }
+        seen.insert(target, names);
+    }
+    out
 }
 
 /// ok / late / down from a heartbeat's age and whether its pid lives.
@@ -561,6 +606,34 @@ mod tests {
             "pid gone"
         );
         assert_eq!(judge(None, true, 200, 1000), BeatState::Down);
+    }
+
+    #[test]
+    fn failures_are_news_once_and_never_on_the_first_run() {
+        let l = |t: &str, n: &[&str]| (t.to_string(), n.iter().map(|s| s.to_string()).collect());
+        let mut seen = None;
+        // The first monitor on the root: what is there is recorded, not told.
+        assert!(take_in_failed(&mut seen, vec![l("default", &["a", "b"])]).is_empty());
+        assert_eq!(seen.as_ref().unwrap()["default"], ["a", "b"]);
+        // Failed since (with or without a monitor running): told once.
+        let new = take_in_failed(&mut seen, vec![l("default", &["a", "b", "c"])]);
+        assert_eq!(new, [("default".to_string(), "c".to_string())]);
+        assert!(take_in_failed(&mut seen, vec![l("default", &["a", "b", "c"])]).is_empty());
+        // A target not listed this cycle keeps what was seen.
+        assert!(take_in_failed(&mut seen, vec![]).is_empty());
+        // Retried away and failed again: news again. A new target: news.
+        assert!(take_in_failed(&mut seen, vec![l("default", &["a", "b"])]).is_empty());
+        let new = take_in_failed(
+            &mut seen,
+            vec![l("default", &["a", "b", "c"]), l("other", &["x"])],
+        );
+        assert_eq!(
+            new,
+            [
+                ("default".to_string(), "c".to_string()),
+                ("other".to_string(), "x".to_string())
+            ]
+        );
     }
 
     #[test]

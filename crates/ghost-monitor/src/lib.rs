@@ -100,6 +100,10 @@ pub struct Monitor {
     maintenance: maintain::Maintenance,
     /// What `/metrics` exports; shared with the dashboard.
     metrics: std::sync::Arc<dashboard::metrics::Metrics>,
+    /// Per target, `failed/` as last listed (sorted names).
+    failed_listed: BTreeMap<String, Vec<String>>,
+    /// The book was read back after a failed cycle: compare every listing.
+    retake_failed: bool,
 }
 
 /// What one cycle did (for the benchmark and the logs).
@@ -159,6 +163,8 @@ impl Monitor {
             cycles: 0,
             last_book: None,
             metrics: Default::default(),
+            failed_listed: BTreeMap::new(),
+            retake_failed: false,
         })
     }
 
@@ -175,7 +181,22 @@ impl Monitor {
     pub fn cycle(&mut self) -> Result<CycleReport> {
         let started = std::time::Instant::now();
         let now = now_ms();
-        let (mut health, findings) = self.collector.collect(&self.config, &self.layout, now);
+        let (mut health, mut findings) = self.collector.collect(&self.config, &self.layout, now);
+        // Taken in with the episodes they start, in the book write below.
+        // After a failed cycle (the book read back) every last listing is
+        // compared again: what that cycle took in was never written.
+        for (t, names) in &findings.failed_listed {
+            self.failed_listed.insert(t.clone(), names.clone());
+        }
+        let listed = if std::mem::take(&mut self.retake_failed) {
+            self.failed_listed
+                .iter()
+                .map(|(t, n)| (t.clone(), n.clone()))
+                .collect()
+        } else {
+            std::mem::take(&mut findings.failed_listed)
+        };
+        findings.newly_failed = collect::take_in_failed(&mut self.book.failed_seen, listed);
         let signals = rules::evaluate(&self.config, &health, &findings);
 
         let mut events: Vec<Event> = Vec::new();
@@ -252,6 +273,9 @@ impl Monitor {
         self.metrics.update(&health, watchdog.as_ref());
         self.sample(&health, now);
         self.cycles += 1;
+        if findings.work >= TRIM_AFTER_WORK {
+            trim_heap();
+        }
         Ok(CycleReport {
             duration: started.elapsed(),
             firing: firing.len(),
@@ -268,6 +292,7 @@ impl Monitor {
             Ok(b) => {
                 self.book = b;
                 self.last_book = None;
+                self.retake_failed = true;
                 deliver::set_aside_orphans(&self.layout, &self.book.committed);
             }
             Err(e) => {
@@ -389,6 +414,26 @@ impl Monitor {
             consider(s.until_ms);
         }
         due
+    }
+}
+
+/// A cycle that listed or checked at least this many entries gives the
+/// freed heap back afterwards ([`trim_heap`]).
+const TRIM_AFTER_WORK: usize = 10_000;
+
+/// Give the heap that a large cycle freed back to the system.
+///
+/// The first cycle on a large root (and a full rescan or summary sweep)
+/// allocates tens of MiB for a moment — 100,000 names listed, as many
+/// summaries read — and keeps a few MiB of it; glibc returns freed memory
+/// only from the top of the heap by itself, so the rest would stay in the
+/// idle monitor's RSS for good. `malloc_trim(0)` releases every free page.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks;
+    // it takes no pointer from us and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -405,6 +405,7 @@ mod tests {
         h.given_up = vec!["bridge".into()];
         let f = Findings {
             newly_failed: vec![("default".into(), "n4".into())],
+            ..Default::default()
         };
         let s = evaluate(&config, &h, &f);
         let fps: Vec<(&str, Severity)> = s
@@ -493,6 +494,7 @@ mod tests {
                 .into_iter()
                 .map(|n| ("default".to_string(), n))
                 .collect(),
+            ..Default::default()
         };
         let got = evaluate(&config, &Health::default(), &f);
         assert_eq!(got.len(), 1);

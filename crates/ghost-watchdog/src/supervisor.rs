@@ -852,6 +852,16 @@ impl Sup {
     }
 }
 
+/// The stderr tail a `CHILD_STOPPED` line carries: none for a stop that was
+/// asked for and ended cleanly (code 0), where the tail is only the child's
+/// start-up lines and says nothing about why it ended; the tail otherwise (a
+/// hang, a start timeout, a stop that ended in a kill or a non-zero code).
+fn stopped_tail(cause: ExitCause, le: &LastExit) -> Option<&str> {
+    let clean_stop =
+        cause == ExitCause::Stopped && le.kind() == ghost_core::watchdog::ExitKind::Clean;
+    le.stderr_tail.as_deref().filter(|_| !clean_stop)
+}
+
 /// Bookkeeping and logs for one transition of child `name`.
 fn observe(name: &str, c: &mut Child, before: Phase, ev: Event, stderr_log: &Path) {
     let after = c.st.phase;
@@ -879,8 +889,9 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event, stderr_log: &Pat
                     kind = ?le.kind(), stderr_tail = %tail, "exited on its own ({}){}", le.describe(),
                     le.reason().map(|r| format!(": {r}")).unwrap_or_default());
             } else {
+                let tail = stopped_tail(cause, &le);
                 info!(event = "CHILD_STOPPED", child = name, pid, code = ?exit.code, signal = ?le.signal_name,
-                    kind = ?le.kind(), cause = cause.as_str(), stderr_tail = %tail, "exited ({})", le.describe());
+                    kind = ?le.kind(), cause = cause.as_str(), stderr_tail = tail, "exited ({})", le.describe());
             }
             c.last_exit = Some(le);
             c.running_since = None;
@@ -922,5 +933,36 @@ fn observe(name: &str, c: &mut Child, before: Phase, ev: Event, stderr_log: &Pat
             );
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clean_requested_stop_logs_no_stderr_tail() {
+        let exit = |code, signal, cause| {
+            LastExit::new(code, signal, cause, "t".into())
+                .with_stderr_tail("starting\nlistening on 127.0.0.1:1\n")
+        };
+        let clean = exit(Some(0), None, ExitCause::Stopped);
+        assert!(clean.stderr_tail.is_some(), "the state keeps it");
+        assert_eq!(stopped_tail(ExitCause::Stopped, &clean), None);
+        for (le, cause) in [
+            (exit(None, Some(9), ExitCause::Stopped), ExitCause::Stopped),
+            (exit(Some(1), None, ExitCause::Stopped), ExitCause::Stopped),
+            (exit(Some(0), None, ExitCause::Hang), ExitCause::Hang),
+            (
+                exit(None, Some(15), ExitCause::StartTimeout),
+                ExitCause::StartTimeout,
+            ),
+        ] {
+            assert_eq!(
+                stopped_tail(cause, &le),
+                Some("starting\nlistening on 127.0.0.1:1"),
+                "{le:?}"
+            );
+        }
     }
 }

@@ -5,6 +5,12 @@
 //! ```json
 //! {"component":"executor","at":"…","from_size":5242880,"rotated":"executor.20260102T030405.678Z.log.gz","reason":"size"}
 //! ```
+//!
+//! A record with reason `fallback_copied` is not a rotation: the lines a
+//! process wrote to its fallback file during an outage were copied back into
+//! `logs/<component>.log`; `rotated` names the fallback file as kept, in `dir`
+//! (the fallback directory), and `from_size` is its size. Rotation counts
+//! leave these records out.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -20,10 +26,19 @@ pub const LEDGER_FILE: &str = "rotations.jsonl";
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     Size,
     Age,
+    /// Not a rotation: a fallback file's lines were copied back (see above).
+    FallbackCopied,
+}
+
+impl Reason {
+    /// Whether the record is a rotation of `logs/<component>.log`.
+    pub fn is_rotation(self) -> bool {
+        self != Reason::FallbackCopied
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +50,9 @@ pub struct RotationRecord {
     /// File name of the rotated file (in `logs/`), as finally kept.
     pub rotated: String,
     pub reason: Reason,
+    /// Where `rotated` is when it is not in `logs/` (a fallback file copied back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 pub fn path(logs_dir: &Path) -> PathBuf {
@@ -82,7 +100,10 @@ impl RapidWindow {
     /// Seed from the ledger so a restarted process remembers the last hour.
     pub fn from_ledger(records: &[RotationRecord], component: &str, now: SystemTime) -> Self {
         let mut w = RapidWindow::default();
-        for r in records.iter().filter(|r| r.component == component) {
+        for r in records
+            .iter()
+            .filter(|r| r.component == component && r.reason.is_rotation())
+        {
             if let Some(t) = crate::time::parse_rfc3339(&r.at) {
                 if now.duration_since(t).is_ok_and(|a| a < HOUR) {
                     w.times.push_back(t);
@@ -134,6 +155,7 @@ mod tests {
                     from_size: 10,
                     rotated: format!("{c}.x.log"),
                     reason: Reason::Size,
+                    dir: None,
                 },
             )
             .unwrap();

@@ -19,6 +19,8 @@ pub mod pause;
 pub mod rotate;
 pub mod writer;
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -37,24 +39,23 @@ use crate::error::Result;
 
 /// The `tracing` layer that turns events into JSON lines for a [`LogSink`].
 pub struct JsonLayer {
-    component: String,
-    pid: u32,
+    /// `,"component":…,"pid":…`, the same for every line of this layer.
+    fixed: String,
     sink: LogSink,
 }
 
 impl JsonLayer {
     pub fn new(component: &str, sink: LogSink) -> Self {
-        JsonLayer {
-            component: component.to_string(),
-            pid: std::process::id(),
-            sink,
-        }
+        let mut fixed = String::from(",\"component\":");
+        push_json_str(&mut fixed, component);
+        fixed.push_str(",\"pid\":");
+        fixed.push_str(&std::process::id().to_string());
+        JsonLayer { fixed, sink }
     }
 }
 
-/// Appends `s` as a JSON string literal.
-pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
+/// Appends `s` JSON-escaped, without the quotes.
+fn push_json_escaped(out: &mut String, s: &str) {
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -68,14 +69,31 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
-            out.push_str(&format!("\\u{b:04x}"));
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.push_str(esc);
         }
         start = i + 1;
     }
     out.push_str(&s[start..]);
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    push_json_escaped(out, s);
+    out.push('"');
+}
+
+/// A `fmt::Write` that JSON-escapes into a string: `Debug` values are
+/// formatted straight into the line, with no string of their own.
+struct Escaper<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaper<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        push_json_escaped(self.0, s);
+        Ok(())
+    }
 }
 
 /// `{"ts":…,"level":…,"component":…,"pid":…,"event":…,"msg":…` (no closing brace).
@@ -102,30 +120,93 @@ pub(crate) fn line_prefix(
     push_json_str(out, msg);
 }
 
+/// One event's fields, JSON-escaped, in buffers each thread keeps and reuses:
+/// the caller's thread allocates nothing per event but the line it sends.
 #[derive(Default)]
-struct LineVisitor {
-    event: Option<String>,
-    message: Option<String>,
+struct Scratch {
+    /// Whether the event has an `event` field, and its text (escaped).
+    has_event: bool,
+    event_text: String,
+    /// The message (escaped).
+    message: String,
     /// `,"key":value` for every other field.
     rest: String,
 }
 
-impl LineVisitor {
+impl Scratch {
+    fn clear(&mut self) {
+        self.has_event = false;
+        self.event_text.clear();
+        self.message.clear();
+        self.rest.clear();
+    }
+
     fn key(&mut self, field: &Field) {
         self.rest.push(',');
         push_json_str(&mut self.rest, field.name());
         self.rest.push(':');
     }
+
+    /// The line: `{"ts":…,…,"msg":…<rest>}\n`, allocated once at its size.
+    fn line(&self, fixed: &str, level: &str) -> String {
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let event = if self.has_event {
+            self.event_text.as_str()
+        } else {
+            "LOG"
+        };
+        // ts is 24 bytes; the rest is the fields' own text and the punctuation.
+        let len =
+            64 + fixed.len() + level.len() + event.len() + self.message.len() + self.rest.len();
+        let mut out = String::with_capacity(len);
+        out.push_str("{\"ts\":\"");
+        let _ = write!(out, "{ts}");
+        out.push_str("\",\"level\":\"");
+        out.push_str(level);
+        out.push('"');
+        out.push_str(fixed);
+        out.push_str(",\"event\":\"");
+        out.push_str(event);
+        out.push_str("\",\"msg\":\"");
+        out.push_str(&self.message);
+        out.push('"');
+        out.push_str(&self.rest);
+        out.push_str("}\n");
+        out
+    }
 }
 
-impl Visit for LineVisitor {
+impl Visit for Scratch {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record_str(field, &format!("{value:?}"));
+        match field.name() {
+            "event" => {
+                self.has_event = true;
+                self.event_text.clear();
+                let _ = write!(Escaper(&mut self.event_text), "{value:?}");
+            }
+            "message" => {
+                self.message.clear();
+                let _ = write!(Escaper(&mut self.message), "{value:?}");
+            }
+            _ => {
+                self.key(field);
+                self.rest.push('"');
+                let _ = write!(Escaper(&mut self.rest), "{value:?}");
+                self.rest.push('"');
+            }
+        }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "event" => self.event = Some(value.to_string()),
-            "message" => self.message = Some(value.to_string()),
+            "event" => {
+                self.has_event = true;
+                self.event_text.clear();
+                push_json_escaped(&mut self.event_text, value);
+            }
+            "message" => {
+                self.message.clear();
+                push_json_escaped(&mut self.message, value);
+            }
             _ => {
                 self.key(field);
                 push_json_str(&mut self.rest, value);
@@ -134,16 +215,16 @@ impl Visit for LineVisitor {
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        self.rest.push_str(&value.to_string());
+        let _ = write!(self.rest, "{value}");
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        self.rest.push_str(&value.to_string());
+        let _ = write!(self.rest, "{value}");
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
             self.key(field);
-            self.rest.push_str(&value.to_string());
+            let _ = write!(self.rest, "{value}");
         } else {
             self.record_str(field, &value.to_string());
         }
@@ -154,22 +235,36 @@ impl Visit for LineVisitor {
     }
 }
 
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Past this size a thread's buffers are given back after the event, so that
+/// one huge event does not pin its memory on the thread for good.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
 impl<S: Subscriber> Layer<S> for JsonLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut v = LineVisitor::default();
-        event.record(&mut v);
-        let mut line = String::with_capacity(160 + v.rest.len());
-        line_prefix(
-            &mut line,
-            &crate::time::now_rfc3339(),
-            event.metadata().level().as_str(),
-            &self.component,
-            self.pid,
-            v.event.as_deref().unwrap_or("LOG"),
-            v.message.as_deref().unwrap_or(""),
-        );
-        line.push_str(&v.rest);
-        line.push_str("}\n");
+        let level = event.metadata().level().as_str();
+        let format = |s: &mut Scratch| {
+            s.clear();
+            event.record(s);
+            s.line(&self.fixed, level)
+        };
+        // The thread's buffers, unless they are in use (an event logged while
+        // formatting one, from a `Debug` impl) or gone (thread exit).
+        let line = SCRATCH
+            .try_with(|cell| match cell.try_borrow_mut() {
+                Ok(mut s) => {
+                    let line = format(&mut s);
+                    if s.rest.capacity() + s.message.capacity() > SCRATCH_KEEP {
+                        *s = Scratch::default();
+                    }
+                    line
+                }
+                Err(_) => format(&mut Scratch::default()),
+            })
+            .unwrap_or_else(|_| format(&mut Scratch::default()));
         self.sink.send(line);
     }
 }

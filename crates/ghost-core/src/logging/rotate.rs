@@ -7,6 +7,12 @@
 //! fall in one millisecond), so names sort in time order. Compression writes
 //! `<name>.gz` durably before the plain file is removed: at every moment one
 //! complete copy exists.
+//!
+//! The fallback directory holds the same names for the fallback file's
+//! rotations, and `<component>.<stamp>.copied.log[.gz]` for fallback files
+//! whose lines were copied back into the primary log after an outage (kept as
+//! the recoverable copy). [`list`] leaves copied files out (their lines are in
+//! the primary log now); [`purge`] counts both kinds against `keep`.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -45,31 +51,47 @@ fn is_stamp(s: &str) -> bool {
             .all(|(i, c)| matches!(i, 8 | 15 | 19) || c.is_ascii_digit())
 }
 
-/// Parse a file name as a rotated file of `component`.
+/// The marker of a fallback file whose lines were copied back.
+const COPIED: &str = ".copied";
+
+/// Parse a file name as a rotated file of `component` (not a copied one).
 pub fn parse_name(component: &str, file: &str) -> Option<(String, u32, bool)> {
+    match parse_any(component, file)? {
+        (st, seq, compressed, false) => Some((st, seq, compressed)),
+        _ => None,
+    }
+}
+
+/// Parse a rotated or copied file name: (stamp, seq, compressed, copied).
+fn parse_any(component: &str, file: &str) -> Option<(String, u32, bool, bool)> {
     let rest = file.strip_prefix(component)?.strip_prefix('.')?;
     let (rest, compressed) = match rest.strip_suffix(".log.gz") {
         Some(r) => (r, true),
         None => (rest.strip_suffix(".log")?, false),
     };
+    let (rest, copied) = match rest.strip_suffix(COPIED) {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
     let (st, seq) = match rest.split_once('-') {
         Some((st, n)) => (st, n.parse().ok()?),
         None => (rest, 0),
     };
-    is_stamp(st).then(|| (st.to_string(), seq, compressed))
+    is_stamp(st).then(|| (st.to_string(), seq, compressed, copied))
 }
 
-/// The rotated files of `component` in `dir`, oldest first. A file present
-/// both plain and compressed (a compression cut short) is listed once, plain.
-pub fn list(dir: &Path, component: &str) -> Vec<Rotated> {
+/// Rotated (`copied == false`) or copied files of `component` in `dir`,
+/// oldest first. A file present both plain and compressed (a compression
+/// cut short) is listed once, plain.
+fn list_kind(dir: &Path, component: &str, copied: Option<bool>) -> Vec<Rotated> {
     let mut out: Vec<Rotated> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let (stamp, seq, compressed) = parse_name(component, &name)?;
-            Some(Rotated {
+            let (stamp, seq, compressed, c) = parse_any(component, &name)?;
+            copied.is_none_or(|want| want == c).then(|| Rotated {
                 stamp,
                 seq,
                 path: e.path(),
@@ -78,20 +100,49 @@ pub fn list(dir: &Path, component: &str) -> Vec<Rotated> {
         })
         .collect();
     out.sort();
-    out.dedup_by(|b, a| a.stamp == b.stamp && a.seq == b.seq);
+    out.dedup_by(|b, a| {
+        a.stamp == b.stamp && a.seq == b.seq && is_copied(&a.path) == is_copied(&b.path)
+    });
     out
+}
+
+fn is_copied(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".copied.log"))
+}
+
+/// The rotated files of `component` in `dir`, oldest first (copied fallback
+/// files left out).
+pub fn list(dir: &Path, component: &str) -> Vec<Rotated> {
+    list_kind(dir, component, Some(false))
+}
+
+/// The fallback files of `component` in `dir` whose lines were copied back.
+pub fn list_copied(dir: &Path, component: &str) -> Vec<Rotated> {
+    list_kind(dir, component, Some(true))
 }
 
 /// A free name for a rotation at `t`: `<component>.<stamp>.log`, with `-N`
 /// when that stamp is taken.
 pub fn free_name(dir: &Path, component: &str, t: SystemTime) -> PathBuf {
+    free_name_marked(dir, component, t, "")
+}
+
+/// A free name for a fallback file copied back at `t`:
+/// `<component>.<stamp>.copied.log`.
+pub fn free_copied_name(dir: &Path, component: &str, t: SystemTime) -> PathBuf {
+    free_name_marked(dir, component, t, COPIED)
+}
+
+fn free_name_marked(dir: &Path, component: &str, t: SystemTime, mark: &str) -> PathBuf {
     let st = stamp(t);
     let mut seq = 0u32;
     loop {
         let base = if seq == 0 {
-            format!("{component}.{st}.log")
+            format!("{component}.{st}{mark}.log")
         } else {
-            format!("{component}.{st}-{seq}.log")
+            format!("{component}.{st}-{seq}{mark}.log")
         };
         let p = dir.join(&base);
         if !p.exists() && !dir.join(format!("{base}.gz")).exists() {
@@ -119,10 +170,10 @@ pub fn compress(plain: &Path) -> Result<PathBuf> {
     Ok(gz)
 }
 
-/// Remove the oldest rotated files of `component` until `keep` are left.
-/// Returns what was removed.
+/// Remove the oldest rotated (and copied) files of `component` until `keep`
+/// are left. Returns what was removed.
 pub fn purge(dir: &Path, component: &str, keep: usize) -> Result<Vec<PathBuf>> {
-    let all = list(dir, component);
+    let all = list_kind(dir, component, None);
     let mut removed = Vec::new();
     for r in all.iter().take(all.len().saturating_sub(keep)) {
         crate::fs::durable_remove(&r.path)?;
@@ -196,5 +247,36 @@ mod tests {
         assert!(l[0].compressed && !l[1].compressed);
         assert_eq!(purge(d.path(), "x", 1).unwrap(), vec![gz]);
         assert_eq!(list(d.path(), "x")[0].path, b);
+    }
+
+    #[test]
+    fn copied_files_are_listed_apart_and_purged_with_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_323_045_678);
+        assert_eq!(
+            parse_any("x", "x.20260102T030405.678Z-1.copied.log.gz"),
+            Some(("20260102T030405.678Z".into(), 1, true, true))
+        );
+        assert_eq!(parse_name("x", "x.20260102T030405.678Z.copied.log"), None);
+        let rotated = free_name(d.path(), "x", t);
+        crate::fs::durable_write(&rotated, b"1\n", 0o600).unwrap();
+        let copied = free_copied_name(d.path(), "x", t + Duration::from_secs(1));
+        assert!(copied.ends_with("x.20260102T030406.678Z.copied.log"));
+        crate::fs::durable_write(&copied, b"2\n", 0o600).unwrap();
+        let copied2 = free_copied_name(d.path(), "x", t + Duration::from_secs(1));
+        assert!(copied2.ends_with("x.20260102T030406.678Z-1.copied.log"));
+        crate::fs::durable_write(&copied2, b"3\n", 0o600).unwrap();
+        assert_eq!(list(d.path(), "x").len(), 1);
+        assert_eq!(
+            list_copied(d.path(), "x")
+                .into_iter()
+                .map(|r| r.path)
+                .collect::<Vec<_>>(),
+            [copied.clone(), copied2.clone()]
+        );
+        // Both kinds count against `keep`, oldest first.
+        assert_eq!(purge(d.path(), "x", 2).unwrap(), vec![rotated]);
+        assert_eq!(purge(d.path(), "x", 1).unwrap(), vec![copied]);
+        assert_eq!(list_copied(d.path(), "x")[0].path, copied2);
     }
 }

@@ -394,7 +394,8 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
     assert_eq!(h.dropped_lines, 0);
     drop(w);
 
-    // A writer that retries soon finds the directory can be made again.
+    // A writer that retries soon finds the directory can be made again, and
+    // first copies back what the earlier one left in the fallback.
     let w = start(
         d.path(),
         logs_config(|c| {
@@ -406,6 +407,34 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
         w.health().primary_ok(),
         "the directory is recreated at the start"
     );
+    let primary = lines_of(&d.path().join("logs/unit.log"));
+    let events: Vec<&str> = primary
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["LOG_PRIMARY_FAILED", "TEST", "TEST", "LOG_FALLBACK_COPIED"]
+    );
+    assert_eq!(test_indices(&primary), [1, 2]);
+    assert_eq!(primary[3]["lines_copied"], 3);
+    assert!(!fb.join("unit.log").exists(), "renamed as copied");
+    let copied = rotate::list_copied(&fb, "unit");
+    assert_eq!(copied.len(), 1);
+    assert_eq!(test_indices(&lines_of(&copied[0].path)), [1, 2], "kept");
+    assert_eq!(primary[3]["kept"][0], copied[0].path.display().to_string());
+    let recs = ledger::read_tail(&d.path().join("logs"), 1 << 20);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].reason, ledger::Reason::FallbackCopied);
+    assert_eq!(recs[0].dir.as_deref(), Some(fb.to_str().unwrap()));
+    assert_eq!(
+        recs[0].rotated,
+        copied[0].path.file_name().unwrap().to_str().unwrap()
+    );
+
+    // Failing again, then recovering within the retry interval: the outage's
+    // lines come back into the primary before the recovery line.
+    std::fs::remove_file(d.path().join("logs/unit.log")).unwrap();
     std::fs::remove_dir_all(d.path().join("logs")).unwrap();
     log_n(&w, 3, 1);
     assert!(w.sink().flush(WAIT));
@@ -416,13 +445,29 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
     log_n(&w, 4, 1);
     assert!(w.sink().flush(WAIT));
     let primary = lines_of(&d.path().join("logs/unit.log"));
-    assert_eq!(primary[0]["event"], "LOG_PRIMARY_RECOVERED");
+    let events: Vec<&str> = primary
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        primary[0]["lines_in_fallback"], 2,
+        events,
+        [
+            "LOG_PRIMARY_FAILED",
+            "TEST",
+            "LOG_PRIMARY_RECOVERED",
+            "TEST"
+        ]
+    );
+    assert_eq!(test_indices(&primary), [3, 4]);
+    assert_eq!(
+        primary[2]["lines_in_fallback"], 2,
         "the failure line and line 3"
     );
-    assert_eq!(test_indices(&primary), [4]);
-    assert_eq!(test_indices(&lines_of(&fb.join("unit.log"))), [1, 2, 3]);
+    assert_eq!(primary[2]["lines_copied"], 2);
+    assert!(!fb.join("unit.log").exists());
+    let copied = rotate::list_copied(&fb, "unit");
+    assert_eq!(copied.len(), 2);
+    assert_eq!(test_indices(&lines_of(&copied[1].path)), [3]);
     let resolved: Vec<Value> = alerts(d.path())
         .into_iter()
         .filter(|a| a["status"] == "resolved")
@@ -434,4 +479,62 @@ fn a_removed_log_directory_switches_to_the_fallback_and_back() {
         crit.contains("RESOLVED ghost-unit: ghost-unit writes its log again"),
         "{crit}"
     );
+}
+
+#[test]
+fn the_fallback_rotates_like_the_primary_and_comes_back_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let fb = d.path().join("elsewhere");
+    let cfg = |c: &mut LogsConfig| {
+        c.fallback_dir = Some(fb.clone());
+        c.retry_interval = Duration::from_secs(3600);
+        c.max_bytes = 700;
+        c.keep = 3;
+        c.compress = true;
+    };
+    let w = start(d.path(), logs_config(cfg));
+    assert!(w.sink().flush(WAIT));
+    std::fs::remove_dir_all(d.path().join("logs")).unwrap();
+    log_n(&w, 0, 40);
+    assert!(w.sink().flush(WAIT));
+    assert!(!w.health().primary_ok());
+    // Rotated by size, compressed, purged to `keep`, with a ledger of its own.
+    let rotated = rotate::list(&fb, "unit");
+    assert_eq!(rotated.len(), 3, "{rotated:?}");
+    assert!(rotated.iter().all(|r| r.compressed));
+    for r in &rotated {
+        let n = rotate::read_log(&r.path).unwrap().len();
+        assert!(n <= 700, "{} has {n} bytes", r.path.display());
+    }
+    assert!(ledger::read_tail(&fb, 1 << 20).len() > 3);
+    let in_fallback: Vec<u64> = rotated
+        .iter()
+        .flat_map(|r| test_indices(&lines_of(&r.path)))
+        .chain(test_indices(&lines_of(&fb.join("unit.log"))))
+        .collect();
+    assert_eq!(*in_fallback.last().unwrap(), 39);
+    drop(w);
+
+    // The next start copies it all back, oldest first, rotating the primary as it goes.
+    let w = start(d.path(), logs_config(cfg));
+    log_n(&w, 40, 1);
+    assert!(w.sink().flush(WAIT));
+    assert!(w.health().primary_ok());
+    let mut want = in_fallback.clone();
+    want.push(40);
+    // The primary rotated on the way (and kept its newest `keep` files): what
+    // it holds is the end of the fallback's lines, in order, then line 40.
+    assert_eq!(rotate::list(&d.path().join("logs"), "unit").len(), 3);
+    let got = test_indices(&all_lines(d.path()));
+    assert!(got.len() > 3 && want.ends_with(&got), "{got:?} of {want:?}");
+    assert!(rotate::list(&fb, "unit").is_empty());
+    assert!(!fb.join("unit.log").exists());
+    let copied = rotate::list_copied(&fb, "unit");
+    assert_eq!(copied.len(), 3, "the copies are kept under the count");
+    assert!(copied.iter().all(|r| r.compressed));
+    let copied_recs = ledger::read_tail(&d.path().join("logs"), 1 << 20)
+        .into_iter()
+        .filter(|r| r.reason == ledger::Reason::FallbackCopied)
+        .count();
+    assert_eq!(copied_recs, 4, "three rotated files and the current one");
 }

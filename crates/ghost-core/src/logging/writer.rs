@@ -16,13 +16,21 @@
 //!   log directory disappears, switches to the fallback directory, raises a
 //!   critical alert, retries the primary every `retry_interval`, and switches
 //!   back with a resolved alert once a write and fsync there succeed. A failed
-//!   fsync is never retried on the same descriptor: the file is reopened.
+//!   fsync is never retried on the same descriptor: the file is reopened;
+//! - rotates the fallback file like the primary (size, age, count); when the
+//!   primary works again (or at start-up, for lines an earlier process left
+//!   there), copies the fallback's lines back into the primary, in order,
+//!   before any new line, and keeps each fallback file renamed as copied
+//!   (`LOG_PRIMARY_RECOVERED` / `LOG_FALLBACK_COPIED`, and a `fallback_copied`
+//!   ledger record per file);
+//! - while lines flow, naps when the channel is empty rather than blocking on
+//!   it, so that a caller's send never has to wake it (see [`NAP`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -98,6 +106,15 @@ pub const DEFAULT_CAPACITY: usize = 16 * 1024;
 const BATCH_BYTES: usize = 64 * 1024;
 /// How often data is synced and the log file's identity checked while lines flow.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// While lines flow, the writer naps this long when the channel is empty
+/// instead of blocking on it: a sender wakes a blocked receiver with a
+/// syscall on the sender's own thread (the caller's tail latency), and a
+/// napping one needs no wake. At the default capacity the channel holds
+/// far more than a nap's worth of lines.
+const NAP: Duration = Duration::from_millis(1);
+/// Empty naps before the writer blocks on the channel again (an idle
+/// process wakes the writer only for the first line of a burst).
+const NAPS: u32 = 20;
 /// How much of the ledger is read at start-up to remember the last hour.
 const LEDGER_TAIL: u64 = 256 * 1024;
 
@@ -223,6 +240,7 @@ pub fn start(cfg: WriterConfig, clock: Arc<dyn Clock>) -> Result<WriterHandle> {
     let mut w = Writer {
         primary_path: logs_dir.join(format!("{}.log", cfg.component)),
         fallback_path: fallback_dir.join(format!("{}.log", cfg.component)),
+        fallback_dir,
         logs_dir,
         layout,
         pid: std::process::id(),
@@ -246,7 +264,10 @@ pub fn start(cfg: WriterConfig, clock: Arc<dyn Clock>) -> Result<WriterHandle> {
                 .map_err(|e| e.to_string())
                 .and_then(|_| w.open_primary().map_err(|e| w.describe(&e)))
             {
-                Ok(o) => w.primary = Some(o),
+                Ok(o) => {
+                    w.primary = Some(o);
+                    w.copy_back_at_start();
+                }
                 Err(e) => w.fail(e),
             }
             w.run(rx);
@@ -285,7 +306,8 @@ struct Writer {
     clock: Arc<dyn Clock>,
     health: LogHealth,
     primary: Option<Open>,
-    fallback: Option<File>,
+    fallback_dir: PathBuf,
+    fallback: Option<Open>,
     failing: Option<Failing>,
     rapid: RapidWindow,
     buf: Vec<u8>,
@@ -297,11 +319,32 @@ struct Writer {
 impl Writer {
     fn run(&mut self, rx: Receiver<Msg>) {
         let tick = Duration::from_millis(200).min(self.cfg.retry_interval);
+        // Naps left before parking again (see NAP).
+        let mut naps = 0u32;
         loop {
             let mut acks = Vec::new();
             let mut stop = false;
-            match rx.recv_timeout(tick) {
+            let got = if naps > 0 {
+                // Lines flowed a moment ago: nap rather than park, so that
+                // the callers' sends find no waiting receiver to wake.
+                match rx.try_recv() {
+                    Err(TryRecvError::Empty) => {
+                        std::thread::sleep(NAP);
+                        naps -= 1;
+                        rx.try_recv()
+                    }
+                    r => r,
+                }
+                .map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else {
+                rx.recv_timeout(tick)
+            };
+            match got {
                 Ok(m) => {
+                    naps = NAPS;
                     self.check_age();
                     self.take(m, &mut acks, &mut stop);
                     while self.buf.len() < BATCH_BYTES {
@@ -439,13 +482,45 @@ impl Writer {
     }
 
     fn write_fallback(&mut self, buf: &[u8], lines: u64) -> bool {
-        if self.fallback.is_none() {
-            self.fallback = self.open_fallback().ok();
+        // The fallback rotates like the primary: before a line would take it
+        // past max_bytes (and by age in housekeeping).
+        let mut rest = buf;
+        let mut ok = true;
+        let mut rotated = false;
+        while ok && !rest.is_empty() {
+            if self.fallback.is_none() {
+                self.fallback = self.open_fallback().ok();
+            }
+            let Some(f) = self.fallback.as_ref() else {
+                ok = false;
+                break;
+            };
+            let room = self.cfg.max_bytes.saturating_sub(f.size) as usize;
+            let fits = rest[..room.min(rest.len())]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let cut = match fits {
+                0 if f.size > 0 && !rotated => {
+                    // One rotation per batch: one that failed is not retried in a loop.
+                    rotated = true;
+                    self.rotate_fallback(Reason::Size);
+                    continue;
+                }
+                // An empty file takes at least one line, however long.
+                0 => rest
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
+                n => n,
+            };
+            let (now, later) = rest.split_at(cut);
+            let f = self.fallback.as_mut().expect("opened above");
+            ok = f.file.write_all(now).is_ok();
+            f.size += now.len() as u64;
+            rest = later;
+            rotated = false;
         }
-        let ok = match self.fallback.as_mut() {
-            Some(f) => f.write_all(buf).is_ok(),
-            None => false,
-        };
         let failing = self.failing.get_or_insert_with(|| Failing {
             since: self.clock.now(),
             next_retry: Instant::now(),
@@ -469,32 +544,192 @@ impl Writer {
         ok
     }
 
-    fn open_fallback(&self) -> io::Result<File> {
-        if let Some(d) = self.fallback_path.parent() {
-            crate::fs::ensure_dir(d).map_err(io::Error::other)?;
+    fn open_fallback(&self) -> io::Result<Open> {
+        crate::fs::ensure_dir(&self.fallback_dir).map_err(io::Error::other)?;
+        self.open_log(&self.fallback_path)
+    }
+
+    /// Rotate the fallback file by rename in the fallback directory, with the
+    /// primary's names, compression and count (its ledger is the fallback
+    /// directory's own: `logs/` is the one that failed). Best effort: a
+    /// rotation that fails leaves the lines where they are.
+    fn rotate_fallback(&mut self, reason: Reason) {
+        let Some(f) = self.fallback.take() else {
+            return;
+        };
+        let _ = f.file.sync_data();
+        let from_size = f.size;
+        drop(f);
+        let now = self.clock.now();
+        let dest = rotate::free_name(&self.fallback_dir, &self.component, now);
+        if crate::fs::durable_move(&self.fallback_path, &dest).is_err() {
+            return;
         }
-        #[allow(clippy::disallowed_methods)]
-        // long-lived log handle; the writer owns its sync policy
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(crate::fs::FILE_MODE)
-            .open(&self.fallback_path)
+        let kept = if self.cfg.compress {
+            rotate::compress(&dest).unwrap_or(dest)
+        } else {
+            dest
+        };
+        let rec = RotationRecord {
+            component: self.component.clone(),
+            at: crate::time::rfc3339(now),
+            from_size,
+            rotated: file_name(&kept),
+            reason,
+            dir: None,
+        };
+        let _ = ledger::append(&self.fallback_dir, &rec);
+        let _ = rotate::purge(&self.fallback_dir, &self.component, self.cfg.keep as usize);
+    }
+
+    /// Whether the fallback directory holds lines of this component that
+    /// were not copied back into the primary yet.
+    fn fallback_has_lines(&self) -> bool {
+        !rotate::list(&self.fallback_dir, &self.component).is_empty()
+            || std::fs::metadata(&self.fallback_path).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// Copy the lines of past outages back into the primary log (open in
+    /// `self.primary`), in order: the fallback's rotated files, oldest first,
+    /// then its current file. Once they are synced there, each fallback file
+    /// is kept, renamed as copied (`<component>.<stamp>.copied.log`, under the
+    /// rotation count), with a `fallback_copied` ledger record. A failure
+    /// stops the copy and marks nothing copied: lines may then be copied
+    /// twice by the next attempt, never lost.
+    fn copy_back(&mut self) -> std::result::Result<CopiedBack, String> {
+        if let Some(f) = self.fallback.take() {
+            let _ = f.file.sync_data();
+        }
+        let mut files: Vec<PathBuf> = rotate::list(&self.fallback_dir, &self.component)
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        if std::fs::metadata(&self.fallback_path).is_ok_and(|m| m.len() > 0) {
+            files.push(self.fallback_path.clone());
+        }
+        let mut out = CopiedBack::default();
+        if files.is_empty() {
+            return Ok(out);
+        }
+        let mut sizes = Vec::new();
+        for f in &files {
+            let mut data = rotate::read_log(f).map_err(|e| format!("read {}: {e}", f.display()))?;
+            sizes.push(data.len() as u64);
+            // A line cut by a crash mid-write still ends as a line.
+            if !data.is_empty() && !data.ends_with(b"\n") {
+                data.push(b'\n');
+            }
+            for chunk in line_chunks(&data, BATCH_BYTES) {
+                if self
+                    .primary
+                    .as_ref()
+                    .is_some_and(|p| p.size > 0 && p.size + chunk.len() as u64 > self.cfg.max_bytes)
+                {
+                    self.rotate(Reason::Size);
+                }
+                if let Err(e) = self.write_primary(chunk) {
+                    return Err(format!("copy {} back: {}", f.display(), self.describe(&e)));
+                }
+                out.lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            }
+        }
+        if let Some(p) = &self.primary {
+            p.file
+                .sync_data()
+                .map_err(|e| format!("fdatasync {}", self.describe(&e)))?;
+        }
+        self.dirty = false;
+        let now = self.clock.now();
+        for (f, from_size) in files.iter().zip(sizes) {
+            let mut dest = rotate::free_copied_name(&self.fallback_dir, &self.component, now);
+            if f.extension().is_some_and(|e| e == "gz") {
+                let mut n = dest.into_os_string();
+                n.push(".gz");
+                dest = PathBuf::from(n);
+            }
+            if let Err(e) = crate::fs::durable_move(f, &dest) {
+                // Its lines are in the primary now; left as it is, they
+                // would be copied again by the next recovery.
+                out.problems
+                    .push(format!("keep {} as copied: {e}", f.display()));
+                continue;
+            }
+            let kept = if self.cfg.compress && dest.extension().is_none_or(|e| e != "gz") {
+                rotate::compress(&dest).unwrap_or(dest)
+            } else {
+                dest
+            };
+            let rec = RotationRecord {
+                component: self.component.clone(),
+                at: crate::time::rfc3339(now),
+                from_size,
+                rotated: file_name(&kept),
+                reason: Reason::FallbackCopied,
+                dir: Some(self.fallback_dir.display().to_string()),
+            };
+            if let Err(e) = ledger::append(&self.logs_dir, &rec) {
+                out.problems.push(format!("ledger: {e}"));
+            }
+            out.kept.push(kept);
+        }
+        if let Err(e) = rotate::purge(&self.fallback_dir, &self.component, self.cfg.keep as usize) {
+            out.problems.push(format!("purge: {e}"));
+        }
+        Ok(out)
+    }
+
+    /// At start-up, with the primary open: lines an earlier process left in
+    /// the fallback (it stopped before its log recovered) are copied back.
+    fn copy_back_at_start(&mut self) {
+        if !self.fallback_has_lines() {
+            return;
+        }
+        match self.copy_back() {
+            Ok(c) => {
+                let line = self.copied_line(&c);
+                self.push_line(line.as_bytes());
+                for p in c.problems {
+                    let line =
+                        self.own_line("WARN", "LOG_ROTATION_PROBLEM", &p, json!({ "error": p }));
+                    self.push_line(line.as_bytes());
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// `LOG_FALLBACK_COPIED`: what was copied back, and where the copies are kept.
+    fn copied_line(&self, c: &CopiedBack) -> String {
+        let kept: Vec<String> = c.kept.iter().map(|p| p.display().to_string()).collect();
+        self.own_line(
+            "WARN",
+            "LOG_FALLBACK_COPIED",
+            &format!(
+                "{} line(s) written to the fallback during an outage copied back into this log; the fallback copies are kept as {}",
+                c.lines,
+                kept.join(", ")
+            ),
+            json!({ "lines_copied": c.lines, "kept": kept }),
+        )
     }
 
     fn open_primary(&self) -> io::Result<Open> {
+        self.open_log(&self.primary_path)
+    }
+
+    fn open_log(&self, path: &Path) -> io::Result<Open> {
         #[allow(clippy::disallowed_methods)]
         // long-lived log handle; the writer owns its sync policy
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(crate::fs::FILE_MODE)
-            .open(&self.primary_path)?;
+            .open(path)?;
         let m = file.metadata()?;
         let born = if m.len() == 0 {
             self.clock.now()
         } else {
-            first_line_time(&self.primary_path)
+            first_line_time(path)
                 .or_else(|| m.modified().ok())
                 .unwrap_or_else(|| self.clock.now())
         };
@@ -572,42 +807,62 @@ impl Writer {
         };
         f.next_retry = Instant::now() + self.cfg.retry_interval;
         let (since, to_fallback) = (f.since, f.to_fallback);
+        let opened = crate::fs::ensure_dir(&self.logs_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.open_primary().map_err(|e| self.describe(&e)));
+        let copied = opened.and_then(|o| {
+            self.primary = Some(o);
+            // The outage's lines first, so the log reads in order.
+            self.copy_back()
+        });
+        let copied = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                self.primary = None;
+                self.health
+                    .set_failing(since, Some(self.fallback_path.clone()), e);
+                return;
+            }
+        };
+        let kept: Vec<String> = copied
+            .kept
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         let line = self.own_line(
             "WARN",
             "LOG_PRIMARY_RECOVERED",
             &format!(
-                "the log can be written again; {to_fallback} line(s) written since {} are in {}",
+                "the log can be written again; {to_fallback} line(s) written since {} went to {}; {} line(s) of the fallback copied back above (the copies kept as {})",
                 crate::time::rfc3339(since),
-                self.fallback_path.display()
+                self.fallback_path.display(),
+                copied.lines,
+                if kept.is_empty() { "nothing".to_string() } else { kept.join(", ") },
             ),
             json!({
                 "failing_since": crate::time::rfc3339(since),
                 "fallback_path": self.fallback_path.display().to_string(),
                 "lines_in_fallback": to_fallback,
+                "lines_copied": copied.lines,
+                "kept": kept,
             }),
         );
-        let attempt = (|| -> io::Result<Open> {
-            crate::fs::ensure_dir(&self.logs_dir).map_err(io::Error::other)?;
-            let mut o = self.open_primary()?;
-            let n = o.file.write(line.as_bytes())?;
-            if n != line.len() {
-                let _ = o.file.set_len(o.size);
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
-            }
-            o.size += n as u64;
-            o.file.sync_data()?;
-            Ok(o)
-        })();
+        // The line and its fdatasync are the proof that the primary works.
+        let attempt = self
+            .write_primary(line.as_bytes())
+            .and_then(|()| self.primary.as_ref().map_or(Ok(()), |p| p.file.sync_data()));
         match attempt {
-            Ok(o) => {
-                self.primary = Some(o);
+            Ok(()) => {
+                self.dirty = false;
                 self.failing = None;
-                if let Some(mut fb) = self.fallback.take() {
-                    let _ = fb.flush();
-                    let _ = fb.sync_data();
-                }
                 self.health.set_ok();
                 self.last_sync = Instant::now();
+                for p in copied.problems {
+                    let line =
+                        self.own_line("WARN", "LOG_ROTATION_PROBLEM", &p, json!({ "error": p }));
+                    self.buf.extend_from_slice(line.as_bytes());
+                    self.buf_lines += 1;
+                }
                 let alert = Alert {
                     status: AlertStatus::Resolved,
                     component: Some(self.component.clone()),
@@ -619,8 +874,9 @@ impl Writer {
                         fallback::source(&self.component),
                         format!("{} writes its log again", program(&self.component)),
                         format!(
-                            "{} can be written again; {to_fallback} line(s) from the outage are in {}",
+                            "{} can be written again; the {} line(s) of the outage were copied back into it from {}",
                             self.primary_path.display(),
+                            copied.lines,
                             self.fallback_path.display()
                         ),
                     )
@@ -628,6 +884,7 @@ impl Writer {
                 fallback::raise(&self.layout, &self.component, &alert);
             }
             Err(e) => {
+                self.primary = None;
                 let e = self.describe(&e);
                 self.health
                     .set_failing(since, Some(self.fallback_path.clone()), e);
@@ -639,8 +896,18 @@ impl Writer {
         if self.failing.is_some() {
             if let Some(f) = self.fallback.as_mut() {
                 if force_sync {
-                    let _ = f.sync_data();
+                    let _ = f.file.sync_data();
                 }
+            }
+            if self.fallback.as_ref().is_some_and(|f| {
+                f.size > 0
+                    && self
+                        .clock
+                        .now()
+                        .duration_since(f.born)
+                        .is_ok_and(|a| a >= self.cfg.max_age)
+            }) {
+                self.rotate_fallback(Reason::Age);
             }
             if self
                 .failing
@@ -740,16 +1007,14 @@ impl Writer {
         } else {
             dest
         };
-        let rotated = kept
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let rotated = file_name(&kept);
         let rec = RotationRecord {
             component: self.component.clone(),
             at: crate::time::rfc3339(now),
             from_size,
             rotated: rotated.clone(),
             reason,
+            dir: None,
         };
         if let Err(e) = ledger::append(&self.logs_dir, &rec) {
             problems.push(format!("ledger: {e}"));
@@ -825,6 +1090,46 @@ pub fn program(component: &str) -> String {
 
 pub fn fingerprint_failed(component: &str) -> String {
     format!("log_write_failed:{component}")
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `data` (whole lines) in pieces of about `max` bytes, each ending with a
+/// whole line (a longer line is a piece of its own).
+fn line_chunks(data: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= max {
+            rest.len()
+        } else {
+            match rest[..max].iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => rest
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(rest.len(), |i| i + 1),
+            }
+        };
+        let (a, b) = rest.split_at(cut);
+        rest = b;
+        Some(a)
+    })
+}
+
+/// What [`Writer::copy_back`] did.
+#[derive(Debug, Default)]
+struct CopiedBack {
+    lines: u64,
+    /// The fallback files, renamed as copied.
+    kept: Vec<PathBuf>,
+    problems: Vec<String>,
 }
 
 /// The `ts` of a log file's first line.
