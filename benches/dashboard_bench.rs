@@ -16,7 +16,7 @@ use ghost_core::health::{Sample, SampleTarget};
 use ghost_core::queue::{EntryRecord, QueueState, Reason};
 use ghost_core::Layout;
 
-use crate::monitor_bench::{cpu_ns, fixture, put, rss_kib, N};
+use crate::monitor_bench::{fixture, put, rss_kib, CpuMeter, N};
 
 const MONITOR: &str = env!("CARGO_BIN_EXE_ghost-monitor");
 const TOKEN: &str = "bench-dashboard-token-0123456789";
@@ -145,7 +145,7 @@ fn while_open(
     url: Option<&str>,
     window: Duration,
 ) -> (f64, u64) {
-    let c0 = cpu_ns(pid);
+    let mut meter = CpuMeter::new(pid);
     let w = Instant::now();
     let mut next = w;
     while w.elapsed() < window {
@@ -156,8 +156,10 @@ fn while_open(
         if let Some(d) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(d.min(window.saturating_sub(w.elapsed())));
         }
+        meter.sample();
     }
-    let cpu = (cpu_ns(pid) - c0) as f64 / w.elapsed().as_nanos() as f64 * 100.0;
+    meter.sample();
+    let cpu = meter.total as f64 / w.elapsed().as_nanos() as f64 * 100.0;
     (cpu, rss_kib(pid))
 }
 

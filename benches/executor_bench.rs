@@ -367,28 +367,37 @@ fn idle_family(base: &Path, idle: Duration, history: usize) -> (Vec<(String, f64
     // Let start-up work (recovery sweeps, the bridge's id index, the
     // monitor's first cycle) finish: until no daemon used more than 1 ms of
     // CPU in a second, at most two minutes.
-    let cpu = |p: u32| crate::watchdog_bench::cpu_ns(p);
+    let mut meters: Vec<crate::monitor_bench::CpuMeter> = procs
+        .iter()
+        .map(|(_, p)| crate::monitor_bench::CpuMeter::new(*p))
+        .collect();
     let t = Instant::now();
-    let mut last: Vec<u64> = procs.iter().map(|(_, p)| cpu(*p)).collect();
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let now: Vec<u64> = procs.iter().map(|(_, p)| cpu(*p)).collect();
-        let busy = now.iter().zip(&last).any(|(n, l)| n - l > 1_000_000);
-        last = now;
+        let grew: Vec<u64> = meters.iter_mut().map(|m| m.sample()).collect();
+        let busy = grew.iter().any(|g| *g > 1_000_000);
         if !busy || t.elapsed() > Duration::from_secs(120) {
             break;
         }
     }
     let settled = t.elapsed();
-    let before = last;
+    for m in &mut meters {
+        m.total = 0;
+    }
+    // Sampled every second, so that a thread that exits keeps its time.
     let t = Instant::now();
-    std::thread::sleep(idle);
+    while t.elapsed() < idle {
+        std::thread::sleep(Duration::from_secs(1).min(idle.saturating_sub(t.elapsed())));
+        for m in &mut meters {
+            m.sample();
+        }
+    }
     let wall = t.elapsed().as_secs_f64();
     let out = procs
         .iter()
-        .zip(before)
-        .map(|((n, p), b)| {
-            let secs = (cpu(*p) - b) as f64 / 1e9;
+        .zip(&meters)
+        .map(|((n, p), m)| {
+            let secs = m.total as f64 / 1e9;
             (n.clone(), 100.0 * secs / wall, rss_kib(*p))
         })
         .collect();

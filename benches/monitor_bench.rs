@@ -58,6 +58,53 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of one process's threads from their `schedstat` (nanoseconds),
+/// sampled: the sum over threads of the growth seen between samples, so a
+/// thread that exits between two samples (a runtime's idle blocking thread)
+/// takes nothing back, where a plain sum of the live threads would drop.
+pub struct CpuMeter {
+    pid: u32,
+    last: std::collections::HashMap<String, u64>,
+    /// CPU nanoseconds since the meter started.
+    pub total: u64,
+}
+
+impl CpuMeter {
+    pub fn new(pid: u32) -> CpuMeter {
+        let mut m = CpuMeter {
+            pid,
+            last: Default::default(),
+            total: 0,
+        };
+        m.sample();
+        m.total = 0;
+        m
+    }
+
+    /// Add what each thread used since the last sample; returns that.
+    pub fn sample(&mut self) -> u64 {
+        let mut now = std::collections::HashMap::new();
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) {
+            for t in rd.flatten() {
+                let ns = std::fs::read_to_string(t.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+                if let Some(ns) = ns {
+                    now.insert(t.file_name().to_string_lossy().into_owned(), ns);
+                }
+            }
+        }
+        let mut grew = 0;
+        for (tid, ns) in &now {
+            let before = self.last.get(tid).copied().unwrap_or(0);
+            grew += if *ns >= before { ns - before } else { *ns };
+        }
+        self.last = now;
+        self.total += grew;
+        grew
+    }
+}
+
 pub fn cpu_ns(pid: u32) -> u64 {
     // Sum of the threads' schedstat run times (nanoseconds).
     std::fs::read_dir(format!("/proc/{pid}/task"))

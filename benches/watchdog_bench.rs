@@ -109,7 +109,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// CPU time of every thread of `pid` in nanoseconds (`/proc/<pid>/task/*/schedstat`):
 /// the same time as utime + stime, without the 10 ms tick granularity.
-pub(crate) fn cpu_ns(pid: u32) -> u64 {
+fn cpu_ns(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|rd| {
             rd.flatten()
