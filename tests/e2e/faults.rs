@@ -267,16 +267,6 @@ impl Fault {
 nix::ioctl_read!(fs_ioc_shutdown, b'X', 125, u32);
 const GOING_FLAGS_DEFAULT: u32 = 0;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run a system command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// An ext4 image on a loop device mounted over one directory of the root.
 struct LoopFs {
     image: PathBuf,

@@ -533,3 +533,27 @@ pub fn skip(test: &str, why: &str) {
         let _ = std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes());
     }
 }
+
+/// Run a system command (mount, losetup, …) that must succeed; its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run a system command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A small deterministic generator (xorshift), seeded for replay.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

@@ -59,16 +59,6 @@ fn tools_or_skip(test: &str) -> bool {
     false
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run a system command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// An ext4 filesystem in an image file on a loop device, mounted at `mnt`.
 struct Ext4 {
     dev: String,
@@ -127,18 +117,6 @@ fn ext4_env(extra: &str) -> (TestEnv, Ext4) {
     env.layout().create(["default"]).unwrap();
     std::fs::create_dir_all(env.tree("default")).unwrap();
     (env, fs)
-}
-
-/// A small deterministic generator (xorshift), seeded for replay.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn workload_patch(id: &str) -> Value {

@@ -85,19 +85,6 @@ max_bytes = "1GiB"
     )
 }
 
-/// A small deterministic generator (xorshift), seeded for replay.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Patch `id`: its two files, and by its number a check: none, a slow one,
 /// one that fails, or one that times out (transient, two attempts).
 fn patch(id: &str, k: u64) -> Value {
