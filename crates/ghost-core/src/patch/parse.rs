@@ -147,11 +147,7 @@ pub fn refuse_duplicate_keys(text: &str) -> Result<(), PatchError> {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen = HashSet::new();
             while let Some(key) = map.next_key::<String>()? {
-                let at = if self.at.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{}.{key}", self.at)
-                };
+                let at = key_locator(&self.at, &key);
                 if !seen.insert(key.clone()) {
                     *self.found.borrow_mut() = Some((at, key));
                     return Err(A::Error::custom("duplicate key"));
@@ -654,17 +650,25 @@ fn parse_git(ctx: &mut Ctx<'_>, v: &Value, field: &str, strict: bool) -> Option<
     })
 }
 
+/// The locator of `key` inside the value at `parent` (`""` is the document):
+/// `id`, `metadata.x`. A key spelled `""` is named as such (`""`,
+/// `metadata.""`): an error always names a field, and an empty locator would
+/// name none.
+fn key_locator(parent: &str, key: &str) -> String {
+    let key = if key.is_empty() { "\"\"" } else { key };
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
 /// Reports every key of `obj` not in `allowed`.
 fn unknown_keys(ctx: &mut Ctx<'_>, obj: &Map<String, Value>, allowed: &[&str], field: &str) {
     for key in obj.keys() {
         if !allowed.contains(&key.as_str()) {
-            let locator = if field.is_empty() {
-                key.clone()
-            } else {
-                format!("{field}.{key}")
-            };
             ctx.err(
-                locator,
+                key_locator(field, key),
                 format!(
                     "unknown key {key:?}; allowed keys here: {}",
                     allowed.join(", ")

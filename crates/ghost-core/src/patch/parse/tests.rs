@@ -549,6 +549,18 @@ fn unknown_keys_native() {
     assert_err(&e, "git.push", &["unknown key"]);
 }
 
+/// Found by fuzzing (`fuzz/corpus/patch/regression-empty-key`): a key spelled
+/// `""` was refused under an empty locator, an error naming no field.
+#[test]
+fn a_key_spelled_empty_is_named() {
+    let e = errs(json!({"": 1, "operations": [{"op": "delete", "path": "a", "": 2}]}));
+    assert_err(&e, "\"\"", &["unknown key \"\""]);
+    assert_err(&e, "operations[0].\"\"", &["unknown key \"\""]);
+    assert!(e.iter().all(|f| !f.field.is_empty()), "{e:#?}");
+    let e = parse_text(r#"{"":"","":[]}"#).expect_err("a repeated key");
+    assert_err(&e.errors, "\"\"", &["appears more than once"]);
+}
+
 #[test]
 fn path_escapes() {
     for (path, needle) in [
