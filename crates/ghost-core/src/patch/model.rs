@@ -27,10 +27,13 @@ impl RelPath {
         if raw.contains('\0') {
             return Err("path contains a NUL byte".into());
         }
-        if raw.starts_with('/') || raw.starts_with('\\') {
-            return Err(format!(
+        let absolute = || {
+            Err(format!(
                 "path {raw:?} is absolute; paths are relative to the target's working tree"
-            ));
+            ))
+        };
+        if raw.starts_with('/') || raw.starts_with('\\') {
+            return absolute();
         }
         if raw.len() > 4096 {
             return Err(format!(
@@ -60,6 +63,11 @@ impl RelPath {
             return Err(format!(
                 "path {raw:?} names the tree itself, not a file in it"
             ));
+        }
+        // `./\x` normalises to `\x`, which is refused as absolute on its own:
+        // the normalised form must parse to itself.
+        if parts[0].starts_with('\\') {
+            return absolute();
         }
         Ok(RelPath(parts.join("/")))
     }

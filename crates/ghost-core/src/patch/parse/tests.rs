@@ -561,6 +561,22 @@ fn a_key_spelled_empty_is_named() {
     assert_err(&e.errors, "\"\"", &["appears more than once"]);
 }
 
+/// Found by fuzzing (`fuzz/corpus/path/regression-backslash-after-dot`): `./\x`
+/// was accepted as `\x`, a path that is itself refused as absolute, so the
+/// normalised form did not parse to itself.
+#[test]
+fn a_leading_backslash_is_absolute_after_normalising_too() {
+    for raw in ["\\x", "./\\x", ".//\\0.//.", "/\\x"] {
+        let e = RelPath::parse(raw).expect_err(raw);
+        assert!(e.contains("absolute"), "{raw}: {e}");
+    }
+    // Inside the path a backslash is an ordinary character.
+    for raw in ["a/\\x", "./a\\b", "a\\"] {
+        let p = RelPath::parse(raw).unwrap();
+        assert_eq!(RelPath::parse(p.as_str()), Ok(p), "{raw}");
+    }
+}
+
 #[test]
 fn path_escapes() {
     for (path, needle) in [
