@@ -261,22 +261,15 @@ fn main() {
         return;
     }
     if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("executor") {
-        // The executor's sections alone (drain, pickup, idle family, pueue),
-        // with the disk's raw rate measured again in this run for the ratios.
-        let mut raw = Vec::new();
-        for _ in 0..ROUNDS {
-            let d = tempfile::tempdir_in(base.path()).unwrap();
-            raw.push(raw_durable_writes(d.path(), 1000));
-        }
-        let raw_rate = per_sec(1000, median(raw.clone()));
+        // The executor's sections alone (drain, pickup, idle family, pueue);
+        // the disk's raw rate is measured in each of its rounds.
         let mut section = String::new();
         let sizes = executor_bench::Sizes::new(quick);
-        executor_bench::run(&mut section, base.path(), raw_rate, &sizes);
+        executor_bench::run(&mut section, base.path(), &sizes);
         let _ = writeln!(
             section,
-            "Raw durable writes in this run: {raw_rate:.0}/s (load average at its start: {}). Raw rounds (ms): {:?}\n",
-            sh("cut -d' ' -f1-3 /proc/loadavg"),
-            raw.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+            "Load average at the end: {}.\n",
+            sh("cut -d' ' -f1-3 /proc/loadavg")
         );
         replace_range("## Executor:", "## Watchdog", &section);
         return;
@@ -371,7 +364,7 @@ fn main() {
     let _ = writeln!(md, "\nAt a fixed 200 requests/s (open loop, {} requests, latency counted from each request's scheduled time): p50 {:.1} ms, p99 **{:.1} ms**, max {:.1} ms.\n", paced.len(), ms(percentile(&paced, 0.5)), ms(percentile(&paced, 0.99)), ms(*paced.last().unwrap()));
 
     let sizes = executor_bench::Sizes::new(quick);
-    executor_bench::run(&mut md, base.path(), raw_rate, &sizes);
+    executor_bench::run(&mut md, base.path(), &sizes);
     let _ = writeln!(
         md,
         "Raw rounds (ms): {:?}\n",

@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use serde_json::json;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -221,25 +220,62 @@ fn note_success(ctx: &TargetCtx, blocked: &mut Option<Blocked>) {
     }
 }
 
+/// Wakes a worker thread: the watcher's callback (an arrival), the shutdown,
+/// and the worker's own timed waits. A notification given while the worker
+/// is busy is kept, like a permit, and ends its next wait at once.
+#[derive(Debug, Default)]
+pub struct Wake {
+    notified: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        *self.notified.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Sleep until notified or `timeout` has passed; consumes the notification.
+    pub fn wait(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        while !*n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = self
+                .cv
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *n = false;
+    }
+}
+
 /// One target's worker: claims its due entries oldest first, one at a time.
 /// The due list lives in memory ([`due`]); the directories are listed only at
 /// start, every `executor.scan_interval`, and when the watcher overflowed.
-async fn worker(
+///
+/// It runs on a thread of its own and the watcher's callback wakes it
+/// directly ([`Wake`]), so an arrival is claimed one thread hand-off after
+/// its event, with no runtime hop in between.
+fn worker(
     ctx: Arc<TargetCtx>,
     inbox: Arc<due::Inbox>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     opts: RunOptions,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
     log_paused: Arc<AtomicBool>,
 ) -> Result<(), ExecError> {
+    use std::time::Instant;
     let scan = ctx.cfg.executor.scan_interval;
+    let short = scan.min(Duration::from_millis(250));
     let mut blocked: Option<Blocked> = None;
-    let list = Arc::new(std::sync::Mutex::new(due::DueList::new(
-        ctx.queue.clone(),
-        inbox.clone(),
-    )));
-    let mut next_rescan = tokio::time::Instant::now();
+    let list = std::sync::Mutex::new(due::DueList::new(ctx.queue.clone(), inbox.clone()));
+    let mut next_rescan = Instant::now();
     // Entries in active/ that this (sequential) worker is not processing are
     // orphans of an error or a crash; looked for at each rescan and after an error.
     let mut look_for_orphans = true;
@@ -256,20 +292,14 @@ async fn worker(
                     ctx.target
                 )));
             }
-            tokio::select! {
-                _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
-                _ = shutdown.cancelled() => {}
-            }
+            wake.wait(short);
             continue;
         }
-        let rescan = tokio::time::Instant::now() >= next_rescan;
+        let rescan = Instant::now() >= next_rescan;
         if rescan || look_for_orphans {
-            let c = ctx.clone();
-            let orphans =
-                blocking(move || c.queue.list(QueueState::Active).map(|v| !v.is_empty())).await;
+            let orphans = ctx.queue.list(QueueState::Active).map(|v| !v.is_empty());
             if orphans.unwrap_or(false) {
-                let c = ctx.clone();
-                let r = blocking(move || engine::recover(&c)).await;
+                let r = engine::recover(&ctx);
                 if !matches!(r, Ok(Some(_))) {
                     if let Err(e) = r {
                         error!(event = "RECOVERY_FAILED", target = %ctx.target, error = %e, "could not resolve entries in active/");
@@ -283,44 +313,36 @@ async fn worker(
                     }
                     // Nothing is claimed before the orphans are resolved: an
                     // apply over a half-applied tree would mix two patches.
-                    tokio::select! {
-                        _ = tokio::time::sleep(scan) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
+                    wake.wait(scan);
                     continue;
                 }
             }
             look_for_orphans = false;
         }
-        let l = list.clone();
-        let refreshed = blocking(move || {
-            let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
+        let refreshed = {
+            let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
             if rescan {
                 l.rescan()
             } else {
                 l.apply()
             }
-        })
-        .await;
+        };
         if rescan {
-            next_rescan = tokio::time::Instant::now() + scan;
+            next_rescan = Instant::now() + scan;
         }
         if let Err(e) = refreshed {
             warn!(target = %ctx.target, error = %e, "could not list the queue; retrying at the next scan");
         }
-        let (l, batch_max) = (list.clone(), ctx.cfg.executor.batch_max as usize);
-        let (due_now, next_due) = blocking(move || {
-            let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
-            let (ready, next) = l.due_deferred(std::time::SystemTime::now());
+        let (due_now, next_due) = {
+            let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
+            let (ready, next) = l.due_deferred(SystemTime::now());
             for name in ready {
                 l.promote(&name);
             }
-            (l.first(batch_max), next)
-        })
-        .await;
+            (l.first(ctx.cfg.executor.batch_max as usize), next)
+        };
         if !due_now.is_empty() {
-            let (c, h, l) = (ctx.clone(), hard_stop.clone(), list.clone());
-            let pause = match blocking(move || step(&c, &l, &due_now, &h)).await {
+            let pause = match step(&ctx, &list, &due_now, &hard_stop) {
                 Ok(true) => {
                     note_success(&ctx, &mut blocked);
                     false
@@ -335,10 +357,7 @@ async fn worker(
                 }
             };
             if pause {
-                tokio::select! {
-                    _ = tokio::time::sleep(scan.min(Duration::from_millis(250))) => {}
-                    _ = shutdown.cancelled() => {}
-                }
+                wake.wait(short);
             }
             continue;
         }
@@ -346,13 +365,8 @@ async fn worker(
         if opts.drain {
             break;
         }
-        let until_rescan = next_rescan.saturating_duration_since(tokio::time::Instant::now());
-        let wait = next_due.map_or(until_rescan, |d| d.min(until_rescan));
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => {}
-        }
+        let until_rescan = next_rescan.saturating_duration_since(Instant::now());
+        wake.wait(next_due.map_or(until_rescan, |d| d.min(until_rescan)));
     }
     Ok(())
 }
@@ -493,9 +507,9 @@ pub async fn run(
 
     // Wake a target's worker when an entry may have arrived in (or left) its
     // pending/ or deferred/; never on the workers' own reads (see due::wakes).
-    let wakes: Vec<Arc<Notify>> = ctxs.iter().map(|_| Arc::new(Notify::new())).collect();
+    let wakes: Vec<Arc<Wake>> = ctxs.iter().map(|_| Arc::default()).collect();
     let inboxes: Vec<Arc<due::Inbox>> = ctxs.iter().map(|_| Arc::default()).collect();
-    let watched: Vec<(ghost_core::queue::Queue, Arc<due::Inbox>, Arc<Notify>)> = ctxs
+    let watched: Vec<(ghost_core::queue::Queue, Arc<due::Inbox>, Arc<Wake>)> = ctxs
         .iter()
         .zip(&inboxes)
         .zip(&wakes)
@@ -517,7 +531,7 @@ pub async fn run(
                         hit = true;
                     }
                     if hit {
-                        w.notify_one();
+                        w.notify();
                     }
                 }
             }
@@ -525,7 +539,7 @@ pub async fn run(
             // An overflowed or failed watch: rescan everything.
             Err(_) => watched_cb.iter().for_each(|(_, i, w)| {
                 i.request_rescan();
-                w.notify_one();
+                w.notify();
             }),
         })
         .map_err(|e| ExecError::Other(format!("cannot start the file watcher: {e}")))?;
@@ -555,20 +569,22 @@ pub async fn run(
             h.cancel();
         });
     }
+    {
+        // A worker waiting for work hears of the shutdown at once.
+        let (s, wakes) = (shutdown.clone(), wakes.clone());
+        tokio::spawn(async move {
+            s.cancelled().await;
+            wakes.iter().for_each(|w| w.notify());
+        });
+    }
     let workers: Vec<_> = ctxs
         .iter()
         .zip(&wakes)
         .zip(&inboxes)
         .map(|((c, w), i)| {
-            tokio::spawn(worker(
-                c.clone(),
-                i.clone(),
-                w.clone(),
-                opts,
-                shutdown.clone(),
-                hard_stop.clone(),
-                log_paused.clone(),
-            ))
+            let (c, i, w) = (c.clone(), i.clone(), w.clone());
+            let (s, h, l) = (shutdown.clone(), hard_stop.clone(), log_paused.clone());
+            tokio::task::spawn_blocking(move || worker(c, i, w, opts, s, h, l))
         })
         .collect();
 

@@ -154,9 +154,15 @@ impl Collector {
         let mut counts = HashMap::new();
         for state in QueueState::ALL {
             let dir = q.dir(state);
+            // Names are needed of these states; of the others, the arrival
+            // times (see crate::dircache).
+            let keep_names = matches!(
+                state,
+                QueueState::Active | QueueState::Stuck | QueueState::Failed
+            );
             let refresh = self
                 .cache
-                .refresh(&dir, now_ms, || crate::dircache::entries(&dir));
+                .refresh(&dir, now_ms, keep_names, || crate::dircache::entries(&dir));
             let listing = self.cache.get(&dir).expect("refreshed just now");
             if refresh.relisted {
                 f.work += listing.len();
@@ -195,12 +201,22 @@ impl Collector {
                     // Each summary reaches `finished` once per process: when
                     // its entry is first listed, not again in a full sweep.
                     let finished = &mut self.finished;
+                    // Every name: from the listing where it keeps them, else
+                    // listed again (once at start-up, in a full sweep, or
+                    // after lost events).
+                    let all: Box<dyn Iterator<Item = String>> = if listing.has_names() {
+                        Box::new(listing.names())
+                    } else {
+                        Box::new(crate::dircache::entries(&dir))
+                    };
                     if refresh.first {
                         f.work += listing.len();
-                        check_summaries(corrupt, Some(finished), layout, target, listing.names());
-                    } else if full_sweep {
+                        check_summaries(corrupt, Some(finished), layout, target, all);
+                    } else if full_sweep || refresh.lost {
+                        // After lost events the new entries are not known:
+                        // every summary is checked, none counted again.
                         f.work += listing.len();
-                        check_summaries(corrupt, None, layout, target, listing.names());
+                        check_summaries(corrupt, None, layout, target, all);
                     } else {
                         let added = refresh.added.iter().cloned();
                         check_summaries(corrupt, Some(finished), layout, target, added);
@@ -244,14 +260,9 @@ impl Collector {
             .collect();
         for id in ids {
             let name = &id[prefix.len()..];
-            let terminal = [QueueState::Done, QueueState::Failed].iter().any(|s| {
-                self.cache
-                    .get(&q.dir(*s))
-                    .is_some_and(|l| match crate::dircache::key_of(name) {
-                        Some(k) => l.contains(k),
-                        None => l.others.iter().any(|o| o == name),
-                    })
-            });
+            let terminal = [QueueState::Done, QueueState::Failed]
+                .iter()
+                .any(|s| q.entry_path(*s, name).exists());
             if !terminal {
                 self.corrupt.remove(&id);
                 continue;

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ghost_core::health::name_time_ms;
 use ghost_core::queue::QueueState;
@@ -71,10 +71,28 @@ fn stamp(dir: &Path) -> Option<Stamp> {
     Some((m.ino(), m.modified().ok()?))
 }
 
-/// The listings of every directory the dashboard was asked about.
-#[derive(Debug, Default)]
+/// A listing unused for this long is dropped ([`Listings::forget_unused`]):
+/// a browsed queue of 100,000 entries holds 1.6 MB while a page is open, not
+/// for the rest of the monitor's life.
+pub const KEEP_UNUSED: Duration = Duration::from_secs(120);
+
+struct Kept {
+    stamp: Stamp,
+    listing: Arc<DirListing>,
+    used: Instant,
+}
+
+/// The listings of the directories the dashboard was asked about lately.
+#[derive(Default)]
 pub struct Listings {
-    dirs: Mutex<HashMap<PathBuf, (Stamp, Arc<DirListing>)>>,
+    dirs: Mutex<HashMap<PathBuf, Kept>>,
+}
+
+impl std::fmt::Debug for Listings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.dirs.lock().map_or(0, |d| d.len());
+        f.debug_struct("Listings").field("kept", &n).finish()
+    }
 }
 
 impl Listings {
@@ -82,9 +100,10 @@ impl Listings {
     pub fn get(&self, dir: &Path) -> Arc<DirListing> {
         let before = stamp(dir);
         let mut kept = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(s), Some((k, l))) = (before, kept.get(dir)) {
-            if *k == s {
-                return l.clone();
+        if let (Some(s), Some(k)) = (before, kept.get_mut(dir)) {
+            if k.stamp == s {
+                k.used = Instant::now();
+                return k.listing.clone();
             }
         }
         drop(kept);
@@ -97,14 +116,27 @@ impl Listings {
         });
         kept = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         match before {
-            Some(s) if settled => {
-                kept.insert(dir.to_path_buf(), (s, listing.clone()));
+            Some(stamp) if settled => {
+                let k = Kept {
+                    stamp,
+                    listing: listing.clone(),
+                    used: Instant::now(),
+                };
+                kept.insert(dir.to_path_buf(), k);
             }
             _ => {
                 kept.remove(dir);
             }
         }
         listing
+    }
+
+    /// Drop the listings not asked for in the last `idle`; how many were dropped.
+    pub fn forget_unused(&self, idle: Duration) -> usize {
+        let mut kept = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let before = kept.len();
+        kept.retain(|_, k| k.used.elapsed() < idle);
+        before - kept.len()
     }
 }
 
@@ -305,5 +337,11 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &l.get(d.path())), "unchanged: reused");
         put(&uuid_at(6, 1));
         assert_eq!(l.get(d.path()).len(), 2, "a new entry is seen at once");
+        // Unused listings are dropped; a used one is kept.
+        std::thread::sleep(RACY * 2);
+        l.get(d.path());
+        assert_eq!(l.forget_unused(Duration::from_secs(60)), 0);
+        assert_eq!(l.forget_unused(Duration::ZERO), 1);
+        assert!(l.dirs.lock().unwrap().is_empty());
     }
 }

@@ -358,6 +358,19 @@ pub async fn serve(
         max_connections: MAX_CONNECTIONS,
         overloaded_body: "{\"error\":\"overloaded\",\"message\":\"the dashboard is serving its maximum of connections; retry shortly\"}".into(),
     };
+    // The queue browser's listings are dropped once no page asks for them.
+    let (kept, stopped) = (state.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.cancelled() => break,
+                _ = tokio::time::sleep(listing::KEEP_UNUSED) => {}
+            }
+            if kept.listings.forget_unused(listing::KEEP_UNUSED) > 0 {
+                crate::trim_heap();
+            }
+        }
+    });
     ghost_http::serve(listener, router(state), &limits, Arc::new(Log), stop).await
 }
 
