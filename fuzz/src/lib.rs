@@ -185,8 +185,8 @@ pub fn transcript(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     // Lines end at `\n`, `\r\n` or a lone `\r` (the extraction's rule, see
     // `ghost_bridge::transcript`), counted here on their own.
-    let lines = 1 + text.matches('\n').count() + text.matches('\r').count()
-        - text.matches("\r\n").count();
+    let lines =
+        1 + text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count();
     let t = targets();
     let opts = ParseOptions {
         targets: &t,
