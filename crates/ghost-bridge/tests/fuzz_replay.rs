@@ -23,7 +23,23 @@ fn corpus(target: &str) -> Vec<PathBuf> {
     files
 }
 
-fn replay(target: &str) {
+/// The stack each replay runs on. The corpora hold JSON nested up to the
+/// parser's depth limit (128); unoptimised, walking that takes more than a
+/// test thread's default 2 MiB, which the fuzzers' optimised builds never
+/// see (they run on the main thread's 8 MiB).
+const REPLAY_STACK: usize = 32 << 20;
+
+fn replay(target: &'static str) {
+    std::thread::Builder::new()
+        .name(format!("replay-{target}"))
+        .stack_size(REPLAY_STACK)
+        .spawn(move || replay_on_this_thread(target))
+        .unwrap()
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+fn replay_on_this_thread(target: &str) {
     let files = corpus(target);
     assert!(
         files.len() >= 5,
