@@ -7,7 +7,7 @@
 //! run are what to read.
 //!
 //! One part alone, replacing only its sections of the file:
-//! `GHOST_BENCH_ONLY=executor` (drain, pickup, idle family, pueue),
+//! `GHOST_BENCH_ONLY=executor` (drain, pickup, idle family, pueue), `pickup` alone,
 //! `GHOST_BENCH_ONLY=monitor`, `dashboard` or `archive`, and `cargo bench --bench bench -- --bench
 //! logging`. `GHOST_BENCH_QUICK=1` shrinks every count for a smoke run.
 
@@ -272,6 +272,17 @@ fn main() {
             sh("cut -d' ' -f1-3 /proc/loadavg")
         );
         replace_range("## Executor:", "## Watchdog", &section);
+        return;
+    }
+    if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("pickup") {
+        // The pickup-latency section alone, replaced in docs/benchmarks.md.
+        let mut section = String::new();
+        executor_bench::pickup_section(
+            &mut section,
+            base.path(),
+            &executor_bench::Sizes::new(quick),
+        );
+        replace_section("## Pickup latency", &section);
         return;
     }
     if std::env::var("GHOST_BENCH_ONLY").as_deref() == Ok("archive") {

@@ -392,6 +392,20 @@ impl Queue {
     /// files in `tmp/`, and durable-write temp files in the state directories,
     /// older than `tmp_max_age`. Returns what was removed.
     pub fn sweep(&self, min_age: Duration, tmp_max_age: Duration) -> Result<Vec<PathBuf>> {
+        self.sweep_in(&QueueState::ALL, min_age, tmp_max_age)
+    }
+
+    /// [`Queue::sweep`] over `states` only (and `tmp/`). The executor's
+    /// start-up sweeps the open states: `done/` and `trash/` may hold
+    /// 100,000 entries with their records, and listing them at every start
+    /// would make a start cost as much as the history is long (the monitor's
+    /// maintenance sweeps them, docs/retention.md).
+    pub fn sweep_in(
+        &self,
+        states: &[QueueState],
+        min_age: Duration,
+        tmp_max_age: Duration,
+    ) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         let old = |p: &Path, age: Duration| {
             std::fs::symlink_metadata(p)
@@ -399,7 +413,7 @@ impl Queue {
                 .map(|t| SystemTime::now().duration_since(t).unwrap_or_default() >= age)
                 .unwrap_or(false)
         };
-        for state in QueueState::ALL {
+        for &state in states {
             let dir = self.dir(state);
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;
@@ -559,6 +573,23 @@ mod tests {
         let removed = q.sweep(Duration::ZERO, Duration::ZERO).unwrap();
         assert_eq!(removed, vec![q.tmp_dir().join("partial")]);
         assert!(q.record_path(QueueState::Pending, &a).exists());
+    }
+
+    #[test]
+    fn a_sweep_of_some_states_leaves_the_others_alone() {
+        let (_d, q) = queue();
+        let gone = new_name();
+        for state in [QueueState::Pending, QueueState::Done] {
+            q.write_record(state, &gone, &EntryRecord::default())
+                .unwrap();
+        }
+        let removed = q
+            .sweep_in(&QueueState::OPEN, Duration::ZERO, Duration::ZERO)
+            .unwrap();
+        assert_eq!(removed, vec![q.record_path(QueueState::Pending, &gone)]);
+        assert!(q.record_path(QueueState::Done, &gone).exists());
+        let removed = q.sweep(Duration::ZERO, Duration::ZERO).unwrap();
+        assert_eq!(removed, vec![q.record_path(QueueState::Done, &gone)]);
     }
 
     #[test]

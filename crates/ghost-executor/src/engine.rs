@@ -781,15 +781,14 @@ fn finish(ctx: &TargetCtx, mut att: Attempt, outcome: Outcome) -> Result<Outcome
 pub fn recover(ctx: &TargetCtx) -> Result<Option<usize>> {
     let q = &ctx.queue;
     let max_age = ctx.cfg.executor.tmp_max_age;
-    let summaries = ctx.layout.summaries(&ctx.target);
-    let mut stale = q.sweep(Duration::from_secs(60), max_age)?;
-    for dir in [
-        summaries.clone(),
-        ctx.layout.summary_backups(&ctx.target),
-        ctx.layout.kept_journals(&ctx.target),
-    ] {
-        stale.extend(ghost_core::fs::sweep_temp_files(&dir, max_age));
-    }
+    // The open states only: the history (done/, trash/, the summaries) is
+    // the monitor's maintenance to sweep, so a start costs the same with
+    // 100,000 finished entries as with none.
+    let mut stale = q.sweep_in(&QueueState::OPEN, Duration::from_secs(60), max_age)?;
+    stale.extend(ghost_core::fs::sweep_temp_files(
+        &ctx.layout.kept_journals(&ctx.target),
+        max_age,
+    ));
     for p in stale {
         info!(event = "STALE_FILE_REMOVED", target = %ctx.target, path = %p.display(), "removed a stale temp or orphan file");
     }
