@@ -109,10 +109,11 @@ impl Drop for Ext4 {
     }
 }
 
-/// A root whose data lives on a fresh ext4 image.
-fn ext4_env(extra: &str) -> (TestEnv, Ext4) {
+/// A root whose data lives on a fresh ext4 image of `megabytes` (a sparse
+/// file: the host stores only what is written).
+fn ext4_env(extra: &str, megabytes: u64) -> (TestEnv, Ext4) {
     let env = TestEnv::new(extra);
-    let fs = Ext4::create(&env.dir.path().join("disk.img"), &env.root, 128);
+    let fs = Ext4::create(&env.dir.path().join("disk.img"), &env.root, megabytes);
     env.write_config(&merge_toml(FAST, extra));
     env.layout().create(["default"]).unwrap();
     std::fs::create_dir_all(env.tree("default")).unwrap();
@@ -271,7 +272,9 @@ fn powercut_every_acknowledged_patch_survives_whole_and_once() {
         });
     eprintln!("power cuts: {cuts}, GHOST_POWER_SEED={seed}");
     let mut rng = Rng(seed);
-    let (mut env, fs) = ext4_env("");
+    // About 7 acknowledged patches a cut, each leaving about 9 files; a
+    // 128 MiB image ran out of inodes after 480 cuts.
+    let (mut env, fs) = ext4_env("", (cuts as u64 * 2).max(128));
     env.enqueue_json(
         "default",
         &json!({"id": "seed", "operations": [{"op": "write", "path": "ledger.txt", "content": ""}]}),
@@ -381,7 +384,10 @@ fn powercut_the_harness_catches_a_missing_directory_fsync() {
         return;
     }
     // No heartbeat fsync in between to commit the journal by chance.
-    let (mut env, fs) = ext4_env("[heartbeat]\ninterval = \"30s\"\nstale_after = \"10m\"\n[watchdog]\nstart_timeout = \"5m\"\n");
+    let (mut env, fs) = ext4_env(
+        "[heartbeat]\ninterval = \"30s\"\nstale_after = \"10m\"\n[watchdog]\nstart_timeout = \"5m\"\n",
+        128,
+    );
     let rounds = 10;
     let sound = (0..rounds)
         .filter(|r| lost_after_cut(&mut env, &fs, false, *r))
