@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,15 +52,6 @@ impl Sizes {
                 baseline_rounds: 3,
             }
         }
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -240,15 +231,7 @@ pub fn run(md: &mut String, base: &Path, quick: bool) {
         (a + b, n + m)
     };
 
-    let _exec = Proc(
-        Command::new(EXECUTOR)
-            .args(["-q", "--root"])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _exec = crate::executor_bench::Proc::executor(&root);
     let hb = layout.heartbeat("executor");
     wait_for("executor start", Duration::from_secs(30), || hb.exists());
 

@@ -201,7 +201,23 @@ fn drain(base: &Path, n: usize, targets: usize, history: usize) -> DrainResult {
     }
 }
 
-struct Proc(Child);
+/// A daemon of the benchmark, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// `ghost-executor -q` on `root`, its output discarded.
+    pub fn executor(root: &Path) -> Proc {
+        Proc(
+            Command::new(EXECUTOR)
+                .args(["-q", "--root"])
+                .arg(root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -238,15 +254,7 @@ fn deep_queue(base: &Path, depth: usize, count: usize) -> (Duration, Duration) {
     }
     settle();
     let t = Instant::now();
-    let _exec = Proc(
-        Command::new(EXECUTOR)
-            .args(["-q", "--root"])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _exec = Proc::executor(&root);
     let done = q.dir(QueueState::Done);
     // Each entry in done/ has its record beside it.
     let in_done = || std::fs::read_dir(&done).map_or(0, |d| d.count() / 2);
@@ -275,15 +283,7 @@ fn deep_queue(base: &Path, depth: usize, count: usize) -> (Duration, Duration) {
 fn pickups(base: &Path, n: usize) -> Vec<Duration> {
     let root = root_with(base, 1);
     let q = Layout::new(&root).queue("t0");
-    let _exec = Proc(
-        Command::new(EXECUTOR)
-            .args(["-q", "--root"])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _exec = Proc::executor(&root);
     let hb = Layout::new(&root).heartbeat("executor");
     let t = Instant::now();
     while !hb.exists() {
