@@ -96,14 +96,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// qualify, else the first on its own. False when the tree was busy.
 fn step(
     ctx: &TargetCtx,
-    list: &std::sync::Mutex<due::DueList>,
+    list: &mut due::DueList,
     due: &[String],
     hard_stop: &CancellationToken,
 ) -> Result<bool, ghost_core::Error> {
-    let forget = |names: &[String]| {
-        let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
+    let mut forget = |names: &[String]| {
         for n in names {
-            l.forget(n);
+            list.forget(n);
         }
     };
     if batch::worth_trying(ctx, due.len()) {
@@ -274,7 +273,8 @@ fn worker(
     let scan = ctx.cfg.executor.scan_interval;
     let short = scan.min(Duration::from_millis(250));
     let mut blocked: Option<Blocked> = None;
-    let list = std::sync::Mutex::new(due::DueList::new(ctx.queue.clone(), inbox.clone()));
+    // This worker's own: only its thread reads or changes it.
+    let mut list = due::DueList::new(ctx.queue.clone(), inbox.clone());
     let mut next_rescan = Instant::now();
     // Entries in active/ that this (sequential) worker is not processing are
     // orphans of an error or a crash; looked for at each rescan and after an error.
@@ -319,14 +319,7 @@ fn worker(
             }
             look_for_orphans = false;
         }
-        let refreshed = {
-            let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
-            if rescan {
-                l.rescan()
-            } else {
-                l.apply()
-            }
-        };
+        let refreshed = if rescan { list.rescan() } else { list.apply() };
         if rescan {
             next_rescan = Instant::now() + scan;
         }
@@ -334,15 +327,14 @@ fn worker(
             warn!(target = %ctx.target, error = %e, "could not list the queue; retrying at the next scan");
         }
         let (due_now, next_due) = {
-            let mut l = list.lock().unwrap_or_else(|e| e.into_inner());
-            let (ready, next) = l.due_deferred(SystemTime::now());
+            let (ready, next) = list.due_deferred(SystemTime::now());
             for name in ready {
-                l.promote(&name);
+                list.promote(&name);
             }
-            (l.first(ctx.cfg.executor.batch_max as usize), next)
+            (list.first(ctx.cfg.executor.batch_max as usize), next)
         };
         if !due_now.is_empty() {
-            let pause = match step(&ctx, &list, &due_now, &hard_stop) {
+            let pause = match step(&ctx, &mut list, &due_now, &hard_stop) {
                 Ok(true) => {
                     note_success(&ctx, &mut blocked);
                     false
