@@ -387,9 +387,14 @@ struct HttpEnv {
     rounds: usize,
     /// Queue name -> patch id of every entry a `202` answered for.
     queued: BTreeMap<String, String>,
+    /// Queue name -> patch id read from the stored bytes, of every entry
+    /// already checked: after each request only new names are read.
+    checked: BTreeMap<String, String>,
 }
 
-const HTTP_ROUNDS: usize = 2_000;
+/// Requests per root. Each request lists the queue; each entry's bytes are
+/// read when it appears and again, all of them, before the root is dropped.
+const HTTP_ROUNDS: usize = 500;
 
 fn http_env() -> HttpEnv {
     let dir = tempfile::tempdir().unwrap();
@@ -422,6 +427,7 @@ fn http_env() -> HttpEnv {
         app,
         rounds: 0,
         queued: BTreeMap::new(),
+        checked: BTreeMap::new(),
     }
 }
 
@@ -471,6 +477,13 @@ pub fn http(data: &[u8]) {
     let Some(req) = request_of(data) else { return };
     let mut guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
     if guard.as_ref().is_none_or(|e| e.rounds >= HTTP_ROUNDS) {
+        if let Some(old) = guard.as_ref() {
+            // Every stored entry read again: none was changed after it was
+            // first checked.
+            let mut all = BTreeMap::new();
+            check_queue(old, &mut all);
+            assert_eq!(all, old.queued, "the queue changed under its answers");
+        }
         *guard = Some(http_env());
     }
     let env = guard.as_mut().unwrap();
@@ -524,15 +537,29 @@ pub fn http(data: &[u8]) {
     }
     // What is on disk is exactly what was answered `202` for, each entry
     // once, and the id read from its stored bytes is the answered id.
+    let mut checked = std::mem::take(&mut env.checked);
+    check_queue(env, &mut checked);
+    assert_eq!(checked, env.queued, "the queue and the answers disagree");
+    env.checked = checked;
+}
+
+/// Lists the pending entries of `env`'s root into `checked` (queue name ->
+/// id read from the stored bytes): names no longer listed leave it, and the
+/// bytes of names not in it yet are read. A name listed twice panics.
+fn check_queue(env: &HttpEnv, checked: &mut BTreeMap<String, String>) {
     let layout = env.ing.layout();
-    let mut on_disk = BTreeMap::new();
+    let mut listed = BTreeSet::new();
     for target in ["default", "web"] {
         let q = layout.queue(target);
         for name in q.list(QueueState::Pending).unwrap() {
-            let bytes = std::fs::read(q.entry_path(QueueState::Pending, &name)).unwrap();
-            let id = stored_id(&bytes).unwrap_or_else(|| panic!("{name}: no id in stored bytes"));
-            assert!(on_disk.insert(name, id).is_none());
+            if !checked.contains_key(&name) {
+                let bytes = std::fs::read(q.entry_path(QueueState::Pending, &name)).unwrap();
+                let id =
+                    stored_id(&bytes).unwrap_or_else(|| panic!("{name}: no id in stored bytes"));
+                checked.insert(name.clone(), id);
+            }
+            assert!(listed.insert(name), "a queue name in two targets");
         }
     }
-    assert_eq!(on_disk, env.queued, "the queue and the answers disagree");
+    checked.retain(|name, _| listed.contains(name));
 }

@@ -20,13 +20,61 @@ pub const BRIDGE: &str = env!("CARGO_BIN_EXE_ghost-bridge");
 pub const TOKEN: &str = "test-token-4f1c2e";
 pub const HMAC_KEY: &str = "test-hmac-key-9a8b";
 
-/// A port on loopback that was free a moment ago.
+/// A loopback port for a child to listen on, which nothing else takes before
+/// the child binds it.
+///
+/// Binding `:0` and handing the port on races: the kernel hands that port out
+/// again, to another `bind(:0)` or to an outgoing connection, before the
+/// child binds it. So the port comes from below the kernel's ephemeral range
+/// (`ip_local_port_range`), which it never hands out by itself. Test
+/// processes running at the same time keep off each other's ports by an
+/// exclusive lock on `$TMPDIR/ghostbridge-test-ports/<port>`, held until this
+/// process exits; a port something already listens on is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use nix::fcntl::{Flock, FlockArg};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HELD: Mutex<Vec<Flock<std::fs::File>>> = Mutex::new(Vec::new());
+
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // 4,000 ports below the ephemeral range, or above it when it starts low.
+    let (first, count) = if range.0 >= 6024 {
+        (range.0 - 4000, 4000)
+    } else {
+        assert!(
+            range.1 <= 61535,
+            "no room outside the ephemeral port range {range:?}"
+        );
+        (range.1 + 1, 4000)
+    };
+    let dir = std::env::temp_dir().join("ghostbridge-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..count {
+        let i = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % count;
+        let port = (first + i) as u16;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .unwrap();
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue; // another test process has it
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap().push(lock);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {first}..{}", first + count);
 }
 
 /// A running bridge: its pid and base URL.

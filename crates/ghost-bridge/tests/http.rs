@@ -773,22 +773,34 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_error_body(&v, "method_not_allowed");
 }
 
+/// The port a bridge started on `127.0.0.1:0` listens on, from the heartbeat
+/// it writes once bound (binding `:0` here and passing the port on would race
+/// with every other socket of the machine).
+async fn listening_port(root: &std::path::Path) -> u16 {
+    let path = Layout::new(root).heartbeat("bridge");
+    for _ in 0..200 {
+        if let Ok(hb) = ghost_core::heartbeat::read(&path) {
+            if let Some(addr) = hb.details["listen"].as_str() {
+                return addr.parse::<std::net::SocketAddr>().unwrap().port();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the bridge never wrote its listening address");
+}
+
 /// The real server: start, answer, stop on cancel with a final heartbeat;
 /// a second bridge on the same root is refused.
 #[tokio::test]
 async fn run_serves_until_cancelled_and_holds_the_root() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let text = format!(
-        "[bridge]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nhmac_key = \"{KEY}\"\n[heartbeat]\ninterval = \"100ms\"\n"
+        "[bridge]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nhmac_key = \"{KEY}\"\n[heartbeat]\ninterval = \"100ms\"\n"
     );
     let cfg = Config::from_toml(dir.path(), &text, "test").unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(ghost_bridge::run(cfg.clone(), shutdown.clone()));
+    let port = listening_port(dir.path()).await;
 
     // A tiny HTTP/1.1 client (`Connection: close`: the answer ends at EOF).
     let request = |raw: String| async move {
@@ -856,17 +868,12 @@ async fn run_serves_until_cancelled_and_holds_the_root() {
 async fn shutdown_finishes_requests_in_flight() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = format!(
-        "[bridge]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\nhmac_key = \"{KEY}\"\n"
-    );
+    let text =
+        format!("[bridge]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nhmac_key = \"{KEY}\"\n");
     let cfg = Config::from_toml(dir.path(), &text, "test").unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(ghost_bridge::run(cfg, shutdown.clone()));
+    let port = listening_port(dir.path()).await;
     let body = serde_json::to_string(&patch("slow", "x")).unwrap();
     let (half, rest) = body.split_at(body.len() / 2);
     let head = format!(
