@@ -332,8 +332,16 @@ enabled = false
     let a = format!("127.0.0.1:{port}");
     let refused = AtomicUsize::new(0);
     let mut socks: Vec<TcpStream> = Vec::new();
-    let until = Instant::now() + Duration::from_secs(9);
-    while Instant::now() < until {
+    let mut connect_error = None;
+    // At least 3 × stale_after, and on until the first refusal (a loaded
+    // machine may be slow to get there), for at most 30 s.
+    let (until, give_up) = (
+        Instant::now() + Duration::from_secs(9),
+        Instant::now() + Duration::from_secs(30),
+    );
+    while Instant::now() < until
+        || (refused.load(Ordering::Relaxed) == 0 && Instant::now() < give_up)
+    {
         socks.retain_mut(|s| {
             if closed_by_server(s) {
                 refused.fetch_add(1, Ordering::Relaxed);
@@ -349,7 +357,10 @@ enabled = false
                     let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
                     socks.push(s);
                 }
-                Err(_) => break,
+                Err(e) => {
+                    connect_error = Some(e);
+                    break;
+                }
             }
         }
         let hb = ghost_core::heartbeat::read(&env.layout().heartbeat("bridge")).unwrap();
@@ -358,10 +369,12 @@ enabled = false
             "the heartbeat went stale during the flood: {hb:?}"
         );
     }
+    let open = socks.len();
     drop(socks);
     assert!(
         refused.load(Ordering::Relaxed) > 0,
-        "the flood never met the connection cap or the header timeout"
+        "the flood never met the connection cap or the header timeout in 30 s \
+         ({open} connections open, last connect error: {connect_error:?})"
     );
     // Still the same process, running, no restart spent, answering.
     let c = state(&env)["children"]["bridge"].clone();

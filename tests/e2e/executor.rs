@@ -307,14 +307,22 @@ fn kill_9_at_random_moments_never_half_applies_and_applies_each_patch_once() {
     // Every patch writes 15 files and appends its number to a ledger; the
     // executor is killed at arbitrary points, mid-apply included, and restarted.
     let mut env = TestEnv::new("[executor]\nmax_attempts = 50\n");
-    let n = 12;
     let mut names = Vec::new();
     names.push(env.enqueue_json("default", &json!({"id": "ledger", "operations": [{"op": "write", "path": "ledger.txt", "content": "", "expect_md5": null}]})));
-    for k in 0..n {
-        let mut p = files_patch(&format!("p{k}"), 15, &format!("patch {k}"), json!([]));
-        p["operations"].as_array_mut().unwrap().push(json!({"op": "regex", "path": "ledger.txt", "pattern": "\\z", "replacement": format!("patch {k}\n"), "count": 1}));
-        names.push(env.enqueue_json("default", &p));
-    }
+    // Patches go in batches of 12; on a loaded machine the executor may
+    // drain a batch between two looks at active/, so another batch follows
+    // until 3 kills have landed (at most 5 batches).
+    let mut n = 0;
+    let mut enqueue_batch = |env: &mut TestEnv, names: &mut Vec<String>| {
+        for k in n..n + 12 {
+            let mut p = files_patch(&format!("p{k}"), 15, &format!("patch {k}"), json!([]));
+            p["operations"].as_array_mut().unwrap().push(json!({"op": "regex", "path": "ledger.txt", "pattern": "\\z", "replacement": format!("patch {k}\n"), "count": 1}));
+            names.push(env.enqueue_json("default", &p));
+        }
+        n += 12;
+    };
+    let mut batches = 1;
+    enqueue_batch(&mut env, &mut names);
     let q = env.layout().queue("default");
     let mut kills = 0;
     let mut seed: u64 = 0x9e3779b97f4a7c15;
@@ -322,7 +330,11 @@ fn kill_9_at_random_moments_never_half_applies_and_applies_each_patch_once() {
         if q.list(QueueState::Pending).unwrap().is_empty()
             && q.list(QueueState::Active).unwrap().is_empty()
         {
-            break;
+            if kills >= 3 || batches == 5 {
+                break;
+            }
+            batches += 1;
+            enqueue_batch(&mut env, &mut names);
         }
         let pid = env.spawn_executor();
         // Wait until something is being applied, then let it run a pseudo-random while.
@@ -369,7 +381,7 @@ fn kill_9_at_random_moments_never_half_applies_and_applies_each_patch_once() {
     }
     // No temp files or strays in the tree.
     assert_eq!(tree.len(), 16, "{:?}", tree.keys());
-    eprintln!("{kills} kills while a patch was active");
+    eprintln!("{kills} kills while a patch was active, {batches} batches");
 }
 
 #[test]
