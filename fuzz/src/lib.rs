@@ -214,10 +214,12 @@ pub fn transcript(data: &[u8]) {
 /// The outside file's content: nothing read through the tree may be it.
 const SECRET: &[u8] = b"outside secret\n";
 
+/// The `path` target's tree, made at its first input.
+static ESCAPE: OnceLock<(tempfile::TempDir, Tree)> = OnceLock::new();
+
 /// A tree (`base/tree`) whose symlinks lead out of it to `base/outside`.
 fn escape_fixture() -> &'static (tempfile::TempDir, Tree) {
-    static FIXTURE: OnceLock<(tempfile::TempDir, Tree)> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
+    ESCAPE.get_or_init(|| {
         use std::os::unix::fs::symlink;
         let base = tempfile::tempdir().unwrap();
         let outside = base.path().join("outside");
@@ -471,18 +473,48 @@ fn request_of(data: &[u8]) -> Option<Request<Body>> {
     builder.body(Body::from(rest.to_vec())).ok()
 }
 
+/// The `http` target's current root, kept between inputs.
+static HTTP_ENV: Mutex<Option<HttpEnv>> = Mutex::new(None);
+
+/// Ends a root of the `http` target: every stored entry is read again (none
+/// was changed after it was first checked), then the root is removed.
+fn retire(env: HttpEnv) {
+    let mut all = BTreeMap::new();
+    check_queue(&env, &mut all);
+    assert_eq!(all, env.queued, "the queue changed under its answers");
+}
+
+/// Called by the replay after the last input of target `name`: ends what the
+/// target keeps between inputs (the `http` target's root, checked once more
+/// and removed; the `path` target's tree, removed, so that target is not run
+/// again in this process). A libFuzzer run exits without it; `fuzz/run`
+/// removes its scratch directory.
+pub fn finish(name: &str) {
+    match name {
+        "http" => {
+            let env = HTTP_ENV.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(env) = env {
+                retire(env);
+            }
+        }
+        // A static's destructor never runs, so the directory goes by hand.
+        "path" => {
+            if let Some((base, _)) = ESCAPE.get() {
+                #[allow(clippy::disallowed_methods)] // a fixture of this process
+                std::fs::remove_dir_all(base.path()).unwrap();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Target `http`: one request through the router.
 pub fn http(data: &[u8]) {
-    static ENV: Mutex<Option<HttpEnv>> = Mutex::new(None);
     let Some(req) = request_of(data) else { return };
-    let mut guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let mut guard = HTTP_ENV.lock().unwrap_or_else(|e| e.into_inner());
     if guard.as_ref().is_none_or(|e| e.rounds >= HTTP_ROUNDS) {
-        if let Some(old) = guard.as_ref() {
-            // Every stored entry read again: none was changed after it was
-            // first checked.
-            let mut all = BTreeMap::new();
-            check_queue(old, &mut all);
-            assert_eq!(all, old.queued, "the queue changed under its answers");
+        if let Some(old) = guard.take() {
+            retire(old);
         }
         *guard = Some(http_env());
     }

@@ -58,6 +58,7 @@ fn replay_on_this_thread(target: &str) {
             panic!("{target}: {} fails: {msg}", f.display());
         }
     }
+    bodies::finish(target);
     eprintln!("{target}: {} corpus files replayed", files.len());
 }
 
