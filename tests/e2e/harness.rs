@@ -180,31 +180,40 @@ impl TestEnv {
     }
 
     /// Start a long-running executor.
+    /// Start the executor daemon; its stderr goes to `executor-<pid>.stderr`
+    /// in the test's directory (a pipe nobody reads would stop it once full).
     pub fn spawn_executor(&mut self) -> u32 {
+        let starting = self.dir.path().join("executor-starting.stderr");
         let child = self
             .cmd(EXECUTOR)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&starting).unwrap())
             .spawn()
             .expect("spawn executor");
         let pid = child.id();
+        // The child writes through its descriptor, whatever the file's name;
+        // a test's scratch file needs no durable move.
+        #[allow(clippy::disallowed_methods)]
+        std::fs::rename(&starting, self.executor_stderr(pid)).unwrap();
         self.children.push(child);
         pid
     }
 
+    /// Where [`TestEnv::spawn_executor`] sends the stderr of executor `pid`.
+    pub fn executor_stderr(&self, pid: u32) -> PathBuf {
+        self.dir.path().join(format!("executor-{pid}.stderr"))
+    }
+
     /// Panic with its stderr if the child `pid` has already exited with an error.
     pub fn assert_alive(&mut self, pid: u32) {
+        let stderr = self.executor_stderr(pid);
         let c = self
             .children
             .iter_mut()
             .find(|c| c.id() == pid)
             .expect("known child");
         if let Ok(Some(st)) = c.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = c.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = std::fs::read_to_string(&stderr).unwrap_or_default();
             panic!("executor {pid} exited early with {st:?}:\n{err}");
         }
     }
