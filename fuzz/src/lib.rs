@@ -480,7 +480,7 @@ static HTTP_ENV: Mutex<Option<HttpEnv>> = Mutex::new(None);
 /// was changed after it was first checked), then the root is removed.
 fn retire(env: HttpEnv) {
     let mut all = BTreeMap::new();
-    check_queue(&env, &mut all);
+    check_queue(env.ing.layout(), &mut all);
     assert_eq!(all, env.queued, "the queue changed under its answers");
 }
 
@@ -569,17 +569,17 @@ pub fn http(data: &[u8]) {
     }
     // What is on disk is exactly what was answered `202` for, each entry
     // once, and the id read from its stored bytes is the answered id.
-    let mut checked = std::mem::take(&mut env.checked);
-    check_queue(env, &mut checked);
-    assert_eq!(checked, env.queued, "the queue and the answers disagree");
-    env.checked = checked;
+    check_queue(env.ing.layout(), &mut env.checked);
+    assert_eq!(
+        env.checked, env.queued,
+        "the queue and the answers disagree"
+    );
 }
 
-/// Lists the pending entries of `env`'s root into `checked` (queue name ->
-/// id read from the stored bytes): names no longer listed leave it, and the
+/// Lists the pending entries of the root into `checked` (queue name -> id
+/// read from the stored bytes): names no longer listed leave it, and the
 /// bytes of names not in it yet are read. A name listed twice panics.
-fn check_queue(env: &HttpEnv, checked: &mut BTreeMap<String, String>) {
-    let layout = env.ing.layout();
+fn check_queue(layout: &Layout, checked: &mut BTreeMap<String, String>) {
     let mut listed = BTreeSet::new();
     for target in ["default", "web"] {
         let q = layout.queue(target);

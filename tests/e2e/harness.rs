@@ -179,7 +179,6 @@ impl TestEnv {
         out
     }
 
-    /// Start a long-running executor.
     /// Start the executor daemon; its stderr goes to `executor-<pid>.stderr`
     /// in the test's directory (a pipe nobody reads would stop it once full).
     pub fn spawn_executor(&mut self) -> u32 {
@@ -194,28 +193,18 @@ impl TestEnv {
         // The child writes through its descriptor, whatever the file's name;
         // a test's scratch file needs no durable move.
         #[allow(clippy::disallowed_methods)]
-        std::fs::rename(&starting, self.executor_stderr(pid)).unwrap();
+        std::fs::rename(
+            &starting,
+            self.dir.path().join(format!("executor-{pid}.stderr")),
+        )
+        .unwrap();
         self.children.push(child);
         pid
     }
 
-    /// Where [`TestEnv::spawn_executor`] sends the stderr of executor `pid`.
-    pub fn executor_stderr(&self, pid: u32) -> PathBuf {
-        self.dir.path().join(format!("executor-{pid}.stderr"))
-    }
-
-    /// Panic with its stderr if the child `pid` has already exited with an error.
+    /// Panic with the stderr files if executor `pid` has already exited.
     pub fn assert_alive(&mut self, pid: u32) {
-        let stderr = self.executor_stderr(pid);
-        let c = self
-            .children
-            .iter_mut()
-            .find(|c| c.id() == pid)
-            .expect("known child");
-        if let Ok(Some(st)) = c.try_wait() {
-            let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-            panic!("executor {pid} exited early with {st:?}:\n{err}");
-        }
+        self.assert_alive_named(pid, "executor");
     }
 
     /// Start the bridge on a free loopback port with the test token and HMAC
